@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Build the Go test tools into $REPO/.cache/bin, from the Go module proxy only:
+#   csi-sanity                                   kubernetes-csi conformance suite (pinned below)
+#   kube-apiserver, kube-controller-manager, kubectl   from hack/kube/go.mod (k8s.io/kubernetes)
+#   etcd                                         from hack/etcd/go.mod (go.etcd.io/etcd/server/v3)
+#
+# Usage: hack/install-go-tools.sh [--force] [TOOL...]     (default: all tools)
+#
+# Idempotent: each binary has a stamp file (.cache/bin/.stamps/TOOL) holding a hash of its
+# inputs (version, wrapper go.mod/go.sum, Go version, build flags); a tool whose stamp matches
+# is not rebuilt, so a second run takes seconds. Go's own module and build caches (outside the
+# repo) are used as they are, so a fresh clone on a machine that built before is quick too.
+#
+# Versions live in one place each: csi-sanity below, Kubernetes in hack/kube/go.mod
+# (regenerate it with hack/kube/bump.sh vX.Y.Z), etcd in hack/etcd/go.mod.
+set -euo pipefail
+
+CSI_SANITY_MODULE="github.com/kubernetes-csi/csi-test/v5"
+CSI_SANITY_VERSION="v5.6.0"
+MIN_GO_MINOR=26 # k8s.io/kubernetes v1.37 needs Go 1.26
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN_DIR="${REPO}/.cache/bin"
+STAMP_DIR="${BIN_DIR}/.stamps"
+KUBE_MOD_DIR="${REPO}/hack/kube"
+ETCD_MOD_DIR="${REPO}/hack/etcd"
+ALL_TOOLS=(csi-sanity etcd kube-apiserver kube-controller-manager kubectl)
+
+die() {
+    echo "install-go-tools: $*" >&2
+    exit 1
+}
+
+usage() {
+    echo "usage: $0 [--force] [TOOL...]   (tools: ${ALL_TOOLS[*]})"
+}
+
+force=0
+selected=()
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        -*)
+            usage >&2
+            exit 2
+            ;;
+        *)
+            known=0
+            for t in "${ALL_TOOLS[@]}"; do
+                if [[ "$t" == "$arg" ]]; then known=1; fi
+            done
+            [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]})"
+            selected+=("$arg")
+            ;;
+    esac
+done
+if [[ ${#selected[@]} -eq 0 ]]; then
+    selected=("${ALL_TOOLS[@]}")
+fi
+
+# --- Go toolchain -------------------------------------------------------------------------
+if [[ -n "${GO:-}" ]]; then
+    :
+elif command -v go > /dev/null 2>&1; then
+    GO="$(command -v go)"
+elif [[ -x /usr/local/go/bin/go ]]; then
+    GO=/usr/local/go/bin/go
+else
+    die "no Go toolchain found (put go on PATH, or set GO=/path/to/go)"
+fi
+go_version="$("$GO" env GOVERSION)"
+if [[ ! "$go_version" =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < MIN_GO_MINOR)); then
+    die "need Go >= 1.${MIN_GO_MINOR}, ${GO} is ${go_version}"
+fi
+
+# Reproducible, self-contained builds: the wrapper modules' go.sum must already cover every
+# module (-mod=readonly), no cgo (static binaries, no C toolchain needed), no VCS stamping.
+export GOFLAGS="-mod=readonly"
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+common_build_flags=(-trimpath -buildvcs=false)
+
+# The version a wrapper go.mod requires for a module ("" when it is not there).
+mod_version() {
+    local gomod="$1" module="$2"
+    awk -v m="$module" '
+        $1 == "require" && $2 == m { print $3; exit }
+        $1 == m && $2 ~ /^v/ { print $2; exit }
+    ' "$gomod"
+}
+
+kube_version="$(mod_version "${KUBE_MOD_DIR}/go.mod" k8s.io/kubernetes)"
+[[ -n "$kube_version" ]] || die "hack/kube/go.mod does not require k8s.io/kubernetes"
+etcd_version="$(mod_version "${ETCD_MOD_DIR}/go.mod" go.etcd.io/etcd/server/v3)"
+[[ -n "$etcd_version" ]] || die "hack/etcd/go.mod does not require go.etcd.io/etcd/server/v3"
+
+# What `kubectl version` / the apiserver's /version report (as Kubernetes' own build does).
+kube_minor="${kube_version#v1.}"
+kube_minor="${kube_minor%%.*}"
+kube_ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    kube_ldflags+=" -X ${pkg}.gitVersion=${kube_version}"
+    kube_ldflags+=" -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${kube_minor}"
+    kube_ldflags+=" -X ${pkg}.gitTreeState=clean"
+done
+
+# --- helpers ------------------------------------------------------------------------------
+mkdir -p "$BIN_DIR" "$STAMP_DIR"
+
+# One build at a time per checkout (two shells running setup at once would race otherwise).
+if command -v flock > /dev/null 2>&1; then
+    exec 9> "${BIN_DIR}/.lock"
+    flock 9
+fi
+
+tmp_dir="$(mktemp -d "${BIN_DIR}/.tmp.XXXXXX")"
+trap 'rm -rf "$tmp_dir"' EXIT
+
+# Hash of everything a tool's binary depends on: its name, version, build recipe, Go version
+# and the wrapper module's go.mod/go.sum (if any).
+inputs_hash() {
+    local tool="$1" version="$2" recipe="$3" mod_dir="$4"
+    {
+        printf '%s\n' "$tool" "$version" "$recipe" "$go_version" "$(uname -m)"
+        if [[ -n "$mod_dir" ]]; then
+            cat "${mod_dir}/go.mod" "${mod_dir}/go.sum"
+        fi
+    } | sha256sum | cut -d' ' -f1
+}
+
+is_up_to_date() {
+    local tool="$1" hash="$2"
+    [[ $force -eq 0 && -x "${BIN_DIR}/${tool}" && -f "${STAMP_DIR}/${tool}" ]] \
+        && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
+}
+
+# ensure TOOL VERSION MOD_DIR COMMAND...: run COMMAND (which must write "$out") unless the
+# stamp says the binary is current; then move the binary into place atomically (a running
+# test keeps its old inode) and write the stamp.
+ensure() {
+    local tool="$1" version="$2" mod_dir="$3"
+    shift 3
+    local hash start
+    hash="$(inputs_hash "$tool" "$version" "$*" "$mod_dir")"
+    if is_up_to_date "$tool" "$hash"; then
+        echo "${tool} ${version}: up to date"
+        return 0
+    fi
+    echo "building ${tool} ${version}..."
+    start=$SECONDS
+    out="${tmp_dir}/${tool}"
+    rm -f "$out"
+    if ! "$@"; then
+        die "building ${tool} ${version} failed"
+    fi
+    [[ -x "$out" ]] || die "building ${tool} produced no binary"
+    mv -f "$out" "${BIN_DIR}/${tool}"
+    printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}"
+    echo "  done ${tool} ${version} in $((SECONDS - start))s"
+}
+
+build_csi_sanity() {
+    GOBIN="$tmp_dir" "$GO" install "${common_build_flags[@]}" \
+        "${CSI_SANITY_MODULE}/cmd/csi-sanity@${CSI_SANITY_VERSION}"
+}
+
+build_in_module() {
+    local mod_dir="$1" pkg="$2" ldflags="$3"
+    (cd "$mod_dir" && "$GO" build "${common_build_flags[@]}" -ldflags="$ldflags" -o "$out" "$pkg")
+}
+
+# --- tools ----------------------------------------------------------------------------------
+for tool in "${selected[@]}"; do
+    case "$tool" in
+        csi-sanity)
+            ensure csi-sanity "$CSI_SANITY_VERSION" "" build_csi_sanity
+            ;;
+        etcd)
+            ensure etcd "$etcd_version" "$ETCD_MOD_DIR" \
+                build_in_module "$ETCD_MOD_DIR" go.etcd.io/etcd/server/v3 "-s -w"
+            ;;
+        kube-apiserver | kube-controller-manager | kubectl)
+            ensure "$tool" "$kube_version" "$KUBE_MOD_DIR" \
+                build_in_module "$KUBE_MOD_DIR" "k8s.io/kubernetes/cmd/${tool}" "$kube_ldflags"
+            ;;
+    esac
+done
