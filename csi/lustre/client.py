@@ -1,0 +1,279 @@
+"""LustreClient: the Lustre client commands the driver runs, as argv lists through a CommandRunner.
+
+Each command has a module-level `build_*_argv` so its exact argv can be tested (and read) on its
+own; `LustreClient` validates its inputs, runs the argv with `.check()` (a non-zero exit is
+ExternalCommandFailed carrying the argv and stderr) and parses the output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+from csi.command import DEFAULT_TIMEOUT_S, CommandRunner
+from csi.errors import InvalidArgument
+from csi.lustre.mount_options import validate_mount_options
+from csi.lustre.parsers import (
+    LfsDf,
+    LustreHealth,
+    LustreOutputError,
+    ProjectQuota,
+    parse_health_check,
+    parse_lfs_df,
+    parse_lfs_project,
+    parse_lfs_quota,
+)
+
+# 0 is the project every file starts in; 2^32-1 is the kernel's "no id" (-1 as u32).
+MIN_PROJECT_ID: Final = 1
+MAX_PROJECT_ID: Final = 4_294_967_294
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+# A host name needs a letter somewhere, so "10.0.0.300" is not taken for one.
+_HOSTNAME = (
+    r"(?=[A-Za-z0-9.-]*[A-Za-z])[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+# An LNet NID: address @ network. Addresses are IPv4 or host names (socklnd, o2iblnd) or a
+# number (gnilnd, and 0@lo); networks are an LND name with an optional network number.
+NID: Final = re.compile(
+    rf"(?:{_IPV4}|{_HOSTNAME}|[0-9]{{1,10}})@(?:tcp|o2ib|gni|kfi|lo)(?:0|[1-9][0-9]{{0,4}})?"
+)
+FSNAME: Final = re.compile(r"[-_a-zA-Z0-9]{1,8}")
+_PATH_COMPONENT = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+_Parsed = TypeVar("_Parsed")
+
+
+def validate_mount_source(source: str) -> str:
+    """`<nid>[,<nid>...][:<nid>[,<nid>...]...]:/<fsname>[/<subdir>]`, as mount.lustre(8).
+
+    ':' separates MGS failover nodes, ',' several NIDs of one node. The subdirectory (a
+    Lustre fileset) is checked component by component: no empty, '.' or '..' components, so
+    a volume can never name a path outside its file system's tree.
+    """
+    nodes, separator, path = source.partition(":/")
+    if not separator:
+        raise InvalidArgument(
+            f"Lustre source {source!r} must look like <mgs-nid>[:<failover-nid>]:/<fsname>[/<dir>]"
+        )
+    for node in nodes.split(":"):
+        for nid in node.split(","):
+            if not NID.fullmatch(nid):
+                raise InvalidArgument(
+                    f"Lustre source {source!r}: {nid!r} is not an LNet NID "
+                    "(like 10.0.0.5@tcp, 192.168.1.2@o2ib1 or 0@lo)"
+                )
+    fsname, _, subdir = path.partition("/")
+    if not FSNAME.fullmatch(fsname):
+        raise InvalidArgument(
+            f"Lustre source {source!r}: file system name {fsname!r} must be 1-8 characters "
+            "from a-z, A-Z, 0-9, '-' and '_'"
+        )
+    if path.endswith("/") or (subdir and not _valid_subdir(subdir)):
+        raise InvalidArgument(
+            f"Lustre source {source!r}: subdirectory {subdir!r} must be '/'-separated names "
+            "of A-Z, a-z, 0-9, '.', '_' and '-', with no empty, '.' or '..' parts"
+        )
+    return source
+
+
+def _valid_subdir(subdir: str) -> bool:
+    return all(
+        _PATH_COMPONENT.fullmatch(part) and part not in (".", "..") for part in subdir.split("/")
+    )
+
+
+def validate_project_id(project_id: int) -> int:
+    if (
+        not isinstance(project_id, int)
+        or isinstance(project_id, bool)
+        or not MIN_PROJECT_ID <= project_id <= MAX_PROJECT_ID
+    ):
+        raise InvalidArgument(
+            f"project id {project_id!r} must be a whole number from {MIN_PROJECT_ID} to "
+            f"{MAX_PROJECT_ID}"
+        )
+    return project_id
+
+
+def _validate_size(name: str, size: int) -> int:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise InvalidArgument(f"{name} {size!r} must be a positive number of bytes")
+    return size
+
+
+def _validate_path(name: str, path: str | os.PathLike[str]) -> str:
+    """An absolute path: never mistaken for an option, and free of control characters."""
+    text = os.fspath(path)
+    if not text.startswith("/") or any(not ch.isprintable() for ch in text):
+        raise InvalidArgument(
+            f"{name} {text!r} must be an absolute path without control characters"
+        )
+    return text
+
+
+def kib_rounded_up(size_bytes: int) -> int:
+    """Lustre block limits are whole KiB; round up so a volume never gets less than asked."""
+    return -(-size_bytes // 1024)
+
+
+# --- argv builders ----------------------------------------------------------------------------
+
+
+def build_mount_argv(source: str, target: str, options: Sequence[str]) -> list[str]:
+    argv = ["mount", "-t", "lustre"]
+    if options:
+        argv += ["-o", ",".join(options)]
+    return [*argv, source, target]
+
+
+def build_assign_project_argv(directory: str, project_id: int) -> list[str]:
+    # -s sets PROJID_INHERIT so files created later join the project; -r applies the id to
+    # anything already inside (a retried CreateVolume may find files there).
+    return ["lfs", "project", "-p", str(project_id), "-s", "-r", directory]
+
+
+def build_project_of_argv(path: str) -> list[str]:
+    # -d: the path itself, not a listing of a directory's children.
+    return ["lfs", "project", "-d", path]
+
+
+def build_set_project_quota_argv(
+    mountpoint: str, project_id: int, hard_limit_bytes: int
+) -> list[str]:
+    # A CSI capacity is a hard limit, so the soft limit is set to 0 ("none") explicitly:
+    # given -B alone, lfs keeps whatever soft limit was there before (an extra GETQUOTA
+    # round trip), and a stale soft limit would start grace timers below the capacity.
+    return [
+        "lfs",
+        "setquota",
+        "-p",
+        str(project_id),
+        "-b",
+        "0",
+        "-B",
+        f"{kib_rounded_up(hard_limit_bytes)}k",
+        mountpoint,
+    ]
+
+
+def build_clear_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
+    # 0 means "no limit" for every one of the four limits (lfs-setquota(1)).
+    return [
+        "lfs",
+        "setquota",
+        "-p",
+        str(project_id),
+        "-b",
+        "0",
+        "-B",
+        "0",
+        "-i",
+        "0",
+        "-I",
+        "0",
+        mountpoint,
+    ]
+
+
+def build_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
+    return ["lfs", "quota", "-p", str(project_id), mountpoint]
+
+
+def build_df_argv(mountpoint: str, *, inodes: bool = False) -> list[str]:
+    # -v lists OSTs an administrator deactivated as "inactive device" rows instead of hiding
+    # them, so the provisioner sees every OST it owns; without -v they vanish from the list.
+    return ["lfs", "df", "-v", *(["-i"] if inodes else []), mountpoint]
+
+
+def build_health_check_argv() -> list[str]:
+    return ["lctl", "get_param", "-n", "health_check"]
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+class LustreClient:
+    """Lustre client operations on one node, run through `runner`."""
+
+    def __init__(self, runner: CommandRunner, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._runner = runner
+        self._timeout = timeout
+
+    def _run(self, argv: list[str]) -> str:
+        return self._runner.run(argv, timeout=self._timeout).check().stdout
+
+    def mount(self, source: str, target: str | os.PathLike[str], options: Sequence[str]) -> None:
+        """`mount -t lustre -o <options> <source> <target>`; options go through the allow-list."""
+        validate_mount_source(source)
+        checked = validate_mount_options(options)
+        self._run(build_mount_argv(source, _validate_path("mount target", target), checked))
+
+    def assign_project(self, directory: str | os.PathLike[str], project_id: int) -> None:
+        """Put `directory` and everything under it in project `project_id`, inherited."""
+        self._run(
+            build_assign_project_argv(
+                _validate_path("directory", directory), validate_project_id(project_id)
+            )
+        )
+
+    def project_id_of(self, path: str | os.PathLike[str]) -> int:
+        """The project `path` belongs to; 0 when it is in none."""
+        argv = build_project_of_argv(_validate_path("path", path))
+        return self._parse(argv, parse_lfs_project).project_id
+
+    def set_project_quota(
+        self, mountpoint: str | os.PathLike[str], project_id: int, hard_limit_bytes: int
+    ) -> None:
+        """Cap project `project_id` at `hard_limit_bytes` (rounded up to whole KiB)."""
+        self._run(
+            build_set_project_quota_argv(
+                _validate_path("mount point", mountpoint),
+                validate_project_id(project_id),
+                _validate_size("hard limit", hard_limit_bytes),
+            )
+        )
+
+    def clear_project_quota(self, mountpoint: str | os.PathLike[str], project_id: int) -> None:
+        """Remove every limit of project `project_id` (its usage is still accounted)."""
+        self._run(
+            build_clear_project_quota_argv(
+                _validate_path("mount point", mountpoint), validate_project_id(project_id)
+            )
+        )
+
+    def project_quota(self, mountpoint: str | os.PathLike[str], project_id: int) -> ProjectQuota:
+        argv = build_project_quota_argv(
+            _validate_path("mount point", mountpoint), validate_project_id(project_id)
+        )
+        quota = self._parse(argv, parse_lfs_quota)
+        if quota.project_id != project_id:
+            raise LustreOutputError(
+                f"{' '.join(argv)}: reported project {quota.project_id}, not {project_id}"
+            )
+        return quota
+
+    def df(self, mountpoint: str | os.PathLike[str]) -> LfsDf:
+        """Space per MDT/OST and in total, in bytes."""
+        return self._parse(build_df_argv(_validate_path("mount point", mountpoint)), parse_lfs_df)
+
+    def df_inodes(self, mountpoint: str | os.PathLike[str]) -> LfsDf:
+        """Inodes (files) per MDT/OST and in total."""
+        argv = build_df_argv(_validate_path("mount point", mountpoint), inodes=True)
+        return self._parse(argv, parse_lfs_df)
+
+    def health(self) -> LustreHealth:
+        """This node's Lustre health (`lctl get_param -n health_check`)."""
+        return self._parse(build_health_check_argv(), parse_health_check)
+
+    def _parse(self, argv: list[str], parse: Callable[[str], _Parsed]) -> _Parsed:
+        stdout = self._run(argv)
+        try:
+            return parse(stdout)
+        except LustreOutputError as exc:
+            # Name the command: the parser only knows the text it was given.
+            raise LustreOutputError(f"{' '.join(argv)}: {exc}") from exc
