@@ -1,0 +1,133 @@
+"""Static storage-network addresses: IP pools, allocation, fixed MACs.
+
+A Lustre server is known by its NID (`<ip>@tcp`), written into the MGS configuration logs at
+first mount, so a server must keep its IP across restarts and node moves (DESIGN.md, "NIDs
+must not change"). The reconciler allocates one address per server from the pool in the
+spec, records it in `status.servers[]` *before* creating the VM, and builds the VM's
+cloud-init network data and MAC from that record. Nothing here remembers anything: the
+status is the system of record, and allocation is a pure function of the pool and the
+addresses already taken (by this and every other LustreFileSystem).
+
+Pool syntax (`spec.network.ipPool`): comma-separated entries, each either a CIDR whose host
+addresses are all usable (`10.20.0.0/28`) or an inclusive range with the prefix length the
+guests configure (`10.20.0.10-10.20.0.40/24`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+STORAGE_MAC_PREFIX = (0x02, 0x4C)  # locally administered, unicast
+MANAGEMENT_MAC_PREFIX = (0x02, 0x4D)
+
+
+@dataclass(frozen=True)
+class AddressRange:
+    first: ipaddress.IPv4Address
+    last: ipaddress.IPv4Address
+    prefix_length: int
+
+    def __len__(self) -> int:
+        return int(self.last) - int(self.first) + 1
+
+    def __iter__(self) -> Iterator[ipaddress.IPv4Address]:
+        for value in range(int(self.first), int(self.last) + 1):
+            yield ipaddress.IPv4Address(value)
+
+
+@dataclass(frozen=True)
+class AddressPool:
+    text: str
+    ranges: tuple[AddressRange, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(r) for r in self.ranges)
+
+    def prefix_length(self, address: str) -> int:
+        ip = ipaddress.IPv4Address(address)
+        for r in self.ranges:
+            if r.first <= ip <= r.last:
+                return r.prefix_length
+        raise KeyError(address)
+
+    def __contains__(self, address: object) -> bool:
+        try:
+            self.prefix_length(str(address))
+        except (KeyError, ValueError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for r in self.ranges:
+            for ip in r:
+                if str(ip) not in seen:
+                    seen.add(str(ip))
+                    yield str(ip)
+
+
+def parse_pool(text: str) -> AddressPool:
+    """The pool in `text`; ValueError with a message saying what is wrong."""
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if not entries:
+        raise ValueError(
+            "is empty; give a CIDR (10.20.0.0/28) or a range (10.20.0.10-10.20.0.40/24)"
+        )
+    ranges = []
+    for entry in entries:
+        try:
+            ranges.append(_parse_entry(entry))
+        except ValueError as error:
+            raise ValueError(f"entry {entry!r}: {error}") from None
+    return AddressPool(text=text, ranges=tuple(ranges))
+
+
+def _parse_entry(entry: str) -> AddressRange:
+    if "-" not in entry:
+        network = ipaddress.IPv4Network(entry, strict=False)
+        hosts = list(network.hosts()) if network.prefixlen < 31 else list(network)
+        return AddressRange(hosts[0], hosts[-1], network.prefixlen)
+    span, slash, prefix = entry.partition("/")
+    if not slash or not prefix.isdigit() or not 1 <= int(prefix) <= 32:
+        raise ValueError(
+            "a range needs the network's prefix length, as in 10.20.0.10-10.20.0.40/24"
+        )
+    first_text, _, last_text = span.partition("-")
+    first = ipaddress.IPv4Address(first_text.strip())
+    last = ipaddress.IPv4Address(last_text.strip())
+    if last < first:
+        raise ValueError("the range ends before it starts")
+    network = ipaddress.IPv4Network(f"{first}/{prefix}", strict=False)
+    if last not in network:
+        raise ValueError(f"{last} is outside {network}")
+    return AddressRange(first, last, int(prefix))
+
+
+def allocate(pool: AddressPool, taken: Iterable[str], count: int) -> list[str]:
+    """The first `count` free addresses of the pool in order; fewer when it runs out."""
+    used = set(taken)
+    free: list[str] = []
+    for address in pool:
+        if len(free) == count:
+            break
+        if address not in used:
+            free.append(address)
+    return free
+
+
+def _mac(prefix: tuple[int, int], address: str) -> str:
+    octets = (*prefix, *ipaddress.IPv4Address(address).packed)
+    return ":".join(f"{octet:02x}" for octet in octets)
+
+
+def storage_mac(address: str) -> str:
+    """A fixed MAC derived from the server's storage IP: unique wherever the IP is."""
+    return _mac(STORAGE_MAC_PREFIX, address)
+
+
+def management_mac(address: str) -> str:
+    """The pod-network interface's MAC, fixed too so cloud-init can match it by address."""
+    return _mac(MANAGEMENT_MAC_PREFIX, address)
