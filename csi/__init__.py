@@ -1,0 +1,1 @@
+"""lustre-csi: the CSI driver (identity, controller and node services) for Lustre."""

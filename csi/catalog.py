@@ -1,0 +1,164 @@
+"""Volume records: one small JSON file per volume, kept on the file system it lives on.
+
+The file system is the system of record (`<mount>/.lustre-csi/volumes/<subdir>.json`), next to
+the volume's directory and quota, so a volume and its record cannot drift apart across
+controller restarts or replicas. An in-memory index over the loaded records answers
+ListVolumes pages in O(log n + page) and sums reservations per file system without I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csi.atomicfile import read_json, write_json_atomic
+
+RECORDS_DIR = ".lustre-csi/volumes"
+FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    name: str
+    volume_id: str
+    kind: str
+    fsname: str
+    subdir: str
+    capacity_bytes: int
+    project_id: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # creating -> ready -> deleting: a record is written before any effect, so a crash at any
+    # point leaves a record the next attempt finishes (or deletes) instead of a leak.
+    state: str = "creating"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> VolumeRecord:
+        return cls(**{k: document[k] for k in cls.__dataclass_fields__ if k in document})
+
+
+def record_path(mountpoint: Path, subdir: str) -> Path:
+    return mountpoint / RECORDS_DIR / f"{subdir}.json"
+
+
+class VolumeCatalog:
+    """Index over the records of every file system loaded so far."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, VolumeRecord] = {}
+        self._sorted_ids: list[str] = []
+        self._loaded: set[str] = set()
+        # Per file system: the next project id to hand out and the bytes reserved, kept as
+        # running figures so neither costs more with more volumes.
+        self._next_project_id: dict[str, int] = {}
+        self._reserved: dict[str, int] = {}
+        # Guards the in-memory index only; never held across file-system I/O.
+        self._guard = threading.Lock()
+
+    def is_loaded(self, fsname: str) -> bool:
+        return fsname in self._loaded
+
+    def load(self, fsname: str, mountpoint: Path) -> None:
+        """Index every record on one file system (once, on first use after start)."""
+        records = []
+        for path in sorted((mountpoint / RECORDS_DIR).glob("*.json")):
+            document = read_json(path)
+            if document is not None:
+                records.append(VolumeRecord.from_json(document))
+        with self._guard:
+            if fsname in self._loaded:
+                return
+            for record in records:
+                self._index(record)
+            self._loaded.add(fsname)
+
+    def forget_file_system(self, fsname: str) -> None:
+        with self._guard:
+            for volume_id in [v for v, r in self._by_id.items() if r.fsname == fsname]:
+                self._unindex(volume_id)
+            self._loaded.discard(fsname)
+            self._next_project_id.pop(fsname, None)
+            self._reserved.pop(fsname, None)
+
+    def allocate_project_id(self, fsname: str) -> int:
+        """A project id never used by a loaded volume of this file system (ids are not reused)."""
+        with self._guard:
+            project_id = self._next_project_id.get(fsname, FIRST_PROJECT_ID)
+            self._next_project_id[fsname] = project_id + 1
+            return project_id
+
+    def write(self, mountpoint: Path, record: VolumeRecord) -> None:
+        write_json_atomic(record_path(mountpoint, record.subdir), record.to_json())
+        with self._guard:
+            self._index(record)
+
+    def hold(self, record: VolumeRecord) -> None:
+        """Index a record in memory only: its size counts as reserved while growth is checked."""
+        with self._guard:
+            self._index(record)
+
+    def release_hold(self, record: VolumeRecord) -> None:
+        with self._guard:
+            self._unindex(record.volume_id)
+
+    def remove(self, mountpoint: Path, record: VolumeRecord) -> None:
+        record_path(mountpoint, record.subdir).unlink(missing_ok=True)
+        with self._guard:
+            self._unindex(record.volume_id)
+
+    def get(self, volume_id: str) -> VolumeRecord | None:
+        return self._by_id.get(volume_id)
+
+    def reserved_bytes(self, fsname: str) -> int:
+        with self._guard:
+            return self._reserved.get(fsname, 0)
+
+    def page(self, after: str, limit: int) -> tuple[list[VolumeRecord], str]:
+        """Up to `limit` ready records with ids after `after`, and the next token ('' at end).
+
+        Costs O(log n + limit): the token is the last id of the previous page, found by bisection,
+        so a token whose volume was deleted meanwhile still resumes at the right place.
+        """
+        with self._guard:
+            position = bisect.bisect_right(self._sorted_ids, after) if after else 0
+            page: list[VolumeRecord] = []
+            while position < len(self._sorted_ids) and (not limit or len(page) < limit):
+                record = self._by_id[self._sorted_ids[position]]
+                position += 1
+                if record.state == "ready":
+                    page.append(record)
+            more = position < len(self._sorted_ids)
+            return page, (page[-1].volume_id if page and more else "")
+
+    def __iter__(self) -> Iterator[VolumeRecord]:
+        with self._guard:
+            return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def _index(self, record: VolumeRecord) -> None:
+        previous = self._by_id.get(record.volume_id)
+        if previous is None:
+            bisect.insort(self._sorted_ids, record.volume_id)
+        else:
+            self._reserved[previous.fsname] -= previous.capacity_bytes
+        self._by_id[record.volume_id] = record
+        self._reserved[record.fsname] = self._reserved.get(record.fsname, 0) + record.capacity_bytes
+        self._next_project_id[record.fsname] = max(
+            self._next_project_id.get(record.fsname, FIRST_PROJECT_ID), record.project_id + 1
+        )
+
+    def _unindex(self, volume_id: str) -> None:
+        previous = self._by_id.pop(volume_id, None)
+        if previous is not None:
+            self._reserved[previous.fsname] -= previous.capacity_bytes
+            position = bisect.bisect_left(self._sorted_ids, volume_id)
+            if position < len(self._sorted_ids) and self._sorted_ids[position] == volume_id:
+                del self._sorted_ids[position]

@@ -1,0 +1,169 @@
+"""CSI Controller service: translates requests into VolumeService calls and back."""
+
+from __future__ import annotations
+
+from google.protobuf import wrappers_pb2
+
+from csi.capabilities import capability_problem, check_capabilities
+from csi.catalog import VolumeRecord
+from csi.errors import InvalidArgument, InvalidPageToken, NotFound
+from csi.parameters import parse_volume_parameters
+from csi.rpc import csi_pb2, csi_pb2_grpc
+from csi.volume_id import check_volume_id_field, parse_volume_id
+from csi.volumes import CapacityRange, VolumeService
+
+Capability = csi_pb2.ControllerServiceCapability.RPC
+CONTROLLER_CAPABILITIES = (
+    Capability.CREATE_DELETE_VOLUME,
+    Capability.LIST_VOLUMES,
+    Capability.GET_CAPACITY,
+    Capability.EXPAND_VOLUME,
+    Capability.GET_VOLUME,
+    Capability.VOLUME_CONDITION,
+)
+MAX_PAGE = 1000
+
+
+def volume_context(record: VolumeRecord, mgs_nids: tuple[str, ...]) -> dict[str, str]:
+    """Everything the node plugin needs to mount the volume, so it can stay stateless."""
+    return {
+        "fsname": record.fsname,
+        "mgsNids": ":".join(mgs_nids),
+        "subdir": record.subdir,
+        "kind": record.kind,
+    }
+
+
+class ControllerServicer(csi_pb2_grpc.ControllerServicer):
+    def __init__(self, volumes: VolumeService, *, default_fsname: str) -> None:
+        self._volumes = volumes
+        self._default_fsname = default_fsname
+
+    def _volume(self, record: VolumeRecord) -> csi_pb2.Volume:
+        endpoint = self._volumes.endpoint(record)
+        return csi_pb2.Volume(
+            volume_id=record.volume_id,
+            capacity_bytes=record.capacity_bytes,
+            volume_context=volume_context(record, endpoint.mgs_nids),
+        )
+
+    def CreateVolume(self, request, context):
+        if not request.name:
+            raise InvalidArgument("name is required")
+        check_capabilities(request.volume_capabilities)
+        if request.HasField("volume_content_source"):
+            raise InvalidArgument(
+                "volume_content_source: snapshots and clones are not supported by lustre-csi"
+            )
+        params = parse_volume_parameters(
+            request.parameters, volume_name=request.name, default_fsname=self._default_fsname
+        )
+        record = self._volumes.create(request.name, _capacity_range(request), params)
+        return csi_pb2.CreateVolumeResponse(volume=self._volume(record))
+
+    def DeleteVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        self._volumes.delete(request.volume_id)
+        return csi_pb2.DeleteVolumeResponse()
+
+    def ValidateVolumeCapabilities(self, request, context):
+        check_volume_id_field(request.volume_id)
+        if not request.volume_capabilities:
+            raise InvalidArgument("volume_capabilities is required")
+        record = self._volumes.get(request.volume_id)
+        problems = [p for c in request.volume_capabilities if (p := capability_problem(c))]
+        if problems:
+            return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
+        confirmed = csi_pb2.ValidateVolumeCapabilitiesResponse.Confirmed(
+            volume_context=request.volume_context,
+            volume_capabilities=request.volume_capabilities,
+            parameters=request.parameters,
+        )
+        del record  # existence is what matters; capabilities are the same for every volume
+        return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
+
+    def ListVolumes(self, request, context):
+        if request.max_entries < 0:
+            raise InvalidArgument("max_entries must not be negative")
+        token = request.starting_token
+        if token:
+            try:
+                parse_volume_id(token)
+            except (NotFound, InvalidArgument) as exc:
+                raise InvalidPageToken(
+                    f"starting_token {token!r} was not issued by this driver"
+                ) from exc
+        limit = min(request.max_entries or MAX_PAGE, MAX_PAGE)
+        records, next_token = self._volumes.list_page(token, limit)
+        entries = [
+            csi_pb2.ListVolumesResponse.Entry(
+                volume=self._volume(record),
+                status=csi_pb2.ListVolumesResponse.VolumeStatus(
+                    volume_condition=csi_pb2.VolumeCondition(abnormal=False, message="ok")
+                ),
+            )
+            for record in records
+        ]
+        return csi_pb2.ListVolumesResponse(entries=entries, next_token=next_token)
+
+    def ControllerGetVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        record = self._volumes.get(request.volume_id)
+        present = self._volumes.directory_present(record)
+        condition = csi_pb2.VolumeCondition(
+            abnormal=not present,
+            message="ok" if present else f"directory {record.subdir} is missing on {record.fsname}",
+        )
+        return csi_pb2.ControllerGetVolumeResponse(
+            volume=self._volume(record),
+            status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(volume_condition=condition),
+        )
+
+    def GetCapacity(self, request, context):
+        for position, capability in enumerate(request.volume_capabilities):
+            if problem := capability_problem(capability):
+                raise InvalidArgument(f"volume_capabilities[{position}]: {problem}")
+        params = parse_volume_parameters(
+            request.parameters, volume_name="capacity-probe", default_fsname=self._default_fsname
+        )
+        capacity = self._volumes.capacity(params)
+        return csi_pb2.GetCapacityResponse(
+            available_capacity=capacity.available_bytes,
+            maximum_volume_size=_int64(capacity.maximum_volume_bytes),
+            minimum_volume_size=_int64(capacity.minimum_volume_bytes),
+        )
+
+    def ControllerExpandVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        if not request.HasField("capacity_range"):
+            raise InvalidArgument("capacity_range is required")
+        if request.HasField("volume_capability"):
+            check_capabilities([request.volume_capability])
+        record = self._volumes.expand(request.volume_id, _capacity_range(request))
+        # A quota change needs nothing on the node: the mount sees the new limit at once.
+        return csi_pb2.ControllerExpandVolumeResponse(
+            capacity_bytes=record.capacity_bytes, node_expansion_required=False
+        )
+
+    def ControllerGetCapabilities(self, request, context):
+        return csi_pb2.ControllerGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.ControllerServiceCapability(
+                    rpc=csi_pb2.ControllerServiceCapability.RPC(type=capability)
+                )
+                for capability in CONTROLLER_CAPABILITIES
+            ]
+        )
+
+
+def _capacity_range(request) -> CapacityRange:
+    if not request.HasField("capacity_range"):
+        return CapacityRange()
+    return CapacityRange(
+        required_bytes=request.capacity_range.required_bytes,
+        limit_bytes=request.capacity_range.limit_bytes,
+    )
+
+
+def _int64(value: int) -> wrappers_pb2.Int64Value:
+    return wrappers_pb2.Int64Value(value=value)

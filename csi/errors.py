@@ -1,0 +1,84 @@
+"""Typed domain errors.
+
+Every layer below the gRPC servicers raises one of these; a single interceptor
+(`csi.interceptor`) turns them into gRPC status codes. Nothing else in the code
+base chooses a status code, so the mapping can be read in one place.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DriverError(Exception):
+    """Base class: a failure with a message meant for the person who made the request."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(DriverError):
+    """The request is malformed: the message says which field and what to fix."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DriverError):
+    """The volume, file system or path named in the request does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DriverError):
+    """The name is taken by a volume that is incompatible with the request."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class OperationInFlight(DriverError):
+    """Another request for the same volume (or volume + path) is still running."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class InvalidPageToken(DriverError):
+    """A ListVolumes starting_token this driver did not hand out (the spec asks for ABORTED)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class InProgress(DriverError):
+    """Work was started (a file system booting, OSTs being added); retry the same request later.
+
+    The external-provisioner treats UNAVAILABLE as "not final" and retries with backoff, so
+    CreateVolume never has to block past the sidecar's timeout.
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class CapacityExhausted(DriverError):
+    """The request cannot fit even at the file system's maximum size / OST count."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutOfRange(DriverError):
+    """A capacity range the driver cannot honour (for example limit below what the volume holds)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class FailedPrecondition(DriverError):
+    """The system is not in a state where the request can run (e.g. path mounted elsewhere)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unimplemented(DriverError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class ExternalCommandFailed(DriverError):
+    """A mount / lfs / lctl command failed; the message carries its argv and stderr."""
+
+    code = grpc.StatusCode.INTERNAL

@@ -1,0 +1,114 @@
+"""One place where domain errors become gRPC status codes, and every call is logged.
+
+Each RPC is logged with its method, duration and status code; at DEBUG level the request too,
+with every field the CSI spec marks `csi_secret` replaced, so secrets never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+from csi.errors import DriverError
+from csi.metrics import RpcMetrics
+from csi.rpc import csi_pb2
+
+log = logging.getLogger("csi.rpc")
+STRIPPED = "***stripped***"
+
+
+def sanitized(message: Message) -> str:
+    """The message as one line of text with secret fields replaced."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _strip_secrets(copy)
+    return text_format.MessageToString(copy, as_one_line=True)
+
+
+def _strip_secrets(message: Message) -> None:
+    for descriptor, value in message.ListFields():
+        if descriptor.GetOptions().Extensions[csi_pb2.csi_secret]:
+            if (
+                descriptor.message_type is not None
+                and descriptor.message_type.GetOptions().map_entry
+            ):
+                for key in list(value):
+                    value[key] = STRIPPED
+            else:
+                message.ClearField(descriptor.name)
+        elif descriptor.message_type is not None:
+            if descriptor.message_type.GetOptions().map_entry:
+                continue
+            if descriptor.label == descriptor.LABEL_REPEATED:
+                for item in value:
+                    _strip_secrets(item)
+            else:
+                _strip_secrets(value)
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self._metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        behaviour = handler.unary_unary
+        metrics = self._metrics
+
+        def mapped(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            message = ""
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s request: %s", method, sanitized(request))
+            try:
+                return behaviour(request, context)
+            except DriverError as exc:
+                code, message = exc.code, str(exc)
+            except Exception as exc:
+                log.exception("%s failed unexpectedly", method)
+                code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc}"
+            finally:
+                elapsed = time.monotonic() - started
+                level = logging.INFO if code in _EXPECTED else logging.WARNING
+                log.log(
+                    level,
+                    "%s -> %s in %.1f ms%s",
+                    method,
+                    code.name,
+                    elapsed * 1e3,
+                    f": {message}" if message else "",
+                )
+                if metrics is not None:
+                    metrics.observe(method, code.name, elapsed)
+            context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(
+            mapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+# Codes that are part of normal operation (idempotent retries, probes of missing volumes).
+_EXPECTED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}

@@ -1,0 +1,112 @@
+"""Recognising a Lustre mount in the mount table, and the controller's private mounts.
+
+The node and the controller both need to know whether a path already holds the Lustre mount
+they want (idempotency, stale-mount repair). With the kernel client that is an entry of type
+`lustre` whose source is the mount source; with the embedded default's stand-in it is a bind
+mount of the local server set's tree. `LustreMountRecognizer` hides that difference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from csi.lustre.client import LustreClient
+from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
+from provisioner.api import FileSystemEndpoint
+
+
+class LustreMountRecognizer(Protocol):
+    def lustre_source(self, entry: MountEntry) -> str | None:
+        """The Lustre mount source (`<nids>:/<fsname>[/<subdir>]`) an entry mounts, if any."""
+        ...
+
+
+class KernelLustreRecognizer:
+    def lustre_source(self, entry: MountEntry) -> str | None:
+        return entry.source.rstrip("/") if entry.fstype == "lustre" else None
+
+
+class LocalTreeRecognizer:
+    """For the embedded default: a bind mount of `<state>/filesystems/<fs>/root[/sub]`."""
+
+    _ROOT = re.compile(r"/filesystems/(?P<fsname>[-_a-zA-Z0-9]{1,8})/root(?P<subdir>/[^/].*)?$")
+
+    def __init__(self, filesystems_dir: Path, nid: str) -> None:
+        info = os.stat(filesystems_dir)
+        self._device = f"{os.major(info.st_dev)}:{os.minor(info.st_dev)}"
+        self._nid = nid
+
+    def lustre_source(self, entry: MountEntry) -> str | None:
+        match = self._ROOT.search(entry.root)
+        if entry.device != self._device or not match:
+            return None
+        return f"{self._nid}:/{match['fsname']}{match['subdir'] or ''}"
+
+
+def same_source(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+class ControllerMounts:
+    """The controller's own client mount of each file system it serves, at <base>/<fsname>.
+
+    Volume directories, project ids and quotas are set through these mounts.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        lustre: LustreClient,
+        host: HostMounts,
+        table: MountTable,
+        recognizer: LustreMountRecognizer,
+    ) -> None:
+        self._base = base
+        self._lustre = lustre
+        self._host = host
+        self._table = table
+        self._recognizer = recognizer
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._known_good: dict[str, str] = {}
+
+    def mountpoint(self, endpoint: FileSystemEndpoint) -> Path:
+        """The path where `endpoint` is mounted, mounting (or repairing) it first if needed."""
+        source = endpoint.mount_source()
+        path = self._base / endpoint.fsname
+        if self._known_good.get(endpoint.fsname) == source and not is_stale(str(path)):
+            return path
+        with self._lock(endpoint.fsname):
+            entries = mounts_at(self._table, str(path))
+            current = [e for e in entries if self._recognizer.lustre_source(e) is not None]
+            healthy = (
+                current
+                and same_source(self._recognizer.lustre_source(current[-1]) or "", source)
+                and not current[-1].source_deleted
+                and not is_stale(str(path))
+            )
+            if not healthy:
+                for _ in entries:
+                    self._host.unmount(str(path), lazy=True)
+                path.mkdir(parents=True, exist_ok=True)
+                self._lustre.mount(source, str(path), ["flock", "user_xattr"])
+            self._known_good[endpoint.fsname] = source
+        return path
+
+    def release(self, fsname: str) -> None:
+        """Unmount a file system the controller no longer serves (a deleted dedicated one)."""
+        path = self._base / fsname
+        with self._lock(fsname):
+            self._known_good.pop(fsname, None)
+            for _ in mounts_at(self._table, str(path)):
+                self._host.unmount(str(path), lazy=True)
+            if path.is_dir():
+                path.rmdir()
+
+    def _lock(self, fsname: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(fsname, threading.Lock())

@@ -1,0 +1,117 @@
+"""The mount table and plain (bind) mounts, as the node plugin and controller see them.
+
+Reads /proc/self/mountinfo (the only view that shows a bind mount's root inside its source
+file system) and runs mount(8)/umount(8) through a CommandRunner, so tests and the embedded
+default use real mounts in private mount namespaces.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from csi.command import CommandRunner
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# errno values a dead or half-gone mount answers with on stat(2).
+_STALE_ERRNOS = {errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN}
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    device: str  # "major:minor" of the mounted super block
+    root: str  # path inside the source file system that is mounted here
+    mount_point: str
+    options: tuple[str, ...]
+    fstype: str
+    source: str
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options
+
+    @property
+    def source_deleted(self) -> bool:
+        """The mounted directory was removed from its file system after mounting."""
+        return self.root.endswith("//deleted")
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """Entries in kernel order (later entries are stacked on top of earlier ones)."""
+    entries = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        fstype, source, *_ = [*after.split(), ""]
+        entries.append(
+            MountEntry(
+                mount_id=int(fields[0]),
+                device=fields[2],
+                root=_unescape(fields[3]),
+                mount_point=_unescape(fields[4]),
+                options=tuple(fields[5].split(",")),
+                fstype=fstype,
+                source=_unescape(source),
+            )
+        )
+    return entries
+
+
+class MountTable(Protocol):
+    def entries(self) -> list[MountEntry]: ...
+
+
+class ProcMountTable:
+    def __init__(self, path: Path = MOUNTINFO) -> None:
+        self._path = path
+
+    def entries(self) -> list[MountEntry]:
+        return parse_mountinfo(self._path.read_text(encoding="utf-8"))
+
+
+def mounts_at(table: MountTable, path: str) -> list[MountEntry]:
+    """Mounts whose mount point is exactly `path`, bottom first."""
+    normalized = os.path.normpath(path)
+    return [entry for entry in table.entries() if entry.mount_point == normalized]
+
+
+def is_stale(path: str) -> bool:
+    """True when stat(2) on a mount point fails the way a dead mount does."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in _STALE_ERRNOS
+    return False
+
+
+class HostMounts:
+    """Bind mounts and unmounts through mount(8)/umount(8)."""
+
+    def __init__(self, runner: CommandRunner) -> None:
+        self._runner = runner
+
+    def bind(
+        self, source: str, target: str, *, readonly: bool, options: Sequence[str] = ()
+    ) -> None:
+        self._runner.run(["mount", "--bind", source, target]).check()
+        # Bind mounts ignore most flags on the first call; ro/nosuid/nodev need a remount.
+        flags = ["remount", "bind", *(["ro"] if readonly else []), *options]
+        if readonly or options:
+            self._runner.run(["mount", "-o", ",".join(flags), target]).check()
+
+    def unmount(self, target: str, *, lazy: bool = False) -> None:
+        argv = ["umount", *(["-l"] if lazy else []), target]
+        self._runner.run(argv).check()

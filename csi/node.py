@@ -1,0 +1,238 @@
+"""CSI Node service: stage (Lustre mount), publish (bind mount), stats, and their undo.
+
+Stateless: what to mount comes from volume_context (fsname, mgsNids, subdir), what is mounted
+from the kernel's mount table. Every call is idempotent, and a stale or half-made mount found at
+a path is unmounted and made again rather than reported as success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from csi.capabilities import check_capability, is_readonly_mode
+from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.inflight import InFlightKeys
+from csi.lustre.client import LustreClient
+from csi.lustre.mount_options import merge_mount_options
+from csi.lustre_mounts import LustreMountRecognizer, same_source
+from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
+from csi.paths import PathPolicy
+from csi.rpc import csi_pb2, csi_pb2_grpc
+from csi.volume_id import check_volume_id_field
+from csi.volume_stats import VolumeStatsReader
+
+log = logging.getLogger(__name__)
+NodeCapability = csi_pb2.NodeServiceCapability.RPC
+NODE_CAPABILITIES = (
+    NodeCapability.STAGE_UNSTAGE_VOLUME,
+    NodeCapability.GET_VOLUME_STATS,
+    NodeCapability.VOLUME_CONDITION,
+    NodeCapability.EXPAND_VOLUME,
+    NodeCapability.SINGLE_NODE_MULTI_WRITER,
+)
+
+
+def mount_source_from_context(context: Mapping[str, str]) -> str:
+    """`<mgsNids>:/<fsname>[/<subdir>]` from a volume context (ours or a static PV's)."""
+    missing = [key for key in ("fsname", "mgsNids") if not context.get(key)]
+    if missing:
+        raise InvalidArgument(
+            f"volume_context is missing {', '.join(missing)}; a static PV needs "
+            "volumeAttributes fsname and mgsNids (and optionally subdir)"
+        )
+    subdir = context.get("subdir", "").strip("/")
+    return f"{context['mgsNids']}:/{context['fsname']}" + (f"/{subdir}" if subdir else "")
+
+
+class NodeServicer(csi_pb2_grpc.NodeServicer):
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        lustre: LustreClient,
+        host: HostMounts,
+        table: MountTable,
+        recognizer: LustreMountRecognizer,
+        paths: PathPolicy,
+        stats: VolumeStatsReader,
+    ) -> None:
+        self._node_id = node_id
+        self._lustre = lustre
+        self._host = host
+        self._table = table
+        self._recognizer = recognizer
+        self._paths = paths
+        self._stats = stats
+        self._inflight = InFlightKeys()
+
+    # -- stage --------------------------------------------------------------------------------
+    def NodeStageVolume(self, request, context):
+        volume_id = check_volume_id_field(request.volume_id)
+        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        if not request.HasField("volume_capability"):
+            raise InvalidArgument("volume_capability is required")
+        options = check_capability(request.volume_capability, "volume_capability")
+        source = mount_source_from_context(request.volume_context)
+        with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
+            top = self._top_mount(staging)
+            if top is not None:
+                mounted = self._recognizer.lustre_source(top)
+                if mounted is None or not same_source(mounted, source):
+                    if not self._broken(top):
+                        raise FailedPrecondition(
+                            f"staging_target_path {staging} already holds another mount "
+                            f"({top.source}); unstage it first"
+                        )
+                elif not self._broken(top):
+                    return csi_pb2.NodeStageVolumeResponse()
+                log.warning("repairing stale mount at %s before staging %s", staging, volume_id)
+                self._unmount_all(staging)
+            os.makedirs(staging, exist_ok=True)
+            self._lustre.mount(source, staging, merge_mount_options(options, readonly=False))
+            log.info("staged %s (%s) at %s", volume_id, source, staging)
+        return csi_pb2.NodeStageVolumeResponse()
+
+    def NodeUnstageVolume(self, request, context):
+        volume_id = check_volume_id_field(request.volume_id)
+        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
+            self._unmount_all(staging)
+        return csi_pb2.NodeUnstageVolumeResponse()
+
+    # -- publish ------------------------------------------------------------------------------
+    def NodePublishVolume(self, request, context):
+        volume_id = check_volume_id_field(request.volume_id)
+        target = self._paths.check(request.target_path, "target_path")
+        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        if not request.HasField("volume_capability"):
+            raise InvalidArgument("volume_capability is required")
+        check_capability(request.volume_capability, "volume_capability")
+        readonly = request.readonly or is_readonly_mode(request.volume_capability)
+        with self._inflight.claim(f"path:{target}"):
+            staged = self._top_mount(staging)
+            if staged is None or self._broken(staged) or not self._recognizer.lustre_source(staged):
+                raise FailedPrecondition(
+                    f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
+                )
+            top = self._top_mount(target)
+            if top is not None:
+                if self._broken(top) or not _same_tree(top, staged):
+                    if not self._broken(top):
+                        raise FailedPrecondition(
+                            f"target_path {target} already holds another mount ({top.source})"
+                        )
+                    log.warning("repairing stale mount at %s", target)
+                    self._unmount_all(target)
+                elif top.readonly != readonly:
+                    raise _already_published(target, top.readonly)
+                else:
+                    return csi_pb2.NodePublishVolumeResponse()
+            if os.path.lexists(target) and not os.path.isdir(target):
+                raise FailedPrecondition(f"target_path {target} exists and is not a directory")
+            os.makedirs(target, exist_ok=True)
+            self._host.bind(staging, target, readonly=readonly)
+            log.info("published %s at %s%s", volume_id, target, " (ro)" if readonly else "")
+        return csi_pb2.NodePublishVolumeResponse()
+
+    def NodeUnpublishVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        target = self._paths.check(request.target_path, "target_path")
+        with self._inflight.claim(f"path:{target}"):
+            self._unmount_all(target)
+            if os.path.isdir(target):
+                try:
+                    os.rmdir(target)
+                except OSError as exc:
+                    raise FailedPrecondition(
+                        f"target_path {target} could not be removed after unmount: {exc.strerror}"
+                    ) from exc
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    # -- stats and expansion ------------------------------------------------------------------
+    def NodeGetVolumeStats(self, request, context):
+        check_volume_id_field(request.volume_id)
+        path = self._existing_volume_path(request.volume_path)
+        top = self._top_mount(path)
+        if top is None or self._broken(top):
+            message = f"{path} is not mounted" if top is None else f"the mount at {path} is stale"
+            return csi_pb2.NodeGetVolumeStatsResponse(
+                volume_condition=csi_pb2.VolumeCondition(abnormal=True, message=message)
+            )
+        stats = self._stats.read(path)
+        Unit = csi_pb2.VolumeUsage.Unit
+        return csi_pb2.NodeGetVolumeStatsResponse(
+            usage=[
+                csi_pb2.VolumeUsage(
+                    unit=Unit.BYTES,
+                    total=stats.total_bytes,
+                    used=stats.used_bytes,
+                    available=stats.available_bytes,
+                ),
+                csi_pb2.VolumeUsage(
+                    unit=Unit.INODES,
+                    total=stats.total_inodes,
+                    used=stats.used_inodes,
+                    available=stats.available_inodes,
+                ),
+            ],
+            volume_condition=csi_pb2.VolumeCondition(abnormal=False, message="mounted"),
+        )
+
+    def NodeExpandVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        path = self._existing_volume_path(request.volume_path)
+        if request.HasField("volume_capability"):
+            check_capability(request.volume_capability, "volume_capability")
+        if self._top_mount(path) is None:
+            raise FailedPrecondition(f"volume_path {path} is not mounted")
+        # The controller already raised the project quota; a Lustre mount needs no resize.
+        return csi_pb2.NodeExpandVolumeResponse(
+            capacity_bytes=max(
+                request.capacity_range.required_bytes, request.capacity_range.limit_bytes
+            )
+        )
+
+    def NodeGetCapabilities(self, request, context):
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[
+                csi_pb2.NodeServiceCapability(rpc=NodeCapability(type=capability))
+                for capability in NODE_CAPABILITIES
+            ]
+        )
+
+    def NodeGetInfo(self, request, context):
+        return csi_pb2.NodeGetInfoResponse(node_id=self._node_id)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _existing_volume_path(self, volume_path: str) -> str:
+        path = self._paths.check(volume_path, "volume_path")
+        if not os.path.lexists(path):
+            raise NotFound(f"volume_path {path} does not exist")
+        return path
+
+    def _top_mount(self, path: str) -> MountEntry | None:
+        entries = mounts_at(self._table, path)
+        return entries[-1] if entries else None
+
+    @staticmethod
+    def _broken(entry: MountEntry) -> bool:
+        return entry.source_deleted or is_stale(entry.mount_point)
+
+    def _unmount_all(self, path: str) -> None:
+        """Remove every mount stacked at `path`; lazily when it is stale (it cannot be synced)."""
+        for entry in reversed(mounts_at(self._table, path)):
+            self._host.unmount(path, lazy=self._broken(entry))
+
+
+def _same_tree(a: MountEntry, b: MountEntry) -> bool:
+    """Both entries show the same directory of the same file system (a bind of the other)."""
+    return (a.device, a.root) == (b.device, b.root)
+
+
+def _already_published(target: str, readonly: bool) -> AlreadyExists:
+    mode = "read-only" if readonly else "read-write"
+    return AlreadyExists(
+        f"volume is already published at {target} {mode}; unpublish it before changing mode"
+    )

@@ -1,0 +1,167 @@
+"""Assemble the driver for a mode (controller | node | all), serve it, and stop it gracefully."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import grpc
+
+from csi.command import CommandRunner, SubprocessRunner
+from csi.controller import ControllerServicer
+from csi.errors import InvalidArgument
+from csi.identity import IdentityServicer
+from csi.interceptor import ErrorMappingInterceptor
+from csi.lustre.client import LustreClient
+from csi.lustre_mounts import (
+    ControllerMounts,
+    KernelLustreRecognizer,
+    LocalTreeRecognizer,
+    LustreMountRecognizer,
+)
+from csi.metrics import RpcMetrics, serve_metrics
+from csi.mounts import HostMounts, ProcMountTable
+from csi.node import NodeServicer
+from csi.paths import PathPolicy
+from csi.rpc import csi_pb2_grpc
+from csi.volume_stats import VolumeStatsReader
+from csi.volumes import VolumeService
+from provisioner.api import ServerSetProvider
+from provisioner.local import LOCAL_NID, LocalServerSets
+from provisioner.local_lustre import LocalLustreCommands
+
+log = logging.getLogger(__name__)
+MODES = ("controller", "node", "all")
+
+
+@dataclass
+class DriverConfig:
+    mode: str
+    endpoint: str
+    node_id: str
+    state_dir: Path
+    kubelet_dirs: list[str] = field(default_factory=lambda: ["/var/lib/kubelet"])
+    default_fsname: str = "lustre"
+    # "local": the embedded server set and its Lustre stand-in; "kernel": real Lustre tools.
+    lustre_tools: str = "local"
+    metrics_address: str = ""
+    workers: int = 16
+    grace_seconds: float = 10.0
+
+
+def unix_socket_path(endpoint: str) -> str:
+    for prefix in ("unix://", "unix:"):
+        if endpoint.startswith(prefix):
+            path = endpoint[len(prefix) :]
+            if path.startswith("/"):
+                return path
+    raise InvalidArgument(f"--endpoint {endpoint!r} must look like unix:///path/to/csi.sock")
+
+
+class Driver:
+    """A running gRPC server plus whatever background work its mode needs."""
+
+    def __init__(self, config: DriverConfig, provider: ServerSetProvider | None = None) -> None:
+        if config.mode not in MODES:
+            raise InvalidArgument(f"--mode must be one of {', '.join(MODES)}")
+        self.config = config
+        self.ready = threading.Event()
+        self.metrics = RpcMetrics()
+        self.socket_path = unix_socket_path(config.endpoint)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+
+        host_runner = SubprocessRunner()
+        recognizer: LustreMountRecognizer
+        runner: CommandRunner
+        if config.lustre_tools == "local":
+            local_sets = LocalServerSets(config.state_dir)
+            runner = LocalLustreCommands(local_sets, host_runner)
+            recognizer = LocalTreeRecognizer(config.state_dir / "filesystems", LOCAL_NID)
+            provider = provider or local_sets
+        elif config.lustre_tools == "kernel":
+            runner = host_runner
+            recognizer = KernelLustreRecognizer()
+        else:
+            raise InvalidArgument("--lustre-tools must be 'local' or 'kernel'")
+        lustre = LustreClient(runner)
+        host = HostMounts(runner)
+        table = ProcMountTable()
+
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorMappingInterceptor(self.metrics)],
+        )
+        serves_controller = config.mode in ("controller", "all")
+        csi_pb2_grpc.add_IdentityServicer_to_server(
+            IdentityServicer(controller=serves_controller, ready=self.ready), self.server
+        )
+        self.volumes: VolumeService | None = None
+        if serves_controller:
+            if provider is None:
+                raise InvalidArgument("the controller needs a server-set provider")
+            mounts = ControllerMounts(
+                config.state_dir / "controller-mounts", lustre, host, table, recognizer
+            )
+            self.volumes = VolumeService(provider, mounts, lustre)
+            csi_pb2_grpc.add_ControllerServicer_to_server(
+                ControllerServicer(self.volumes, default_fsname=config.default_fsname),
+                self.server,
+            )
+        if config.mode in ("node", "all"):
+            csi_pb2_grpc.add_NodeServicer_to_server(
+                NodeServicer(
+                    node_id=config.node_id,
+                    lustre=lustre,
+                    host=host,
+                    table=table,
+                    recognizer=recognizer,
+                    paths=PathPolicy(config.kubelet_dirs),
+                    stats=VolumeStatsReader(lustre),
+                ),
+                self.server,
+            )
+
+    def start(self) -> None:
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)  # left over from a previous run
+        Path(self.socket_path).parent.mkdir(parents=True, exist_ok=True)
+        self.server.add_insecure_port(f"unix://{self.socket_path}")
+        self.server.start()
+        if self.config.metrics_address:
+            host, _, port = self.config.metrics_address.rpartition(":")
+            self._metrics_server = serve_metrics(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
+        self.ready.set()
+        log.info(
+            "lustre-csi serving %s on %s (node %s, state %s)",
+            self.config.mode,
+            self.socket_path,
+            self.config.node_id,
+            self.config.state_dir,
+        )
+
+    def stop(self) -> None:
+        """Report NOT_SERVING, let running calls finish (bounded), then stop."""
+        self.ready.clear()
+        self.server.stop(self.config.grace_seconds).wait()
+        if getattr(self, "_metrics_server", None) is not None:
+            self._metrics_server.shutdown()
+        log.info("lustre-csi stopped")
+
+    def serve_until_signalled(self) -> None:
+        stopping = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        stopping.wait()
+        self.stop()

@@ -1,0 +1,259 @@
+"""What the controller does to volumes, independent of gRPC.
+
+A shared volume is a directory in a Lustre file system with a project quota of its size; a
+dedicated volume is the same inside a file system of its own. The controller:
+1. asks the server-set provider for the file system (created from the template if needed),
+2. reserves the volume's size and asks the provider to make room (adds OSTs if needed),
+3. writes the volume record, makes the directory, assigns the project id, sets the quota.
+Steps that start long work answer InProgress; the retry finds them done. Every step is
+idempotent by the volume name, so a crash anywhere is finished by the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from csi.catalog import VolumeCatalog, VolumeRecord
+from csi.errors import AlreadyExists, CapacityExhausted, InProgress, InvalidArgument, NotFound
+from csi.inflight import InFlightKeys
+from csi.lustre.client import LustreClient
+from csi.lustre_mounts import ControllerMounts
+from csi.parameters import VolumeParameters
+from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
+from provisioner.api import FileSystemEndpoint, ServerSetProvider
+
+log = logging.getLogger(__name__)
+
+QUOTA_GRANULARITY = 1 << 20  # sizes are rounded up to whole MiB, reported exactly as set
+
+
+@dataclass(frozen=True)
+class CapacityRange:
+    required_bytes: int = 0
+    limit_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    available_bytes: int
+    maximum_volume_bytes: int
+    minimum_volume_bytes: int
+
+
+def choose_size(requested: CapacityRange, default_bytes: int) -> int:
+    """The size to give a volume: the smallest whole MiB inside the requested range."""
+    required, limit = requested.required_bytes, requested.limit_bytes
+    if required < 0 or limit < 0:
+        raise InvalidArgument("capacity_range: sizes must not be negative")
+    if limit and required > limit:
+        raise InvalidArgument(
+            f"capacity_range: required_bytes ({required}) exceeds limit_bytes ({limit})"
+        )
+    wanted = required or (min(default_bytes, limit) if limit else default_bytes)
+    size = -(-wanted // QUOTA_GRANULARITY) * QUOTA_GRANULARITY
+    if limit and size > limit:
+        size = limit  # the limit is not whole MiB; honour it exactly (quota works in KiB)
+    return max(size, 1024)
+
+
+def fits(size: int, requested: CapacityRange) -> bool:
+    return size >= requested.required_bytes and (
+        not requested.limit_bytes or size <= requested.limit_bytes
+    )
+
+
+class VolumeService:
+    def __init__(
+        self,
+        provider: ServerSetProvider,
+        mounts: ControllerMounts,
+        lustre: LustreClient,
+        *,
+        default_volume_bytes: int = 1 << 30,
+    ) -> None:
+        self._provider = provider
+        self._mounts = mounts
+        self._lustre = lustre
+        self._catalog = VolumeCatalog()
+        self._inflight = InFlightKeys()
+        self._default_volume_bytes = default_volume_bytes
+
+    @property
+    def catalog(self) -> VolumeCatalog:
+        return self._catalog
+
+    # -- create -------------------------------------------------------------------------------
+    def create(self, name: str, requested: CapacityRange, params: VolumeParameters) -> VolumeRecord:
+        if not name:
+            raise InvalidArgument("name is required")
+        size = choose_size(requested, self._default_volume_bytes)
+        volume_id = str(VolumeId(params.kind, params.fsname, subdir_for_name(name)))
+        with self._inflight.claim(f"name:{name}", f"id:{volume_id}"):
+            endpoint = self._provider.ensure_file_system(params.fsname, params.template)
+            mountpoint = self._loaded_mount(endpoint)
+            existing = self._catalog.get(volume_id)
+            if existing is not None:
+                self._check_compatible(existing, name, requested, params)
+                if existing.state == "ready":
+                    return existing
+                size = existing.capacity_bytes
+            record = existing or VolumeRecord(
+                name=name,
+                volume_id=volume_id,
+                kind=params.kind,
+                fsname=params.fsname,
+                subdir=subdir_for_name(name),
+                capacity_bytes=size,
+                project_id=self._catalog.allocate_project_id(params.fsname),
+                parameters=params.fingerprint(),
+            )
+            self._reserve(record, already_counted=existing is not None)
+            # The record goes down before any effect; the directory and quota follow.
+            self._catalog.write(mountpoint, record)
+            self._apply(mountpoint, record)
+            ready = replace(record, state="ready")
+            self._catalog.write(mountpoint, ready)
+            log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
+            return ready
+
+    def _reserve(self, record: VolumeRecord, *, already_counted: bool) -> None:
+        """Count the record's size against its file system and make the provider find room."""
+        if not already_counted:
+            self._catalog.hold(record)
+        try:
+            self._provider.ensure_capacity(
+                record.fsname, self._catalog.reserved_bytes(record.fsname)
+            )
+        except InProgress:
+            if not already_counted:
+                self._catalog.release_hold(record)
+            raise
+        except CapacityExhausted:
+            if not already_counted:
+                self._catalog.release_hold(record)
+            raise
+
+    def _apply(self, mountpoint: Path, record: VolumeRecord) -> None:
+        directory = mountpoint / record.subdir
+        directory.mkdir(mode=0o777, exist_ok=True)
+        # mkdir honours the umask; a volume root must be writable by the pod's user.
+        directory.chmod(0o777)
+        self._lustre.assign_project(str(directory), record.project_id)
+        self._lustre.set_project_quota(str(mountpoint), record.project_id, record.capacity_bytes)
+
+    @staticmethod
+    def _check_compatible(
+        existing: VolumeRecord, name: str, requested: CapacityRange, params: VolumeParameters
+    ) -> None:
+        if existing.name != name:
+            raise AlreadyExists(
+                f"volume id {existing.volume_id} already belongs to volume {existing.name!r}"
+            )
+        if existing.parameters != params.fingerprint():
+            raise AlreadyExists(
+                f"volume {name!r} exists with different parameters; use another name"
+            )
+        if not fits(existing.capacity_bytes, requested):
+            raise AlreadyExists(
+                f"volume {name!r} exists with {existing.capacity_bytes} bytes, outside the "
+                f"requested range {requested.required_bytes}-{requested.limit_bytes or 'unbounded'}"
+            )
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, volume_id: str) -> VolumeRecord:
+        """The ready volume with this id; NotFound otherwise."""
+        parsed = parse_volume_id(volume_id)
+        try:
+            endpoint = self._provider.ensure_file_system(parsed.fsname, None)
+        except NotFound as exc:
+            raise NotFound(f"volume {volume_id!r} does not exist") from exc
+        self._loaded_mount(endpoint)
+        record = self._catalog.get(volume_id)
+        if record is None or record.state != "ready":
+            raise NotFound(f"volume {volume_id!r} does not exist")
+        return record
+
+    def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
+        return self._provider.ensure_file_system(record.fsname, None)
+
+    def directory_present(self, record: VolumeRecord) -> bool:
+        return (self._mounts.mountpoint(self.endpoint(record)) / record.subdir).is_dir()
+
+    def list_page(self, starting_token: str, max_entries: int) -> tuple[list[VolumeRecord], str]:
+        for fsname in self._provider.list_file_systems():
+            if not self._catalog.is_loaded(fsname):
+                self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+        return self._catalog.page(starting_token, max_entries)
+
+    # -- delete -------------------------------------------------------------------------------
+    def delete(self, volume_id: str) -> None:
+        try:
+            parsed = parse_volume_id(volume_id)
+        except NotFound:
+            return  # not ours, so nothing of ours to delete: success per the CSI spec
+        with self._inflight.claim(f"id:{volume_id}"):
+            try:
+                endpoint = self._provider.ensure_file_system(parsed.fsname, None)
+            except NotFound:
+                return
+            mountpoint = self._loaded_mount(endpoint)
+            record = self._catalog.get(volume_id)
+            if record is not None:
+                self._catalog.write(mountpoint, replace(record, state="deleting"))
+                shutil.rmtree(mountpoint / record.subdir, ignore_errors=True)
+                self._lustre.clear_project_quota(str(mountpoint), record.project_id)
+                self._catalog.remove(mountpoint, record)
+                log.info("deleted volume %s", volume_id)
+            if parsed.kind == "dedicated":
+                self._mounts.release(parsed.fsname)
+                self._catalog.forget_file_system(parsed.fsname)
+                self._provider.delete_file_system(parsed.fsname)
+
+    # -- expand -------------------------------------------------------------------------------
+    def expand(self, volume_id: str, requested: CapacityRange) -> VolumeRecord:
+        if requested.required_bytes <= 0 and requested.limit_bytes <= 0:
+            raise InvalidArgument("capacity_range: give required_bytes or limit_bytes")
+        size = choose_size(requested, 0)
+        with self._inflight.claim(f"id:{volume_id}"):
+            record = self.get(volume_id)
+            if record.capacity_bytes >= size:
+                return record  # never shrink; a repeated expand is a no-op
+            mountpoint = self._mounts.mountpoint(self.endpoint(record))
+            grown = replace(record, capacity_bytes=size)
+            self._catalog.hold(grown)
+            try:
+                self._provider.ensure_capacity(
+                    record.fsname, self._catalog.reserved_bytes(record.fsname)
+                )
+            except (InProgress, CapacityExhausted):
+                self._catalog.hold(record)
+                raise
+            self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
+            self._catalog.write(mountpoint, grown)
+            log.info("expanded volume %s to %d bytes", volume_id, size)
+            return grown
+
+    # -- capacity -----------------------------------------------------------------------------
+    def capacity(self, params: VolumeParameters) -> Capacity:
+        """What can still be provisioned with these parameters, counting automatic growth."""
+        template = params.template
+        ceiling = template.max_osts * template.ost_size_bytes
+        if params.kind == "shared" and params.fsname in self._provider.list_file_systems():
+            capacity = self._provider.capacity(params.fsname)
+            ceiling = capacity.max_total_bytes
+            endpoint = self._provider.ensure_file_system(params.fsname, None)
+            self._loaded_mount(endpoint)
+            ceiling = max(0, ceiling - self._catalog.reserved_bytes(params.fsname))
+        usable = int(ceiling * template.growth_threshold)
+        return Capacity(
+            available_bytes=usable, maximum_volume_bytes=usable, minimum_volume_bytes=1024
+        )
+
+    def _loaded_mount(self, endpoint: FileSystemEndpoint) -> Path:
+        mountpoint = self._mounts.mountpoint(endpoint)
+        if not self._catalog.is_loaded(endpoint.fsname):
+            self._catalog.load(endpoint.fsname, mountpoint)
+        return mountpoint

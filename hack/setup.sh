@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything lustre-csi and its tests need, idempotently; a second run takes seconds.
+#   - Debian tools the tests call (util-linux for mount/unshare, openssl for the API server certs)
+#   - a virtualenv in .venv with the package and its dev extras (pip caches in .cache/pip)
+#   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+mkdir -p .cache
+
+missing=()
+for tool in mount umount unshare nsenter openssl; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages for: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux mount openssl >/dev/null
+fi
+
+python=${PYTHON:-python3}
+"$python" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"lustre-csi needs Python 3.11 or newer, found {sys.version.split()[0]}")
+PY
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.cache/pip-installed.stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: installing Python packages into .venv"
+  PIP_CACHE_DIR="$repo/.cache/pip" .venv/bin/pip install -q --upgrade pip
+  PIP_CACHE_DIR="$repo/.cache/pip" .venv/bin/pip install -q -e '.[dev]'
+  echo "$want" >"$stamp"
+else
+  echo "setup: Python packages up to date"
+fi
+
+bash hack/install-go-tools.sh

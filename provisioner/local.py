@@ -1,0 +1,161 @@
+"""The embedded default: Lustre server sets on this machine, with no cluster and no VMs.
+
+A file system is a directory tree (`<state>/filesystems/<fsname>/root`) and its OSTs are rows
+in a ledger (`server-set.json`). Growth appends OSTs to the ledger at once, so the CSI
+controller's logic (ensure the file system, make room, reserve quota) runs unchanged, only
+without waiting. Clients reach it through `LocalLustreCommands`, a stand-in for the
+`mount -t lustre` / `lfs` tools that answers in Lustre's documented formats.
+
+The NID of every local server set is `0@lo`, Lustre's loopback NID.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from csi.atomicfile import read_json, write_json_atomic
+from csi.errors import CapacityExhausted, NotFound
+from provisioner.api import (
+    FileSystemCapacity,
+    FileSystemEndpoint,
+    ServerSetTemplate,
+    validate_fsname,
+)
+
+LOCAL_NID = "0@lo"
+
+
+def osts_to_add(
+    *, total_bytes: int, ost_size_bytes: int, required_bytes: int, threshold: float
+) -> int:
+    """How many OSTs of `ost_size_bytes` bring `required_bytes` under `threshold` of the total."""
+    needed_total = math.ceil(required_bytes / threshold)
+    if needed_total <= total_bytes:
+        return 0
+    return math.ceil((needed_total - total_bytes) / ost_size_bytes)
+
+
+class LocalServerSets:
+    """ServerSetProvider for the embedded default (see module docstring)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._root = state_dir / "filesystems"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- paths the Lustre stand-in needs ------------------------------------------------------
+    def namespace_root(self, fsname: str) -> Path:
+        """The directory that plays the file system's namespace (what `/` of a mount shows)."""
+        return self._root / fsname / "root"
+
+    def quota_dir(self, fsname: str) -> Path:
+        return self._root / fsname / "quota"
+
+    def _ledger_path(self, fsname: str) -> Path:
+        return self._root / fsname / "server-set.json"
+
+    def _lock(self, fsname: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(fsname, threading.Lock())
+
+    def ledger(self, fsname: str) -> dict | None:
+        return read_json(self._ledger_path(fsname))
+
+    # -- ServerSetProvider ----------------------------------------------------------------------
+    def ensure_file_system(
+        self, fsname: str, template: ServerSetTemplate | None
+    ) -> FileSystemEndpoint:
+        validate_fsname(fsname)
+        with self._lock(fsname):
+            if self.ledger(fsname) is None:
+                if template is None:
+                    raise NotFound(f"file system {fsname!r} does not exist")
+                self._create(fsname, template)
+        return FileSystemEndpoint(fsname=fsname, mgs_nids=(LOCAL_NID,))
+
+    def _create(self, fsname: str, template: ServerSetTemplate) -> None:
+        # The namespace first, the ledger last: a crash in between leaves no ledger, and the
+        # next call creates it again over the existing (empty) tree.
+        self.namespace_root(fsname).mkdir(parents=True, exist_ok=True)
+        self.quota_dir(fsname).mkdir(parents=True, exist_ok=True)
+        osts = [
+            {"index": index, "size_bytes": template.ost_size_bytes, "state": "active"}
+            for index in range(template.min_osts)
+        ]
+        write_json_atomic(
+            self._ledger_path(fsname),
+            {
+                "fsname": fsname,
+                "created": time.time(),
+                "template": {k: v for k, v in asdict(template).items() if k != "extra"},
+                "osts": osts,
+            },
+        )
+
+    def ensure_capacity(self, fsname: str, required_bytes: int) -> FileSystemCapacity:
+        with self._lock(fsname):
+            ledger = self._require(fsname)
+            template = ledger["template"]
+            capacity = _capacity_of(ledger)
+            to_add = osts_to_add(
+                total_bytes=capacity.total_bytes,
+                ost_size_bytes=template["ost_size_bytes"],
+                required_bytes=required_bytes,
+                threshold=template["growth_threshold"],
+            )
+            if to_add == 0:
+                return capacity
+            if len(ledger["osts"]) + to_add > template["max_osts"]:
+                raise CapacityExhausted(
+                    f"file system {fsname!r} would need {len(ledger['osts']) + to_add} OSTs for "
+                    f"{required_bytes} bytes of volumes but maxOsts is {template['max_osts']}; "
+                    "raise maxOsts or use another file system"
+                )
+            # OST indices are never reused: the next index follows the highest ever allocated.
+            next_index = max((ost["index"] for ost in ledger["osts"]), default=-1) + 1
+            ledger["osts"].extend(
+                {
+                    "index": next_index + n,
+                    "size_bytes": template["ost_size_bytes"],
+                    "state": "active",
+                }
+                for n in range(to_add)
+            )
+            write_json_atomic(self._ledger_path(fsname), ledger)
+            return _capacity_of(ledger)
+
+    def capacity(self, fsname: str) -> FileSystemCapacity:
+        return _capacity_of(self._require(fsname))
+
+    def delete_file_system(self, fsname: str) -> None:
+        validate_fsname(fsname)
+        with self._lock(fsname):
+            # Ledger first: once it is gone the file system no longer exists for anyone, and a
+            # crash before the tree is removed leaves only garbage a retry deletes.
+            self._ledger_path(fsname).unlink(missing_ok=True)
+            shutil.rmtree(self._root / fsname, ignore_errors=True)
+
+    def list_file_systems(self) -> list[str]:
+        return sorted(p.parent.name for p in self._root.glob("*/server-set.json"))
+
+    def _require(self, fsname: str) -> dict:
+        ledger = self.ledger(fsname)
+        if ledger is None:
+            raise NotFound(f"file system {fsname!r} does not exist")
+        return ledger
+
+
+def _capacity_of(ledger: dict) -> FileSystemCapacity:
+    active = [ost for ost in ledger["osts"] if ost["state"] == "active"]
+    template = ledger["template"]
+    return FileSystemCapacity(
+        total_bytes=sum(ost["size_bytes"] for ost in active),
+        ost_count=len(active),
+        max_total_bytes=template["max_osts"] * template["ost_size_bytes"],
+    )

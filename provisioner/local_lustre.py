@@ -1,0 +1,264 @@
+"""Stand-in for the Lustre client tools on the embedded default (no Lustre kernel modules here).
+
+`LocalLustreCommands` is a CommandRunner: it receives the same argv lists the real driver
+would run (`mount -t lustre ...`, `lfs df`, `lfs project`, `lfs setquota`, `lfs quota`,
+`lctl get_param`) and answers in Lustre's documented output formats, so the driver's argv
+builders and parsers run unchanged. Everything else (plain `mount --bind`, `umount`) goes to the
+real runner: a Lustre mount becomes a real bind mount of the local server set's tree.
+
+Project quota state lives next to the server set, one file per project id, so setting one
+volume's quota never rewrites another's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from csi.atomicfile import read_json, write_json_atomic
+from csi.command import DEFAULT_TIMEOUT_S, CommandResult, CommandRunner
+from provisioner.local import LOCAL_NID, LocalServerSets
+
+_SOURCE = re.compile(r"^(?P<nids>[^/]+):/(?P<fsname>[-_a-zA-Z0-9]{1,8})(?P<subdir>(/[^/]+)*)/?$")
+
+
+class LocalLustreCommands:
+    def __init__(self, server_sets: LocalServerSets, host: CommandRunner) -> None:
+        self._server_sets = server_sets
+        self._host = host
+
+    def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
+        args = tuple(argv)
+        if args[:1] == ("mount",) and _option_value(args, "-t") == "lustre":
+            return self._mount(args, timeout)
+        if args[:1] == ("lfs",):
+            return self._lfs(args)
+        if args[:1] == ("lctl",):
+            return self._lctl(args)
+        return self._host.run(args, timeout=timeout)
+
+    # -- mount -t lustre ----------------------------------------------------------------------
+    def _mount(self, args: tuple[str, ...], timeout: float) -> CommandResult:
+        source, target = args[-2], args[-1]
+        options = (_option_value(args, "-o") or "").split(",")
+        match = _SOURCE.match(source)
+        if not match:
+            return _fail(args, 22, f"mount.lustre: unable to parse target '{source}'")
+        if LOCAL_NID not in re.split("[,:]", match["nids"]):
+            return _fail(
+                args, 5, f"mount.lustre: mount {source} at {target} failed: Input/output error"
+            )
+        fsname = match["fsname"]
+        if self._server_sets.ledger(fsname) is None:
+            return _fail(
+                args, 2, f"mount.lustre: mount {source} at {target} failed: No such file or dir"
+            )
+        tree = self._server_sets.namespace_root(fsname) / match["subdir"].lstrip("/")
+        if not tree.is_dir():
+            return _fail(
+                args, 2, f"mount.lustre: mount {source} at {target} failed: No such file or dir"
+            )
+        bound = self._host.run(["mount", "--bind", str(tree), target], timeout=timeout)
+        if bound.returncode != 0 or "ro" not in options:
+            return bound
+        # A read-only bind mount takes a second, remounting step (mount(8) semantics).
+        return self._host.run(["mount", "-o", "remount,bind,ro", target], timeout=timeout)
+
+    # -- lfs ------------------------------------------------------------------------------------
+    def _lfs(self, args: tuple[str, ...]) -> CommandResult:
+        command = args[1] if len(args) > 1 else ""
+        handlers = {
+            "df": self._lfs_df,
+            "project": self._lfs_project,
+            "setquota": self._lfs_setquota,
+            "quota": self._lfs_quota,
+        }
+        handler = handlers.get(command)
+        if handler is None:
+            return _fail(args, 22, f"lfs: unknown command '{command}' in the local stand-in")
+        try:
+            return handler(args)
+        except _LocateError as exc:
+            return _fail(args, 2, str(exc))
+
+    def _lfs_df(self, args: tuple[str, ...]) -> CommandResult:
+        inodes = "-i" in args
+        mountpoint = args[-1]
+        fsname, _ = self._locate(mountpoint)
+        ledger = self._server_sets.ledger(fsname) or {"osts": [], "template": {}}
+        used_bytes, used_files = _tree_usage(self._server_sets.namespace_root(fsname))
+        active = [ost for ost in ledger["osts"] if ost["state"] == "active"]
+        header = "UUID                      Inodes       IUsed       IFree IUse% Mounted on"
+        if not inodes:
+            header = "UUID                   1K-blocks        Used   Available Use% Mounted on"
+        rows = [header]
+        mdt_kib = ledger["template"].get("mdt_size_bytes", 64 << 30) // 1024
+        # An MDT holds about one inode per 2 KiB on ldiskfs; OSTs one object per 16 KiB or so.
+        mdt_total = mdt_kib // 2 if inodes else mdt_kib
+        mdt_used = used_files if inodes else min(mdt_kib, 4 * (used_files + 1))
+        rows.append(_df_row(f"{fsname}-MDT0000_UUID", mdt_total, mdt_used, mountpoint, "MDT:0"))
+        totals = [0, 0]
+        for ost in ledger["osts"]:
+            name = f"{fsname}-OST{ost['index']:04x}_UUID"
+            if ost["state"] != "active":
+                rows.append(f"OST{ost['index']:04x}             : inactive device")
+                continue
+            ost_kib = ost["size_bytes"] // 1024
+            total = ost_kib // 16 if inodes else ost_kib
+            share = (used_files if inodes else used_bytes // 1024) // max(1, len(active))
+            rows.append(_df_row(name, total, share, mountpoint, f"OST:{ost['index']}"))
+            totals[0] += total
+            totals[1] += share
+        if inodes:
+            # Lustre sums inodes from the MDTs (files are created there), not from OSTs.
+            totals = [mdt_total, mdt_used]
+        rows.append("")
+        rows.append(_df_row("filesystem_summary:", totals[0], totals[1], mountpoint, None))
+        return _ok(args, "\n".join(rows) + "\n")
+
+    def _lfs_project(self, args: tuple[str, ...]) -> CommandResult:
+        path = args[-1]
+        if "-d" in args:
+            record = self._project_of(path)
+            project_id = record["project_id"] if record else 0
+            flag = "P" if record else "-"
+            return _ok(args, f" {project_id} {flag} {path}\n")
+        project_id = int(_option_value(args, "-p") or "0")
+        fsname, relative = self._locate(path)
+        self._write_project(fsname, project_id, {"path": relative})
+        return _ok(args, "")
+
+    def _lfs_setquota(self, args: tuple[str, ...]) -> CommandResult:
+        project_id = int(_option_value(args, "-p") or "0")
+        fsname, _ = self._locate(args[-1])
+        limits = {
+            "hard_kib": _kib(_option_value(args, "-B") or "0"),
+            "soft_kib": _kib(_option_value(args, "-b") or "0"),
+        }
+        self._write_project(fsname, project_id, limits)
+        return _ok(args, "")
+
+    def _lfs_quota(self, args: tuple[str, ...]) -> CommandResult:
+        project_id = int(_option_value(args, "-p") or "0")
+        mountpoint = args[-1]
+        fsname, _ = self._locate(mountpoint)
+        record = read_json(self._project_file(fsname, project_id)) or {}
+        used_kib, files = 0, 0
+        if "path" in record:
+            used_bytes, files = _tree_usage(
+                self._server_sets.namespace_root(fsname) / record["path"]
+            )
+            used_kib = (used_bytes + 1023) // 1024
+        hard, soft = record.get("hard_kib", 0), record.get("soft_kib", 0)
+        over = "*" if hard and used_kib > hard else ""
+        text = (
+            f"Disk quotas for prj {project_id} (pid {project_id}):\n"
+            "     Filesystem  kbytes   quota   limit   grace   files   quota   limit   grace\n"
+            f"{mountpoint:>15} {str(used_kib) + over:>7} {soft:>7} {hard:>7} {'-':>7} "
+            f"{files:>7} {0:>7} {0:>7} {'-':>7}\n"
+        )
+        return _ok(args, text)
+
+    # -- lctl -----------------------------------------------------------------------------------
+    def _lctl(self, args: tuple[str, ...]) -> CommandResult:
+        if args[1:] == ("get_param", "-n", "health_check"):
+            return _ok(args, "healthy\n")
+        return _fail(args, 22, f"lctl: {' '.join(args[1:])} is not supported by the stand-in")
+
+    # -- state ------------------------------------------------------------------------------------
+    def _locate(self, path: str) -> tuple[str, str]:
+        """(fsname, path inside it) for a path under a mount of a local file system's root."""
+        roots: dict[tuple[int, int], str] = {}
+        for fsname in self._server_sets.list_file_systems():
+            info = os.stat(self._server_sets.namespace_root(fsname))
+            roots[(info.st_dev, info.st_ino)] = fsname
+        current = Path(path)
+        relative: list[str] = []
+        while True:
+            try:
+                info = os.stat(current)
+            except OSError as exc:
+                raise _LocateError(f"{path}: {exc.strerror}") from exc
+            fsname = roots.get((info.st_dev, info.st_ino))
+            if fsname is not None:
+                return fsname, "/".join(reversed(relative))
+            if current.parent == current:
+                raise _LocateError(f"{path}: not on a Lustre file system")
+            relative.append(current.name)
+            current = current.parent
+
+    def _project_file(self, fsname: str, project_id: int) -> Path:
+        return self._server_sets.quota_dir(fsname) / f"{project_id}.json"
+
+    def _write_project(self, fsname: str, project_id: int, changes: dict) -> None:
+        path = self._project_file(fsname, project_id)
+        record = read_json(path) or {"project_id": project_id}
+        record.update(changes)
+        write_json_atomic(path, record)
+
+    def _project_of(self, path: str) -> dict | None:
+        """The project record whose directory is `path` (matched by inode, as Lustre would)."""
+        target = os.stat(path)
+        for fsname in self._server_sets.list_file_systems():
+            root = self._server_sets.namespace_root(fsname)
+            for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
+                record = read_json(record_file) or {}
+                if "path" not in record:
+                    continue
+                try:
+                    info = os.stat(root / record["path"])
+                except OSError:
+                    continue
+                if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
+                    return record
+        return None
+
+
+class _LocateError(Exception):
+    pass
+
+
+def _option_value(args: tuple[str, ...], flag: str) -> str | None:
+    for position, arg in enumerate(args[:-1]):
+        if arg == flag:
+            return args[position + 1]
+    return None
+
+
+def _kib(text: str) -> int:
+    units = {"k": 1, "m": 1 << 10, "g": 1 << 20, "t": 1 << 30, "p": 1 << 40}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def _tree_usage(top: Path) -> tuple[int, int]:
+    """(bytes allocated, entries) under `top`, as a quota would count them."""
+    used, entries = 0, 0
+    for directory, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            used += info.st_blocks * 512
+            entries += 1
+    return used, entries
+
+
+def _df_row(name: str, total: int, used: int, mountpoint: str, target: str | None) -> str:
+    available = max(0, total - used)
+    percent = f"{(100 * used + total - 1) // total if total else 0}%"
+    suffix = f"[{target}]" if target else ""
+    return f"{name:<20} {total:>12} {used:>11} {available:>11} {percent:>4} {mountpoint}{suffix}"
+
+
+def _ok(args: tuple[str, ...], stdout: str) -> CommandResult:
+    return CommandResult(args, 0, stdout, "")
+
+
+def _fail(args: tuple[str, ...], code: int, message: str) -> CommandResult:
+    return CommandResult(args, code, "", message + "\n")

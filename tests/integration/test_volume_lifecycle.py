@@ -1,0 +1,160 @@
+"""A volume's life through the real driver process, with real mounts."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi.client import CsiClient, mount_capability
+from csi.mounts import ProcMountTable, mounts_at
+from csi.rpc import csi_pb2
+from tests.support.driver import DriverProcess
+
+GiB = 1 << 30
+AccessMode = csi_pb2.VolumeCapability.AccessMode
+
+
+def _paths(driver: DriverProcess, name: str) -> tuple[str, str]:
+    staging = driver.kubelet_dir / "plugins" / name / "globalmount"
+    target = driver.kubelet_dir / "pods" / "pod-1" / "volumes" / name / "mount"
+    staging.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return str(staging), str(target)
+
+
+def _usage(client: CsiClient, volume_id: str, path: str) -> dict[str, tuple[int, int]]:
+    stats = client.volume_stats(volume_id, path)
+    return {
+        csi_pb2.VolumeUsage.Unit.Name(u.unit): (u.used, u.total) for u in stats.usage
+    }
+
+
+def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> None:
+    client = driver.client()
+    volume = client.create_volume("life", 2 * GiB, {"fsname": "itest"})
+    assert volume.capacity_bytes == 2 * GiB
+    context = dict(volume.volume_context)
+    assert context == {"fsname": "itest", "mgsNids": "0@lo", "subdir": "life", "kind": "shared"}
+    tree = driver.state_dir / "filesystems" / "itest" / "root" / "life"
+    assert tree.is_dir()
+
+    staging, target = _paths(driver, "life")
+    client.stage(volume.volume_id, staging, context)
+    client.stage(volume.volume_id, staging, context)  # idempotent
+    client.publish(volume.volume_id, staging, target, context)
+    client.publish(volume.volume_id, staging, target, context)  # idempotent
+    assert len(mounts_at(ProcMountTable(), target)) == 1
+
+    (Path(target) / "data.bin").write_bytes(os.urandom(3 << 20))
+    assert (tree / "data.bin").stat().st_size == 3 << 20  # it landed in the file system
+
+    usage = _usage(client, volume.volume_id, target)
+    used, total = usage["BYTES"]
+    assert total == 2 * GiB and 3 << 20 <= used < 4 << 20
+    assert usage["INODES"][0] >= 1
+
+    assert client.expand_volume(volume.volume_id, 5 * GiB) == 5 * GiB
+    assert _usage(client, volume.volume_id, target)["BYTES"][1] == 5 * GiB
+
+    client.unpublish(volume.volume_id, target)
+    client.unpublish(volume.volume_id, target)  # idempotent
+    assert not os.path.exists(target)
+    client.unstage(volume.volume_id, staging)
+    assert mounts_at(ProcMountTable(), staging) == []
+    client.delete_volume(volume.volume_id)
+    client.delete_volume(volume.volume_id)  # idempotent
+    assert not tree.exists()
+    assert client.list_volumes().entries == []
+
+
+def test_read_only_publish_refuses_writes_and_mode_changes(driver: DriverProcess) -> None:
+    client = driver.client()
+    volume = client.create_volume("ro", GiB, {"fsname": "itest"})
+    context = dict(volume.volume_context)
+    staging, target = _paths(driver, "ro")
+    client.stage(volume.volume_id, staging, context)
+    client.publish(volume.volume_id, staging, target, context, readonly=True)
+    with pytest.raises(OSError) as denied:
+        (Path(target) / "nope").write_text("x")
+    assert denied.value.errno == errno.EROFS
+    with pytest.raises(grpc.RpcError) as conflict:
+        client.publish(volume.volume_id, staging, target, context, readonly=False)
+    assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    reader = mount_capability(AccessMode.MULTI_NODE_READER_ONLY)
+    second = target + "-reader"
+    client.publish(volume.volume_id, staging, second, context, capability=reader)
+    assert mounts_at(ProcMountTable(), second)[-1].readonly
+
+
+def test_stale_mounts_are_repaired_not_reported_as_success(driver: DriverProcess) -> None:
+    client = driver.client()
+    volume = client.create_volume("stale", GiB, {"fsname": "itest"})
+    context = dict(volume.volume_context)
+    staging, target = _paths(driver, "stale")
+    client.stage(volume.volume_id, staging, context)
+    client.publish(volume.volume_id, staging, target, context)
+    # The server side replaces the volume's directory (a restore, say): both mounts now show a
+    # deleted directory, which is what a stale mount looks like from the node.
+    tree = driver.state_dir / "filesystems" / "itest" / "root" / "stale"
+    tree.rename(tree.with_name("stale.old"))
+    tree.mkdir()
+    (tree / "restored.txt").write_text("restored")
+    tree.with_name("stale.old").rmdir()
+    assert mounts_at(ProcMountTable(), staging)[-1].source_deleted
+
+    stats = client.volume_stats(volume.volume_id, target)
+    assert stats.volume_condition.abnormal and "stale" in stats.volume_condition.message
+
+    client.stage(volume.volume_id, staging, context)
+    assert (Path(staging) / "restored.txt").read_text() == "restored"
+    client.publish(volume.volume_id, staging, target, context)
+    assert (Path(target) / "restored.txt").read_text() == "restored"
+    assert len(mounts_at(ProcMountTable(), target)) == 1
+    assert not client.volume_stats(volume.volume_id, target).volume_condition.abnormal
+
+
+def test_foreign_mount_at_staging_path_is_refused(driver: DriverProcess, tmp_path: Path) -> None:
+    client = driver.client()
+    volume = client.create_volume("foreign", GiB, {"fsname": "itest"})
+    staging, _ = _paths(driver, "foreign")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.system(f"mount --bind {elsewhere} {staging}")  # noqa: S605 - fixed test paths
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stage(volume.volume_id, staging, dict(volume.volume_context))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "another mount" in (refused.value.details() or "")
+
+
+def test_static_volume_mounts_without_any_controller_call(driver: DriverProcess) -> None:
+    client = driver.client()
+    # An "existing" Lustre: make a file system and a directory in it behind the driver's back.
+    existing = client.create_volume("seed", GiB, {"fsname": "legacy"})
+    shared = driver.state_dir / "filesystems" / "legacy" / "root" / "projects" / "alpha"
+    shared.mkdir(parents=True)
+    (shared / "README").write_text("alpha data")
+    del existing
+    context = {"fsname": "legacy", "mgsNids": "0@lo", "subdir": "projects/alpha"}
+    staging, target = _paths(driver, "static-pv")
+    client.stage("admin-written-handle", staging, context)
+    client.publish("admin-written-handle", staging, target, context, readonly=True)
+    assert (Path(target) / "README").read_text() == "alpha data"
+
+
+def test_state_survives_a_driver_restart(tmp_path: Path) -> None:
+    with DriverProcess(tmp_path) as first:
+        with first.client() as client:
+            created = [
+                client.create_volume(f"keep-{n}", GiB, {"fsname": "itest"}).volume_id
+                for n in range(5)
+            ]
+    with DriverProcess(tmp_path) as second, second.client() as client:
+        listed = [entry.volume.volume_id for entry in client.list_volumes().entries]
+        assert listed == sorted(created)
+        again = client.create_volume("keep-0", GiB, {"fsname": "itest"})
+        assert again.volume_id == created[0]
+        assert second.stop() == 0  # SIGTERM stops cleanly

@@ -1,0 +1,122 @@
+"""In-flight keys, the volume catalog's pagination and reservations, node path checks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from csi.catalog import VolumeCatalog, VolumeRecord
+from csi.errors import InvalidArgument, OperationInFlight
+from csi.inflight import InFlightKeys
+from csi.paths import PathPolicy
+
+
+def test_a_held_key_refuses_a_duplicate_and_frees_on_exit() -> None:
+    keys = InFlightKeys()
+    with keys.claim("vol-a"):
+        with pytest.raises(OperationInFlight, match="vol-a"), keys.claim("vol-a"):
+            pass
+        with keys.claim("vol-b"):  # unrelated work runs alongside
+            assert len(keys) == 2
+    assert len(keys) == 0
+    with keys.claim("vol-a"):
+        pass
+
+
+def test_a_failed_claim_of_several_keys_holds_none() -> None:
+    keys = InFlightKeys()
+    with keys.claim("b"), pytest.raises(OperationInFlight), keys.claim("a", "b"):
+        pass
+    with keys.claim("a"):
+        pass
+
+
+def test_concurrent_claims_of_one_key_admit_exactly_one() -> None:
+    keys = InFlightKeys()
+    inside = threading.Barrier(8, timeout=5)
+    admitted, refused = [], []
+    release = threading.Event()
+
+    def attempt() -> None:
+        try:
+            with keys.claim("same"):
+                admitted.append(1)
+                inside.wait()
+                release.wait(5)
+        except OperationInFlight:
+            refused.append(1)
+            inside.wait()
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert (len(admitted), len(refused)) == (1, 7)
+
+
+def _record(n: int, fsname: str = "fs", size: int = 10, state: str = "ready") -> VolumeRecord:
+    return VolumeRecord(
+        name=f"n{n:05d}",
+        volume_id=f"v1:shared:{fsname}:n{n:05d}",
+        kind="shared",
+        fsname=fsname,
+        subdir=f"n{n:05d}",
+        capacity_bytes=size,
+        project_id=1000 + n,
+        state=state,
+    )
+
+
+def test_pages_cover_every_volume_once_and_survive_deletion_of_the_token(tmp_path: Path) -> None:
+    catalog = VolumeCatalog()
+    catalog.load("fs", tmp_path)
+    for n in range(25):
+        catalog.write(tmp_path, _record(n))
+    seen, token = [], ""
+    first, token = catalog.page("", 10)
+    seen += [r.volume_id for r in first]
+    catalog.remove(tmp_path, first[-1])  # the token's own volume goes away between pages
+    while token:
+        page, token = catalog.page(token, 10)
+        seen += [r.volume_id for r in page]
+    assert seen == sorted({_record(n).volume_id for n in range(25)})
+
+
+def test_records_persist_and_reload_with_reservations(tmp_path: Path) -> None:
+    catalog = VolumeCatalog()
+    catalog.load("fs", tmp_path)
+    for n in range(3):
+        catalog.write(tmp_path, _record(n, size=100))
+    catalog.hold(_record(9, size=1000, state="creating"))
+    assert catalog.reserved_bytes("fs") == 1300
+    assert [r.name for r in catalog.page("", 0)[0]] == ["n00000", "n00001", "n00002"]
+    reloaded = VolumeCatalog()
+    reloaded.load("fs", tmp_path)
+    assert reloaded.reserved_bytes("fs") == 300
+    assert reloaded.allocate_project_id("fs") == 1003
+
+
+def test_node_paths_must_stay_inside_the_kubelet_dirs(tmp_path: Path) -> None:
+    kubelet = tmp_path / "kubelet"
+    (kubelet / "pods").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (kubelet / "pods" / "escape").symlink_to(outside)
+    policy = PathPolicy([str(kubelet)])
+    assert policy.check(f"{kubelet}/pods/new/mount", "target_path") == f"{kubelet}/pods/new/mount"
+    for bad in [
+        "",
+        "relative/path",
+        f"{kubelet}/pods/../../elsewhere",
+        f"{kubelet}//pods",
+        str(outside),
+        f"{kubelet}/pods/escape",
+        f"{kubelet}/pods/escape/mount",
+        f"{kubelet}/pods/x\n",
+    ]:
+        with pytest.raises(InvalidArgument, match="target_path"):
+            policy.check(bad, "target_path")

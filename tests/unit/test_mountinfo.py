@@ -1,0 +1,37 @@
+"""Parsing /proc/self/mountinfo, which is how the node knows what is mounted where."""
+
+from __future__ import annotations
+
+from csi.lustre_mounts import KernelLustreRecognizer
+from csi.mounts import parse_mountinfo
+
+KUBELET = "/var/lib/kubelet"
+LUSTRE = "lustre 10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"
+SAMPLE = "\n".join(
+    [
+        "22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+        f"812 22 0:52 / {KUBELET}/plugins/kubernetes.io/csi/lustre.csi.io/abc/globalmount"
+        f" rw,relatime shared:400 - {LUSTRE} rw,flock,lazystatfs",
+        f"813 22 0:52 / {KUBELET}/pods/p1/volumes/kubernetes.io~csi/pvc-1/mount"
+        f" ro,relatime shared:400 - {LUSTRE} rw,flock",
+        "900 22 253:0 /srv/with\\040space//deleted /mnt/odd\\011tab rw - ext4 /dev/vda rw",
+    ]
+)
+
+
+def test_fields_are_split_and_unescaped() -> None:
+    entries = parse_mountinfo(SAMPLE)
+    assert [e.mount_id for e in entries] == [22, 812, 813, 900]
+    staged, published, odd = entries[1], entries[2], entries[3]
+    assert staged.fstype == "lustre" and staged.device == "0:52"
+    assert staged.source == "10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"
+    assert published.readonly and not staged.readonly
+    assert odd.mount_point == "/mnt/odd\ttab"
+    assert odd.root == "/srv/with space//deleted" and odd.source_deleted
+
+
+def test_kernel_recognizer_knows_lustre_entries_only() -> None:
+    entries = parse_mountinfo(SAMPLE)
+    recognizer = KernelLustreRecognizer()
+    assert recognizer.lustre_source(entries[0]) is None
+    assert recognizer.lustre_source(entries[1]) == "10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"
