@@ -24,6 +24,7 @@ from csi.volume_id import check_volume_id_field
 from csi.volume_stats import VolumeStatsReader
 
 log = logging.getLogger(__name__)
+AccessMode = csi_pb2.VolumeCapability.AccessMode
 NodeCapability = csi_pb2.NodeServiceCapability.RPC
 NODE_CAPABILITIES = (
     NodeCapability.STAGE_UNSTAGE_VOLUME,
@@ -129,6 +130,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     raise _already_published(target, top.readonly)
                 else:
                     return csi_pb2.NodePublishVolumeResponse()
+            if request.volume_capability.access_mode.mode == AccessMode.SINGLE_NODE_SINGLE_WRITER:
+                elsewhere = self._published_elsewhere(staged, staging, target)
+                if elsewhere:
+                    raise FailedPrecondition(
+                        f"volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is "
+                        f"already published at {elsewhere}"
+                    )
             if os.path.lexists(target) and not os.path.isdir(target):
                 raise FailedPrecondition(f"target_path {target} exists and is not a directory")
             os.makedirs(target, exist_ok=True)
@@ -207,10 +215,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
 
     # -- helpers ------------------------------------------------------------------------------
     def _existing_volume_path(self, volume_path: str) -> str:
-        path = self._paths.check(volume_path, "volume_path")
-        if not os.path.lexists(path):
-            raise NotFound(f"volume_path {path} does not exist")
-        return path
+        # Existence first: these calls only read, and the spec answers NOT_FOUND for a path
+        # that is not there, whatever its shape.
+        if volume_path and not os.path.lexists(volume_path):
+            raise NotFound(f"volume_path {volume_path} does not exist")
+        return self._paths.check(volume_path, "volume_path")
+
+    def _published_elsewhere(self, staged: MountEntry, staging: str, target: str) -> str | None:
+        """Another path in our kubelet dirs that shows the same tree as the staging mount."""
+        for entry in self._table.entries():
+            if entry.mount_point in (staging, target) or not _same_tree(entry, staged):
+                continue
+            if any(entry.mount_point.startswith(root + "/") for root in self._paths.roots):
+                return entry.mount_point
+        return None
 
     def _top_mount(self, path: str) -> MountEntry | None:
         entries = mounts_at(self._table, path)

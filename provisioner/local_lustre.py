@@ -124,7 +124,7 @@ class LocalLustreCommands:
             record = self._project_of(path)
             project_id = record["project_id"] if record else 0
             flag = "P" if record else "-"
-            return _ok(args, f" {project_id} {flag} {path}\n")
+            return _ok(args, f"{project_id:5d} {flag} {path}\n")
         project_id = int(_option_value(args, "-p") or "0")
         fsname, relative = self._locate(path)
         self._write_project(fsname, project_id, {"path": relative})
@@ -170,24 +170,40 @@ class LocalLustreCommands:
     # -- state ------------------------------------------------------------------------------------
     def _locate(self, path: str) -> tuple[str, str]:
         """(fsname, path inside it) for a path under a mount of a local file system's root."""
-        roots: dict[tuple[int, int], str] = {}
+        # A client may have mounted the root or a volume's directory (subdirectory mount), so
+        # both are anchors; a bind mount keeps the (device, inode) of what it shows.
+        anchors: dict[tuple[int, int], tuple[str, str]] = {}
         for fsname in self._server_sets.list_file_systems():
-            info = os.stat(self._server_sets.namespace_root(fsname))
-            roots[(info.st_dev, info.st_ino)] = fsname
+            root = self._server_sets.namespace_root(fsname)
+            for relative_dir in ["", *self._project_paths(fsname)]:
+                try:
+                    info = os.stat(root / relative_dir)
+                except OSError:
+                    continue
+                anchors[(info.st_dev, info.st_ino)] = (fsname, relative_dir)
         current = Path(path)
-        relative: list[str] = []
+        below: list[str] = []
         while True:
             try:
                 info = os.stat(current)
             except OSError as exc:
                 raise _LocateError(f"{path}: {exc.strerror}") from exc
-            fsname = roots.get((info.st_dev, info.st_ino))
-            if fsname is not None:
-                return fsname, "/".join(reversed(relative))
+            anchor = anchors.get((info.st_dev, info.st_ino))
+            if anchor is not None:
+                fsname, relative_dir = anchor
+                return fsname, "/".join([p for p in [relative_dir, *reversed(below)] if p])
             if current.parent == current:
                 raise _LocateError(f"{path}: not on a Lustre file system")
-            relative.append(current.name)
+            below.append(current.name)
             current = current.parent
+
+    def _project_paths(self, fsname: str) -> list[str]:
+        paths = []
+        for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
+            record = read_json(record_file) or {}
+            if record.get("path"):
+                paths.append(record["path"])
+        return paths
 
     def _project_file(self, fsname: str, project_id: int) -> Path:
         return self._server_sets.quota_dir(fsname) / f"{project_id}.json"

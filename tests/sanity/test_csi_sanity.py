@@ -69,7 +69,7 @@ def test_csi_sanity_passes_with_only_documented_skips(tmp_path: Path) -> None:
             passed += 1
     assert not failed, f"csi-sanity failures: {failed}\n{output[-6000:]}\n{driver.log()}"
     assert result.returncode == 0, output[-4000:]
-    assert passed > 50, f"only {passed} specs ran:\n{output[-3000:]}"
+    assert passed >= 45, f"only {passed} specs ran:\n{output[-3000:]}"
     assert sorted(skipped) == sorted(_documented_skips()), (
         "skipped specs differ from tests/sanity/expected-skips.txt: "
         f"{sorted(set(skipped) ^ set(_documented_skips()))}"
