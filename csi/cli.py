@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -32,8 +33,12 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, str]:
     return pairs
 
 
+def _as_dict(message: Message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
 def _print(message: Message) -> None:
-    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+    print(json.dumps(_as_dict(message), indent=2))
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
@@ -122,14 +127,15 @@ def run_client(args: argparse.Namespace) -> int:
         timeout = client.timeout
         match args.call:
             case "info":
-                _print(
-                    client.identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=timeout)
+                info = client.identity.GetPluginInfo(
+                    csi_pb2.GetPluginInfoRequest(), timeout=timeout
                 )
-                _print(
-                    client.identity.GetPluginCapabilities(
-                        csi_pb2.GetPluginCapabilitiesRequest(), timeout=timeout
-                    )
+                capabilities = client.identity.GetPluginCapabilities(
+                    csi_pb2.GetPluginCapabilitiesRequest(), timeout=timeout
                 )
+                document = _as_dict(info)
+                document["capabilities"] = _as_dict(capabilities).get("capabilities", [])
+                print(json.dumps(document, indent=2))
             case "probe":
                 print("ready" if client.probe() else "not ready")
             case "create":

@@ -31,9 +31,7 @@ def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
         ({"kind": "dedicated", "fsname": "x"}, "fsname"),
     ],
 )
-def test_bad_parameters(
-    driver: DriverProcess, parameters: dict[str, str], mentions: str
-) -> None:
+def test_bad_parameters(driver: DriverProcess, parameters: dict[str, str], mentions: str) -> None:
     client = driver.client()
     code, message = _code(lambda: client.create_volume("bad", GiB, parameters))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and mentions in message

@@ -41,8 +41,13 @@ def gated(tmp_path: Path) -> Iterator[tuple[GatedServerSets, CsiClient]]:
     state = tmp_path / "state"
     provider = GatedServerSets(state)
     driver = Driver(
-        DriverConfig(mode="all", endpoint=f"unix://{tmp_path}/csi.sock", node_id="n",
-                     state_dir=state, kubelet_dirs=[str(tmp_path)]),
+        DriverConfig(
+            mode="all",
+            endpoint=f"unix://{tmp_path}/csi.sock",
+            node_id="n",
+            state_dir=state,
+            kubelet_dirs=[str(tmp_path)],
+        ),
         provider=provider,
     )
     driver.start()
@@ -79,9 +84,9 @@ def test_many_parallel_creates_on_one_file_system_all_succeed(
 ) -> None:
     _, client = gated
     with ThreadPoolExecutor(16) as pool:
-        volumes = list(pool.map(
-            lambda n: client.create_volume(f"par-{n}", GiB, {"fsname": "fast"}), range(64)
-        ))
+        volumes = list(
+            pool.map(lambda n: client.create_volume(f"par-{n}", GiB, {"fsname": "fast"}), range(64))
+        )
     assert len({v.volume_id for v in volumes}) == 64
     listed = client.list_volumes().entries
     assert len(listed) == 64

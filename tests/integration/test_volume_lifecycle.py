@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -28,9 +29,7 @@ def _paths(driver: DriverProcess, name: str) -> tuple[str, str]:
 
 def _usage(client: CsiClient, volume_id: str, path: str) -> dict[str, tuple[int, int]]:
     stats = client.volume_stats(volume_id, path)
-    return {
-        csi_pb2.VolumeUsage.Unit.Name(u.unit): (u.used, u.total) for u in stats.usage
-    }
+    return {csi_pb2.VolumeUsage.Unit.Name(u.unit): (u.used, u.total) for u in stats.usage}
 
 
 def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> None:
@@ -123,7 +122,7 @@ def test_foreign_mount_at_staging_path_is_refused(driver: DriverProcess, tmp_pat
     staging, _ = _paths(driver, "foreign")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    os.system(f"mount --bind {elsewhere} {staging}")  # noqa: S605 - fixed test paths
+    subprocess.run(["mount", "--bind", str(elsewhere), staging], check=True)
     with pytest.raises(grpc.RpcError) as refused:
         client.stage(volume.volume_id, staging, dict(volume.volume_context))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -146,12 +145,11 @@ def test_static_volume_mounts_without_any_controller_call(driver: DriverProcess)
 
 
 def test_state_survives_a_driver_restart(tmp_path: Path) -> None:
-    with DriverProcess(tmp_path) as first:
-        with first.client() as client:
-            created = [
-                client.create_volume(f"keep-{n}", GiB, {"fsname": "itest"}).volume_id
-                for n in range(5)
-            ]
+    with DriverProcess(tmp_path) as first, first.client() as client:
+        created = [
+            client.create_volume(f"keep-{n}", GiB, {"fsname": "itest"}).volume_id
+            for n in range(5)
+        ]
     with DriverProcess(tmp_path) as second, second.client() as client:
         listed = [entry.volume.volume_id for entry in client.list_volumes().entries]
         assert listed == sorted(created)

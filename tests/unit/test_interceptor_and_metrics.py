@@ -1,0 +1,102 @@
+"""The one place errors become status codes: mapping, logging without secrets, metrics."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+
+from csi.errors import InProgress, InvalidArgument, NotFound
+from csi.interceptor import STRIPPED, ErrorMappingInterceptor, sanitized
+from csi.metrics import RpcMetrics, serve_metrics
+from csi.rpc import csi_pb2, csi_pb2_grpc
+
+
+class ScriptedIdentity(csi_pb2_grpc.IdentityServicer):
+    """Raises whatever the test puts in `failure`, to see how the interceptor answers."""
+
+    failure: Exception | None = None
+
+    def GetPluginInfo(self, request, context):
+        if self.failure is not None:
+            raise self.failure
+        return csi_pb2.GetPluginInfoResponse(name="x", vendor_version="1")
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics]]:
+    metrics = RpcMetrics()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(2), interceptors=[ErrorMappingInterceptor(metrics)]
+    )
+    servicer = ScriptedIdentity()
+    csi_pb2_grpc.add_IdentityServicer_to_server(servicer, server)
+    server.add_insecure_port(f"unix://{tmp_path}/s.sock")
+    server.start()
+    channel = grpc.insecure_channel(f"unix://{tmp_path}/s.sock")
+    yield servicer, csi_pb2_grpc.IdentityStub(channel), metrics
+    channel.close()
+    server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (InvalidArgument("name is required"), grpc.StatusCode.INVALID_ARGUMENT),
+        (NotFound("volume x does not exist"), grpc.StatusCode.NOT_FOUND),
+        (InProgress("file system booting"), grpc.StatusCode.UNAVAILABLE),
+        (RuntimeError("bug"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_domain_errors_map_to_codes_with_their_message(
+    served: tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics],
+    failure: Exception,
+    code: grpc.StatusCode,
+) -> None:
+    servicer, stub, metrics = served
+    servicer.failure = failure
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+    assert raised.value.code() == code
+    assert str(failure) in (raised.value.details() or "")
+    assert f'method="GetPluginInfo",code="{code.name}"}} 1' in metrics.exposition()
+
+
+def test_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    request = csi_pb2.NodeStageVolumeRequest(
+        volume_id="v", secrets={"password": "hunter2"}, volume_context={"fsname": "fs"}
+    )
+    create = csi_pb2.CreateVolumeRequest(name="n", secrets={"token": "s3cr3t"})
+    text = sanitized(request) + sanitized(create)
+    assert "hunter2" not in text and "s3cr3t" not in text
+    assert STRIPPED in text and "fsname" in text
+    assert request.secrets["password"] == "hunter2"  # the request itself is untouched
+
+
+def test_each_call_is_logged_with_method_code_and_duration(
+    served: tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, stub, _ = served
+    with caplog.at_level(logging.INFO, logger="csi.rpc"):
+        stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+    assert any("GetPluginInfo -> OK in" in record.getMessage() for record in caplog.records)
+
+
+def test_metrics_are_served_over_http(
+    served: tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics],
+) -> None:
+    _, stub, metrics = served
+    stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+    server = serve_metrics(metrics, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        server.shutdown()
+    assert 'lustre_csi_rpc_total{method="GetPluginInfo",code="OK"} 1' in body
+    assert 'lustre_csi_rpc_duration_seconds_count{method="GetPluginInfo"} 1' in body

@@ -1,0 +1,104 @@
+"""The embedded default: ledger growth, and the Lustre stand-in speaking Lustre's formats."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from csi.atomicfile import write_json_atomic
+from csi.command import SubprocessRunner
+from csi.errors import CapacityExhausted, NotFound
+from csi.lustre.client import LustreClient
+from provisioner.api import ServerSetTemplate
+from provisioner.local import LocalServerSets, osts_to_add
+from provisioner.local_lustre import LocalLustreCommands
+
+GiB = 1 << 30
+TEMPLATE = replace(
+    ServerSetTemplate(), ost_size_bytes=10 * GiB, min_osts=2, max_osts=5, growth_threshold=0.5
+)
+
+
+@pytest.mark.parametrize(
+    ("total", "required", "expected"),
+    [(20, 10, 0), (20, 11, 1), (20, 30, 4), (0, 1, 1)],
+)
+def test_growth_plan_brings_reservations_under_the_threshold(
+    total: int, required: int, expected: int
+) -> None:
+    added = osts_to_add(
+        total_bytes=total * GiB,
+        ost_size_bytes=10 * GiB,
+        required_bytes=required * GiB,
+        threshold=0.5,
+    )
+    assert added == expected
+
+
+def test_file_systems_grow_by_new_osts_and_stop_at_the_limit(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    with pytest.raises(NotFound):
+        sets.ensure_file_system("fs1", None)
+    endpoint = sets.ensure_file_system("fs1", TEMPLATE)
+    assert endpoint.mount_source("v") == "0@lo:/fs1/v"
+    assert sets.capacity("fs1").ost_count == 2
+    grown = sets.ensure_capacity("fs1", 15 * GiB)  # needs 30 GiB at a 0.5 threshold
+    assert (grown.ost_count, grown.total_bytes) == (3, 30 * GiB)
+    assert [o["index"] for o in sets.ledger("fs1")["osts"]] == [0, 1, 2]
+    with pytest.raises(CapacityExhausted, match="maxOsts"):
+        sets.ensure_capacity("fs1", 30 * GiB)
+    assert sets.capacity("fs1").ost_count == 3  # a refused growth adds nothing
+    assert sets.list_file_systems() == ["fs1"]
+    sets.delete_file_system("fs1")
+    sets.delete_file_system("fs1")
+    assert sets.list_file_systems() == []
+
+
+def test_ost_indices_are_never_reused(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("fs1", TEMPLATE)
+    ledger = sets.ledger("fs1")
+    ledger["osts"] = [ledger["osts"][0], {"index": 7, "size_bytes": 10 * GiB, "state": "lost"}]
+    write_json_atomic(tmp_path / "filesystems" / "fs1" / "server-set.json", ledger)
+    sets.ensure_capacity("fs1", 10 * GiB)
+    assert [o["index"] for o in sets.ledger("fs1")["osts"]] == [0, 7, 8]
+
+
+def test_stand_in_output_parses_as_lustre_output(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("fs1", TEMPLATE)
+    ledger = sets.ledger("fs1")
+    ledger["osts"][1]["state"] = "inactive"
+    write_json_atomic(tmp_path / "filesystems" / "fs1" / "server-set.json", ledger)
+    root = sets.namespace_root("fs1")
+    volume = root / "vol"
+    volume.mkdir()
+    (volume / "data").write_bytes(b"x" * (1 << 20))
+    lustre = LustreClient(LocalLustreCommands(sets, SubprocessRunner()))
+
+    df = lustre.df(root)
+    assert [(t.index, t.active) for t in df.osts] == [(0, True), (1, False)]
+    assert df.mdts[0].name.startswith("fs1-MDT0000")
+    assert df.total == 10 * GiB
+    assert lustre.df_inodes(root).inodes
+
+    lustre.assign_project(volume, 1234)
+    lustre.set_project_quota(root, 1234, 5 * GiB)
+    assert lustre.project_id_of(str(volume)) == 1234
+    quota = lustre.project_quota(root, 1234)
+    assert quota.block_hard_limit_bytes == 5 * GiB
+    assert (1 << 20) <= quota.used_bytes < (2 << 20)
+    lustre.clear_project_quota(root, 1234)
+    assert lustre.project_quota(root, 1234).block_hard_limit_bytes == 0
+
+
+def test_stand_in_refuses_what_mount_lustre_would(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("fs1", TEMPLATE)
+    runner = LocalLustreCommands(sets, SubprocessRunner())
+    target = str(tmp_path / "mnt")
+    for source in ["10.0.0.1@tcp:/fs1", "0@lo:/nofs", "0@lo:/fs1/missing-subdir"]:
+        result = runner.run(["mount", "-t", "lustre", "-o", "flock", source, target])
+        assert result.returncode != 0 and "mount.lustre" in result.stderr
