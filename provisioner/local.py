@@ -11,7 +11,6 @@ The NID of every local server set is `0@lo`, Lustre's loopback NID.
 
 from __future__ import annotations
 
-import math
 import shutil
 import threading
 import time
@@ -19,25 +18,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from csi.atomicfile import read_json, write_json_atomic
-from csi.errors import CapacityExhausted, NotFound
+from csi.errors import NotFound
 from provisioner.api import (
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
     validate_fsname,
 )
+from provisioner.growth import plan_growth
 
 LOCAL_NID = "0@lo"
-
-
-def osts_to_add(
-    *, total_bytes: int, ost_size_bytes: int, required_bytes: int, threshold: float
-) -> int:
-    """How many OSTs of `ost_size_bytes` bring `required_bytes` under `threshold` of the total."""
-    needed_total = math.ceil(required_bytes / threshold)
-    if needed_total <= total_bytes:
-        return 0
-    return math.ceil((needed_total - total_bytes) / ost_size_bytes)
 
 
 class LocalServerSets:
@@ -103,20 +93,17 @@ class LocalServerSets:
             ledger = self._require(fsname)
             template = ledger["template"]
             capacity = _capacity_of(ledger)
-            to_add = osts_to_add(
-                total_bytes=capacity.total_bytes,
-                ost_size_bytes=template["ost_size_bytes"],
+            plan = plan_growth(
+                fsname=fsname,
                 required_bytes=required_bytes,
+                current_total_bytes=capacity.total_bytes,
+                current_osts=len(ledger["osts"]),  # lost ones too: indices stay taken
+                ost_size_bytes=template["ost_size_bytes"],
                 threshold=template["growth_threshold"],
+                max_osts=template["max_osts"],
             )
-            if to_add == 0:
+            if plan.add == 0:
                 return capacity
-            if len(ledger["osts"]) + to_add > template["max_osts"]:
-                raise CapacityExhausted(
-                    f"file system {fsname!r} would need {len(ledger['osts']) + to_add} OSTs for "
-                    f"{required_bytes} bytes of volumes but maxOsts is {template['max_osts']}; "
-                    "raise maxOsts or use another file system"
-                )
             # OST indices are never reused: the next index follows the highest ever allocated.
             next_index = max((ost["index"] for ost in ledger["osts"]), default=-1) + 1
             ledger["osts"].extend(
@@ -125,7 +112,7 @@ class LocalServerSets:
                     "size_bytes": template["ost_size_bytes"],
                     "state": "active",
                 }
-                for n in range(to_add)
+                for n in range(plan.add)
             )
             write_json_atomic(self._ledger_path(fsname), ledger)
             return _capacity_of(ledger)

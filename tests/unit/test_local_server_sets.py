@@ -12,29 +12,13 @@ from csi.command import SubprocessRunner
 from csi.errors import CapacityExhausted, NotFound
 from csi.lustre.client import LustreClient
 from provisioner.api import ServerSetTemplate
-from provisioner.local import LocalServerSets, osts_to_add
+from provisioner.local import LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 
 GiB = 1 << 30
 TEMPLATE = replace(
     ServerSetTemplate(), ost_size_bytes=10 * GiB, min_osts=2, max_osts=5, growth_threshold=0.5
 )
-
-
-@pytest.mark.parametrize(
-    ("total", "required", "expected"),
-    [(20, 10, 0), (20, 11, 1), (20, 30, 4), (0, 1, 1)],
-)
-def test_growth_plan_brings_reservations_under_the_threshold(
-    total: int, required: int, expected: int
-) -> None:
-    added = osts_to_add(
-        total_bytes=total * GiB,
-        ost_size_bytes=10 * GiB,
-        required_bytes=required * GiB,
-        threshold=0.5,
-    )
-    assert added == expected
 
 
 def test_file_systems_grow_by_new_osts_and_stop_at_the_limit(tmp_path: Path) -> None:
