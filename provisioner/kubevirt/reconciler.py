@@ -1,0 +1,594 @@
+"""Level-based reconciliation of one LustreFileSystem into KubeVirt VMs, PVCs and Secrets.
+
+`Reconciler.reconcile(name)` reads the desired state (spec) and the actual state (status,
+child objects, VM status, launcher pods, nodes) and takes the steps that close the gap. It
+keeps nothing in memory between calls, so a provisioner killed at any point and restarted (or
+a new leader) continues where the last one stopped:
+
+1. finalizer: added before anything is created, so deletion always passes through step 7;
+2. spec: parsed and validated; a bad spec sets phase Failed with a message naming the field;
+3. layout: servers, their static addresses and the OST table are *planned* and written to
+   status (optimistic concurrency on resourceVersion) before any object is created. A crash
+   after this write leaves a plan the next pass builds; a crash before it leaves nothing;
+4. children: missing PVCs, cloud-init Secrets and VMs are created (AlreadyExists is success);
+   a VM whose desired spec changed (a hotplugged OST) is patched;
+5. observation: VM readiness, the VMI's storage-interface address (must be the recorded one),
+   hotplug volume status; the OST table, capacity, MGS NIDs, phase and conditions follow;
+6. recovery: a launcher pod on a node that has been NotReady for `fence_after_seconds` is
+   force-deleted, so KubeVirt (runStrategy Always) starts the VM elsewhere with the same PVCs,
+   MAC and address (the NID does not change);
+7. deletion: refused while PersistentVolumes of this driver still name the file system
+   (condition DeletionBlocked) unless spec.forceDelete; otherwise VMs, PVCs and Secrets are
+   deleted and the finalizer removed.
+
+Every action is an Event on the LustreFileSystem; every state is in its status. The return
+value is how long until the object should be looked at again regardless of watch events
+(None: only on events and the periodic resync).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from provisioner.kubevirt import manifests
+from provisioner.kubevirt.events import EventRecorder, now_rfc3339
+from provisioner.kubevirt.kube import (
+    LUSTRE_FILE_SYSTEMS,
+    NODES,
+    PODS,
+    PVCS,
+    PVS,
+    SECRETS,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+    ConflictError,
+    Kube,
+)
+from provisioner.kubevirt.layout import (
+    MDS,
+    Layout,
+    ServerRecord,
+    extend_layout,
+    layout_status,
+    read_layout,
+)
+from provisioner.kubevirt.spec import FileSystemSpec, SpecError, parse_spec
+from provisioner.quantity import format_quantity
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "lustre.csi.io/server-set"
+SPEC_HASH = "lustre.csi.io/spec-hash"
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "DeletionBlocked")
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    namespace: str = "lustre-csi"
+    driver_name: str = "lustre.csi.io"
+    fence_after_seconds: float = 300.0
+    deletion_retry_seconds: float = 10.0
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, config: ReconcilerConfig, events: EventRecorder,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._kube = kube
+        self._config = config
+        self._events = events
+        self._clock = clock
+
+    # -- entry point --------------------------------------------------------------------------
+    def reconcile(self, name: str) -> float | None:
+        lfs = self._kube.get(LUSTRE_FILE_SYSTEMS, name)
+        if lfs is None:
+            return None
+        lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
+        lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
+        if lfs["metadata"].get("deletionTimestamp"):
+            return self._finalize(lfs)
+        if FINALIZER not in (lfs["metadata"].get("finalizers") or []):
+            lfs = self._patch_meta(lfs, {"finalizers": [
+                *(lfs["metadata"].get("finalizers") or []), FINALIZER]})
+        try:
+            spec = parse_spec(lfs.get("spec") or {}, lfs["metadata"]["name"])
+        except SpecError as error:
+            self._fail(lfs, "InvalidSpec", str(error))
+            return None
+        others = [o for o in self._kube.list(LUSTRE_FILE_SYSTEMS)[0]
+                  if o["metadata"]["name"] != name]
+        rival = _older_with_fsname(lfs, spec.fsname, others)
+        if rival is not None:
+            self._fail(lfs, "FsnameConflict", (
+                f"spec.fsname: {spec.fsname!r} is already used by LustreFileSystem {rival!r}; "
+                "fsnames must be unique in the cluster"))
+            return None
+
+        layout = read_layout(lfs.get("status"))
+        planned = extend_layout(layout, spec, _addresses_of(others))
+        if (planned.servers, planned.osts) != (layout.servers, layout.osts):
+            lfs = self._record_plan(lfs, spec, layout, planned)
+            if lfs is None:
+                return 0.0  # status changed under us: look again at once
+        self._ensure_children(lfs, spec, planned)
+        return self._observe(lfs, spec, planned)
+
+    # -- step 3: the plan ----------------------------------------------------------------------
+    def _record_plan(self, lfs: dict[str, Any], spec: FileSystemSpec, old: Layout,
+                     new: Layout) -> dict[str, Any] | None:
+        status = {**layout_status(new, spec), "phase": _phase_while_planning(lfs),
+                  "desiredOsts": spec.ost_count}
+        try:
+            updated = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
+                "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
+                "status": status,
+            }, subresource="status")
+        except ConflictError:
+            return None
+        added_servers = [s for s in new.servers if s not in old.servers]
+        added_osts = [o for o in new.osts if o not in old.osts]
+        parts = [f"{s.name} at {s.address} ({s.mac})" for s in added_servers]
+        parts += [f"{o.label} ({format_quantity(o.size_bytes)}) on {o.oss}"
+                  + (" as a hotplugged disk" if o.hotplug else "") for o in added_osts]
+        if parts:
+            self._events.record(lfs, "Normal", "Planned", "allocated " + "; ".join(parts))
+        updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
+        updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
+        return updated
+
+    # -- step 4: the objects -------------------------------------------------------------------
+    def _ensure_children(self, lfs: dict[str, Any], spec: FileSystemSpec,
+                         layout: Layout) -> None:
+        namespace = self._config.namespace
+        fs = lfs["metadata"]["name"]
+        selector = manifests.fs_selector(fs)
+        created: list[str] = []
+        existing_pvcs = {p["metadata"]["name"] for p in self._kube.list(
+            PVCS, namespace, selector)[0]}
+        for pvc in manifests.server_pvcs(lfs, spec, layout, namespace):
+            if pvc["metadata"]["name"] not in existing_pvcs:
+                self._create(PVCS, pvc, created)
+        if layout.mds is None:
+            return
+        for server in layout.servers:
+            self._ensure_secret(manifests.cloudinit_secret(lfs, spec, layout, server, namespace),
+                                created, lfs)
+        existing_vms = {v["metadata"]["name"]: v for v in self._kube.list(
+            VIRTUAL_MACHINES, namespace, selector)[0]}
+        for server in layout.servers:
+            desired = manifests.virtual_machine(lfs, spec, layout, server, namespace)
+            digest = _digest(desired["spec"])
+            desired["metadata"]["annotations"] = {SPEC_HASH: digest}
+            current = existing_vms.get(desired["metadata"]["name"])
+            if current is None:
+                self._create(VIRTUAL_MACHINES, desired, created)
+            elif (current["metadata"].get("annotations") or {}).get(SPEC_HASH) != digest:
+                # Merge patch: our lists (disks, volumes, interfaces) are replaced whole,
+                # fields defaulted by KubeVirt's webhooks in maps are kept.
+                self._kube.patch(VIRTUAL_MACHINES, desired["metadata"]["name"], {
+                    "metadata": {"annotations": {SPEC_HASH: digest}},
+                    "spec": desired["spec"],
+                }, namespace)
+                self._events.record(lfs, "Normal", "UpdatedVM", (
+                    f"updated VirtualMachine {desired['metadata']['name']}: "
+                    f"targets {', '.join(_targets_of(desired))}"))
+        if created:
+            self._events.record(lfs, "Normal", "Created", "created " + ", ".join(created))
+
+    def _create(self, resource: Any, body: dict[str, Any], created: list[str]) -> None:
+        try:
+            self._kube.create(resource, body, self._config.namespace)
+        except ConflictError:
+            return  # made by an earlier pass that crashed before recording it: fine
+        created.append(f"{resource.kind} {body['metadata']['name']}")
+
+    def _ensure_secret(self, desired: dict[str, Any], created: list[str],
+                       lfs: dict[str, Any]) -> None:
+        name = desired["metadata"]["name"]
+        current = self._kube.get(SECRETS, name, self._config.namespace)
+        if current is None:
+            self._create(SECRETS, desired, created)
+            return
+        data = {k: base64.b64decode(v).decode() for k, v in (current.get("data") or {}).items()}
+        if data != desired["stringData"]:
+            self._kube.patch(SECRETS, name, {"stringData": desired["stringData"]},
+                             self._config.namespace)
+            self._events.record(lfs, "Normal", "UpdatedCloudInit", (
+                f"updated Secret {name}; the VM reads it at its next boot"))
+
+    # -- steps 5 and 6: observe, recover, report ------------------------------------------------
+    def _observe(self, lfs: dict[str, Any], spec: FileSystemSpec,
+                 layout: Layout) -> float | None:
+        namespace = self._config.namespace
+        fs = lfs["metadata"]["name"]
+        selector = manifests.fs_selector(fs)
+        vms = {v["metadata"]["name"]: v for v in self._kube.list(
+            VIRTUAL_MACHINES, namespace, selector)[0]}
+        vmis = {v["metadata"]["name"]: v for v in self._kube.list(
+            VIRTUAL_MACHINE_INSTANCES, namespace, selector)[0]}
+        previous = lfs.get("status") or {}
+        prev_servers = {s["name"]: s for s in previous.get("servers") or []}
+        prev_osts = {int(o["index"]): o for o in previous.get("osts") or []}
+
+        fence_notes, requeue = self._fence(lfs, fs, layout)
+        servers_status: list[dict[str, Any]] = []
+        ready: dict[str, bool] = {}
+        problems: list[str] = []
+        recovered: list[str] = []
+        lost: list[str] = []
+        for record, row in zip(layout.servers, layout_status(layout, spec)["servers"],
+                               strict=True):
+            name = manifests.vm_name(fs, record.name)
+            vm, vmi = vms.get(name), vmis.get(name)
+            is_ready = bool(vm and (vm.get("status") or {}).get("ready"))
+            node = ((vmi or {}).get("status") or {}).get("nodeName", "")
+            address_problem = _address_problem(record, vmi)
+            if address_problem:
+                problems.append(address_problem)
+                is_ready = False
+            before = prev_servers.get(record.name, {}).get("state", "")
+            if is_ready:
+                state = "Ready"
+            elif before in ("Ready", "NotReady"):
+                state = "NotReady"
+            else:
+                state = "Starting"
+            if state == "Ready" and before == "NotReady":
+                recovered.append(f"{record.name} ({name}) on node {node or '?'}")
+            if state == "NotReady" and before == "Ready":
+                lost.append(f"{record.name} ({name})")
+            ready[record.name] = is_ready
+            servers_status.append({**row, "vm": name, "ready": is_ready, "node": node,
+                                   "state": state})
+
+        osts_status = []
+        for ost, row in zip(layout.osts, layout_status(layout, spec)["osts"], strict=True):
+            vmi = vmis.get(manifests.vm_name(fs, ost.oss))
+            attached = not ost.hotplug or _hotplug_ready(vmi, ost.label.lower())
+            before = prev_osts.get(ost.index, {}).get("state", "")
+            if ready.get(ost.oss) and attached:
+                state = "Active"
+            elif before in ("Active", "Unavailable"):
+                state = "Unavailable"
+            else:
+                state = "Pending"
+            osts_status.append({**row, "pvc": manifests.pvc_name(fs, ost.label), "state": state})
+
+        active = [o for o in osts_status if o["state"] == "Active"]
+        total = sum(int(o["sizeBytes"]) for o in active)
+        planned_total = sum(int(o["sizeBytes"]) for o in osts_status)
+        not_ready = [s for s in servers_status if s["state"] == "NotReady"]
+        starting = [s for s in servers_status if s["state"] == "Starting"]
+        pending = [o for o in osts_status if o["state"] != "Active"]
+        mds_ready = ready.get(MDS, False)
+        generation = lfs["metadata"].get("generation", 0)
+
+        if not_ready or problems:
+            phase = "Degraded"
+        elif not mds_ready or not active:
+            phase = "Creating"
+        elif starting or pending or len(layout.osts) < spec.ost_count:
+            phase = "Growing"
+        else:
+            phase = "Ready"
+        usable = mds_ready and bool(active) and not not_ready and not problems
+        conditions = {
+            "Ready": _condition(
+                "Ready", usable,
+                "Serving" if usable else ("ServersNotReady" if not_ready or problems
+                                          else "Creating"),
+                (f"MGS at {spec.nid(layout.mds.address)}; {len(active)} of "
+                 f"{len(layout.osts)} OSTs serving") if usable and layout.mds else
+                _waiting_message(servers_status, osts_status, problems)),
+            "Progressing": _condition(
+                "Progressing", bool(starting or pending or layout.problems
+                                    or len(layout.osts) < spec.ost_count),
+                "AddressPoolExhausted" if layout.problems else
+                ("Provisioning" if starting or pending else "Converged"),
+                "; ".join(layout.problems) if layout.problems else
+                (f"waiting for {', '.join(s['name'] for s in starting) or 'no server'} to start "
+                 f"and {len(pending)} OST(s) to serve" if starting or pending
+                 else "all planned servers and OSTs are serving")),
+            "Degraded": _condition(
+                "Degraded", bool(not_ready or problems),
+                "ServersNotReady" if not_ready or problems else "AllServersReady",
+                "; ".join([*(f"{s['name']} ({s['vm']}) is not ready"
+                             + (f" on node {s['node']}" if s["node"] else "")
+                             for s in not_ready), *problems, *fence_notes])
+                or "every server is ready"),
+        }
+        if lost:
+            self._events.record(lfs, "Warning", "ServerNotReady",
+                                "not ready: " + ", ".join(lost))
+        if recovered:
+            self._events.record(lfs, "Normal", "ServerRecovered",
+                                "ready again: " + ", ".join(recovered))
+        for problem in problems:
+            if problem not in json.dumps(previous.get("conditions") or []):
+                self._events.record(lfs, "Warning", "AddressMismatch", problem)
+        new_status = {
+            "phase": phase,
+            "observedGeneration": generation,
+            "desiredOsts": spec.ost_count,
+            "readyOsts": len(active),
+            "nextOstIndex": layout.next_ost_index,
+            "mgsNids": [spec.nid(layout.mds.address)] if layout.mds else [],
+            "servers": servers_status,
+            "osts": osts_status,
+            "capacity": {**(previous.get("capacity") or {}),
+                         "total": format_quantity(total), "totalBytes": total,
+                         "planned": format_quantity(planned_total),
+                         "plannedBytes": planned_total},
+            "conditions": _merge_conditions(previous.get("conditions") or [], conditions,
+                                            generation),
+        }
+        if previous.get("phase") != phase:
+            self._events.record(lfs, "Warning" if phase == "Degraded" else "Normal",
+                                f"Phase{phase}", f"phase {previous.get('phase') or 'none'} -> "
+                                f"{phase}: {conditions['Ready']['message']}")
+        self._write_status(lfs, previous, new_status)
+        return requeue
+
+    def _fence(self, lfs: dict[str, Any], fs: str, layout: Layout) -> tuple[list[str],
+                                                                            float | None]:
+        """Force-delete launcher pods stuck on nodes NotReady past the timeout."""
+        pods = self._kube.list(PODS, self._config.namespace,
+                               f"kubevirt.io=virt-launcher,{manifests.fs_selector(fs)}")[0]
+        notes: list[str] = []
+        requeue: float | None = None
+        nodes: dict[str, dict[str, Any] | None] = {}
+        now = self._clock()
+        for pod in pods:
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if not node_name:
+                continue
+            if node_name not in nodes:
+                nodes[node_name] = self._kube.get(NODES, node_name)
+            since = _not_ready_since(nodes[node_name])
+            if since is None:
+                continue
+            server = pod["metadata"].get("labels", {}).get(manifests.LABEL_SERVER, "?")
+            due = since + self._config.fence_after_seconds
+            if now < due:
+                wait = due - now
+                notes.append(f"{server} launcher pod {pod['metadata']['name']} is on NotReady "
+                             f"node {node_name}; fencing in {wait:.0f}s")
+                requeue = wait if requeue is None else min(requeue, wait)
+                continue
+            self._kube.delete(PODS, pod["metadata"]["name"], self._config.namespace,
+                              grace_period_seconds=0)
+            record = layout.server(server)
+            address = f" and address {record.address}" if record else ""
+            self._events.record(lfs, "Warning", "Fenced", (
+                f"force-deleted launcher pod {pod['metadata']['name']} of {server}: node "
+                f"{node_name} NotReady for {now - since:.0f}s (limit "
+                f"{self._config.fence_after_seconds:.0f}s); KubeVirt restarts the VM on another "
+                f"node with the same disks{address}"))
+            notes.append(f"{server} fenced off NotReady node {node_name}")
+        return notes, requeue
+
+    # -- step 7: deletion -------------------------------------------------------------------
+    def _finalize(self, lfs: dict[str, Any]) -> float | None:
+        finalizers = lfs["metadata"].get("finalizers") or []
+        if FINALIZER not in finalizers:
+            return None
+        spec = lfs.get("spec") or {}
+        fsname = str(spec.get("fsname", ""))
+        users = self.volumes_using(fsname)
+        status = lfs.get("status") or {}
+        if users and not spec.get("forceDelete"):
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            message = (f"deletion refused: {len(users)} PersistentVolume(s) still use file "
+                       f"system {fsname!r} ({shown}); delete them first, or set "
+                       "spec.forceDelete: true to delete the file system and their data")
+            blocked = _condition("DeletionBlocked", True, "VolumesInUse", message)
+            if _find(status.get("conditions"), "DeletionBlocked").get("message") != message:
+                self._events.record(lfs, "Warning", "DeletionBlocked", message)
+            generation = lfs["metadata"].get("generation", 0)
+            self._write_status(lfs, status, {
+                **status, "phase": "Deleting", "volumesInUse": len(users),
+                "conditions": _merge_conditions(status.get("conditions") or [],
+                                                {"DeletionBlocked": blocked}, generation),
+            })
+            return self._config.deletion_retry_seconds
+        namespace = self._config.namespace
+        fs = lfs["metadata"]["name"]
+        selector = manifests.fs_selector(fs)
+        removed: list[str] = []
+        for resource in (VIRTUAL_MACHINES, PVCS):
+            for item in self._kube.list(resource, namespace, selector)[0]:
+                if self._kube.delete(resource, item["metadata"]["name"], namespace):
+                    removed.append(f"{resource.kind} {item['metadata']['name']}")
+        for server in read_layout(status).servers:
+            if self._kube.delete(SECRETS, manifests.secret_name(fs, server.name), namespace):
+                removed.append(f"Secret {manifests.secret_name(fs, server.name)}")
+        if removed:
+            note = " (forced while volumes use it)" if users else ""
+            self._events.record(lfs, "Normal", "Deleting", f"deleted{note}: " + ", ".join(removed))
+        if self._kube.list(VIRTUAL_MACHINES, namespace, selector)[0]:
+            return 1.0  # VMs still shutting down (KubeVirt finalizers): wait for them
+        try:
+            self._patch_meta(lfs, {"finalizers": [f for f in finalizers if f != FINALIZER]})
+        except ConflictError:
+            return 0.0
+        log.info("LustreFileSystem %s: servers removed, finalizer released", fs)
+        return None
+
+    def volumes_using(self, fsname: str) -> list[str]:
+        """Names of this driver's PersistentVolumes that name `fsname`.
+
+        A PV names a file system by its volume handle (`v1:<kind>:<fsname>:<subdir>`) or,
+        for static PVs, by the `fsname` volume attribute. The PV of a dedicated volume being
+        deleted (Released, or itself being deleted) does not count: its DeleteVolume is what
+        tears the file system down.
+        """
+        users = []
+        for pv in self._kube.list(PVS)[0]:
+            csi = (pv.get("spec") or {}).get("csi") or {}
+            if csi.get("driver") != self._config.driver_name:
+                continue
+            parts = str(csi.get("volumeHandle", "")).split(":")
+            by_handle = len(parts) == 4 and parts[0] == "v1" and parts[2] == fsname
+            by_attribute = (csi.get("volumeAttributes") or {}).get("fsname") == fsname
+            if not (by_handle or by_attribute):
+                continue
+            releasing = (pv.get("status") or {}).get("phase") in ("Released", "Failed") or bool(
+                pv["metadata"].get("deletionTimestamp"))
+            if by_handle and parts[1] == "dedicated" and releasing:
+                continue
+            users.append(pv["metadata"]["name"])
+        return sorted(users)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _patch_meta(self, lfs: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        updated = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
+            "metadata": {**changes, "resourceVersion": lfs["metadata"]["resourceVersion"]}})
+        updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
+        updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
+        return updated
+
+    def _fail(self, lfs: dict[str, Any], reason: str, message: str) -> None:
+        status = lfs.get("status") or {}
+        generation = lfs["metadata"].get("generation", 0)
+        if _find(status.get("conditions"), "Ready").get("message") != message:
+            self._events.record(lfs, "Warning", reason, message)
+        self._write_status(lfs, status, {
+            **status, "phase": "Failed", "observedGeneration": generation,
+            "conditions": _merge_conditions(status.get("conditions") or [], {
+                "Ready": _condition("Ready", False, reason, message),
+                "Progressing": _condition("Progressing", False, reason,
+                                          "fix the spec; nothing is created until then"),
+            }, generation),
+        })
+
+    def _write_status(self, lfs: dict[str, Any], previous: dict[str, Any],
+                      new: dict[str, Any]) -> None:
+        merged = {**previous, **new}
+        if merged == previous:
+            return
+        try:
+            self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
+                "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
+                "status": new,
+            }, subresource="status")
+        except ConflictError:
+            log.info("LustreFileSystem %s changed while reconciling; will look again",
+                     lfs["metadata"]["name"])
+            raise
+
+
+def _phase_while_planning(lfs: dict[str, Any]) -> str:
+    phase = (lfs.get("status") or {}).get("phase")
+    return "Growing" if phase in ("Ready", "Growing") else (phase or "Creating")
+
+
+def _older_with_fsname(lfs: dict[str, Any], fsname: str,
+                       others: list[dict[str, Any]]) -> str | None:
+    mine = (lfs["metadata"].get("creationTimestamp", ""), lfs["metadata"]["name"])
+    for other in others:
+        if (other.get("spec") or {}).get("fsname") != fsname:
+            continue
+        theirs = (other["metadata"].get("creationTimestamp", ""), other["metadata"]["name"])
+        if theirs < mine:
+            return str(other["metadata"]["name"])
+    return None
+
+
+def _addresses_of(others: list[dict[str, Any]]) -> set[str]:
+    return {s["address"] for o in others
+            for s in (o.get("status") or {}).get("servers") or [] if s.get("address")}
+
+
+def _digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _targets_of(vm: dict[str, Any]) -> list[str]:
+    disks = vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"]
+    return [d["serial"] for d in disks if d.get("serial")]
+
+
+def _address_problem(record: ServerRecord, vmi: dict[str, Any] | None) -> str:
+    """A message when the running VMI reports a storage address other than the recorded one."""
+    if vmi is None:
+        return ""
+    for interface in (vmi.get("status") or {}).get("interfaces") or []:
+        if interface.get("name") != "storage":
+            continue
+        reported = set(interface.get("ipAddresses") or []) | {interface.get("ipAddress")}
+        reported.discard(None)
+        reported.discard("")
+        if reported and record.address not in reported:
+            return (f"{record.name} reports storage address {', '.join(sorted(reported))} but "
+                    f"its NID is {record.address}; check the cloud-init network data")
+    return ""
+
+
+def _hotplug_ready(vmi: dict[str, Any] | None, volume: str) -> bool:
+    for entry in ((vmi or {}).get("status") or {}).get("volumeStatus") or []:
+        if entry.get("name") == volume:
+            return entry.get("phase") == "Ready"
+    return False
+
+
+def _not_ready_since(node: dict[str, Any] | None) -> float | None:
+    """When the node's Ready condition left True (epoch seconds); None if it is Ready."""
+    if node is None:
+        return 0.0  # the node object is gone: its pods can never be confirmed stopped
+    ready = _find((node.get("status") or {}).get("conditions"), "Ready")
+    if ready.get("status") == "True":
+        return None
+    stamp = ready.get("lastTransitionTime")
+    if not stamp:
+        return 0.0
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _find(conditions: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:
+    return next((c for c in conditions or [] if c.get("type") == kind), {})
+
+
+def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if status else "False", "reason": reason,
+            "message": message}
+
+
+def _merge_conditions(old: list[dict[str, Any]], new: dict[str, dict[str, Any]],
+                      generation: int) -> list[dict[str, Any]]:
+    """Conditions with `new` applied; lastTransitionTime moves only when the status does."""
+    result = []
+    seen = set()
+    for condition in old:
+        kind = condition.get("type")
+        seen.add(kind)
+        if kind not in new:
+            result.append(condition)
+            continue
+        update = {**new[kind], "observedGeneration": generation}
+        same = condition.get("status") == update["status"]
+        update["lastTransitionTime"] = (condition.get("lastTransitionTime") if same
+                                        else now_rfc3339()) or now_rfc3339()
+        result.append(update)
+    for kind, condition in new.items():
+        if kind not in seen:
+            result.append({**condition, "observedGeneration": generation,
+                           "lastTransitionTime": now_rfc3339()})
+    order = {kind: n for n, kind in enumerate(CONDITION_TYPES)}
+    return sorted(result, key=lambda c: order.get(c.get("type", ""), 99))
+
+
+def _waiting_message(servers: list[dict[str, Any]], osts: list[dict[str, Any]],
+                     problems: list[str]) -> str:
+    parts = [f"{s['name']} {s['state'].lower()}" for s in servers if s["state"] != "Ready"]
+    waiting = [o["label"] for o in osts if o["state"] != "Active"]
+    if waiting:
+        parts.append(f"OSTs not serving: {', '.join(waiting)}")
+    return "; ".join([*problems, *parts]) or "waiting for the servers to be planned"

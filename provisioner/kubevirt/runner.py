@@ -1,0 +1,266 @@
+"""Runs the provisioner's loops in threads inside the CSI controller process.
+
+Hand-written rather than kopf: what we need is one work queue of LustreFileSystem names fed by
+three watches and a periodic resync, one worker, and a Lease (kopf's peering is not a Lease,
+and it wants to own the event loop and the process's signals). This is ~200 lines with no
+dependency beyond the Kubernetes client.
+
+    runner = ProvisionerRunner(RestKube(api_client), namespace="lustre-csi")
+    runner.start()      # returns at once; loops run in daemon threads
+    ...
+    runner.stop()       # graceful: finishes the current reconcile, releases the Lease
+
+Every replica runs the elector; only the holder of the Lease runs the watches and the worker.
+A leader that fails to renew for `renew_deadline` seconds stops its loops before the lease
+can expire, and a replica that stops gracefully releases the lease so another takes over at
+its next retry instead of waiting out the lease.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from provisioner.kubevirt import manifests
+from provisioner.kubevirt.events import EventRecorder
+from provisioner.kubevirt.kube import (
+    LUSTRE_FILE_SYSTEMS,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+    GoneError,
+    Kube,
+    KubeError,
+    Resource,
+)
+from provisioner.kubevirt.leader import LeaseElector
+from provisioner.kubevirt.reconciler import Reconciler, ReconcilerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    namespace: str = "lustre-csi"
+    driver_name: str = "lustre.csi.io"
+    identity: str = ""  # default: hostname + pid
+    lease_name: str = "lustre-csi-provisioner"
+    lease_duration_seconds: int = 15
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+    resync_seconds: float = 30.0
+    fence_after_seconds: float = 300.0
+    deletion_retry_seconds: float = 10.0
+    watch_timeout_seconds: int = 30
+
+
+class WorkQueue:
+    """Names to reconcile: deduplicated, with delayed re-adds; one consumer."""
+
+    def __init__(self) -> None:
+        self._ready: list[str] = []
+        self._queued: set[str] = set()
+        self._delayed: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+
+    def add(self, name: str, after: float = 0.0) -> None:
+        with self._cond:
+            if after > 0:
+                heapq.heappush(self._delayed, (time.monotonic() + after, name))
+            elif name not in self._queued:
+                self._queued.add(name)
+                self._ready.append(name)
+            self._cond.notify()
+
+    def get(self, stop: threading.Event, timeout: float = 0.5) -> str | None:
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            while not stop.is_set():
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, name = heapq.heappop(self._delayed)
+                    if name not in self._queued:
+                        self._queued.add(name)
+                        self._ready.append(name)
+                if self._ready:
+                    name = self._ready.pop(0)
+                    self._queued.discard(name)
+                    return name
+                wait = deadline - now
+                if self._delayed:
+                    wait = min(wait, self._delayed[0][0] - now)
+                if wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            return None
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class ProvisionerRunner:
+    def __init__(self, kube: Kube, config: RunnerConfig = RunnerConfig()) -> None:
+        self._kube = kube
+        self.config = config
+        self.identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self._events = EventRecorder(kube, self.identity)
+        self.reconciler = Reconciler(kube, ReconcilerConfig(
+            namespace=config.namespace, driver_name=config.driver_name,
+            fence_after_seconds=config.fence_after_seconds,
+            deletion_retry_seconds=config.deletion_retry_seconds,
+        ), self._events)
+        self._elector = LeaseElector(kube, config.namespace, config.lease_name, self.identity,
+                                     config.lease_duration_seconds)
+        self._stop = threading.Event()
+        self._leading = threading.Event()
+        self._session_stop: threading.Event | None = None
+        self._session_threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self.queue = WorkQueue()
+
+    # -- public ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._elect, name="lustre-provisioner-elector",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loops (the reconcile in progress finishes), then release the Lease."""
+        self._stop.set()
+        self.queue.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    def wait_until_leader(self, timeout: float) -> bool:
+        return self._leading.wait(timeout)
+
+    # -- election ----------------------------------------------------------------------------
+    def _elect(self) -> None:
+        last_renew = 0.0
+        while not self._stop.is_set():
+            try:
+                held = self._elector.try_acquire_or_renew()
+            except KubeError as error:
+                log.warning("lease round failed: %s", error)
+                held = False
+            now = time.monotonic()
+            if held:
+                last_renew = now
+                if not self._leading.is_set():
+                    self._start_session()
+            elif self._leading.is_set() and now - last_renew > self.config.renew_deadline_seconds:
+                log.warning("%s could not renew the lease for %.0fs: stepping down",
+                            self.identity, now - last_renew)
+                self._stop_session()
+            self._stop.wait(self.config.retry_period_seconds)
+        if self._leading.is_set():
+            self._stop_session()
+            self._elector.release()
+
+    def _start_session(self) -> None:
+        log.info("%s is the provisioner leader", self.identity)
+        stop = threading.Event()
+        self._session_stop = stop
+        self._leading.set()
+        watches: list[tuple[Resource, str | None, str | None]] = [
+            (LUSTRE_FILE_SYSTEMS, None, None),
+            (VIRTUAL_MACHINES, self.config.namespace, manifests.LABEL_FS),
+            (VIRTUAL_MACHINE_INSTANCES, self.config.namespace, manifests.LABEL_FS),
+        ]
+        self._session_threads = [
+            threading.Thread(target=self._work, args=(stop,), name="lustre-provisioner-worker",
+                             daemon=True),
+            threading.Thread(target=self._resync, args=(stop,), name="lustre-provisioner-resync",
+                             daemon=True),
+            *(threading.Thread(target=self._watch, args=(stop, *w), daemon=True,
+                               name=f"lustre-provisioner-watch-{w[0].plural}") for w in watches),
+        ]
+        for thread in self._session_threads:
+            thread.start()
+
+    def _stop_session(self) -> None:
+        if self._session_stop is not None:
+            self._session_stop.set()
+        self.queue.wake()
+        # The worker is joined: no reconcile may run once we stop leading. Watches notice the
+        # stop at their next event or timeout; they only feed the queue, so they are not waited.
+        for thread in self._session_threads[:1]:
+            thread.join(self.config.renew_deadline_seconds)
+        self._session_threads = []
+        self._leading.clear()
+        log.info("%s stopped leading", self.identity)
+
+    # -- loops -------------------------------------------------------------------------------
+    def _work(self, stop: threading.Event) -> None:
+        failures: dict[str, int] = {}
+        while not stop.is_set():
+            name = self.queue.get(stop)
+            if name is None:
+                continue
+            started = time.monotonic()
+            try:
+                again = self.reconciler.reconcile(name)
+            except Exception as error:  # a failed pass is retried with backoff
+                failures[name] = failures.get(name, 0) + 1
+                delay = min(30.0, 0.2 * 2 ** failures[name])
+                log.warning("reconcile of %s failed (%s); retrying in %.1fs", name, error, delay,
+                            exc_info=not isinstance(error, KubeError))
+                self.queue.add(name, after=delay)
+                continue
+            failures.pop(name, None)
+            log.debug("reconciled %s in %.3fs", name, time.monotonic() - started)
+            if again is not None:
+                self.queue.add(name, after=again)
+
+    def _resync(self, stop: threading.Event) -> None:
+        while not stop.wait(self.config.resync_seconds):
+            try:
+                for item in self._kube.list(LUSTRE_FILE_SYSTEMS)[0]:
+                    self.queue.add(item["metadata"]["name"])
+            except KubeError as error:
+                log.warning("resync list failed: %s", error)
+
+    def _watch(self, stop: threading.Event, resource: Resource, namespace: str | None,
+               label: str | None) -> None:
+        selector = label  # "label" alone selects objects that have the label at all
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                items, version = self._kube.list(resource, namespace, selector)
+                for item in items:
+                    self._enqueue_for(item, label)
+                while not stop.is_set():
+                    for kind, obj in self._kube.watch(resource, namespace, selector, version,
+                                                      self.config.watch_timeout_seconds):
+                        if stop.is_set():
+                            return
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        if kind != "BOOKMARK":
+                            self._enqueue_for(obj, label)
+                backoff = 0.5
+            except GoneError:
+                continue
+            except Exception as error:  # keep watching through API hiccups
+                log.warning("watch of %s failed: %s", resource.plural, error)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _enqueue_for(self, obj: dict[str, object], label: str | None) -> None:
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict):
+            return
+        if label is None:
+            self.queue.add(str(metadata.get("name")))
+            return
+        owner = (metadata.get("labels") or {}).get(label)
+        if owner:
+            self.queue.add(str(owner))
