@@ -65,6 +65,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--metrics-address", default="", help="host:port for /metrics (off if empty)"
     )
     serve.add_argument("--workers", type=int, default=16)
+    serve.add_argument(
+        "--report-node-condition",
+        action="store_true",
+        help="node mode: set the Node's LustreClientReady condition (in-cluster credentials)",
+    )
+    serve.add_argument("--kubeconfig", default="", help="kubeconfig file (default: in-cluster)")
 
 
 def _add_client(commands: argparse._SubParsersAction) -> None:
@@ -219,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     lustre_tools=args.lustre_tools,
                     metrics_address=args.metrics_address,
                     workers=args.workers,
+                    report_node_condition=args.report_node_condition,
+                    kubeconfig=args.kubeconfig,
                 )
             ).serve_until_signalled()
             return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import wrappers_pb2
@@ -16,7 +16,7 @@ Expansion = csi_pb2.PluginCapability.VolumeExpansion
 
 
 class IdentityServicer(csi_pb2_grpc.IdentityServicer):
-    def __init__(self, *, controller: bool, ready: threading.Event) -> None:
+    def __init__(self, *, controller: bool, ready: Callable[[], bool]) -> None:
         self._controller = controller
         self._ready = ready
 
@@ -32,4 +32,4 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
         return csi_pb2.GetPluginCapabilitiesResponse(capabilities=capabilities)
 
     def Probe(self, request, context: grpc.ServicerContext):
-        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self._ready.is_set()))
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self._ready()))

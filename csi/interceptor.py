@@ -84,6 +84,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
             finally:
                 elapsed = time.monotonic() - started
                 level = logging.INFO if code in _EXPECTED else logging.WARNING
+                if code == grpc.StatusCode.OK and method in _FREQUENT:
+                    level = logging.DEBUG  # liveness probes every few seconds would drown the log
                 log.log(
                     level,
                     "%s -> %s in %.1f ms%s",
@@ -103,6 +105,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         )
 
 
+# Read-only calls the sidecars and kubelet make all the time.
+_FREQUENT = {
+    "Probe",
+    "GetPluginInfo",
+    "GetPluginCapabilities",
+    "ControllerGetCapabilities",
+    "NodeGetCapabilities",
+    "NodeGetInfo",
+}
 # Codes that are part of normal operation (idempotent retries, probes of missing volumes).
 _EXPECTED = {
     grpc.StatusCode.OK,

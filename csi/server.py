@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,12 @@ from types import FrameType
 
 import grpc
 
+from csi.client_readiness import (
+    ClientReadiness,
+    ClientReadinessWatch,
+    check_client,
+    node_condition_patch,
+)
 from csi.command import CommandRunner, SubprocessRunner
 from csi.controller import ControllerServicer
 from csi.errors import InvalidArgument
@@ -52,6 +59,9 @@ class DriverConfig:
     lustre_tools: str = "local"
     metrics_address: str = ""
     workers: int = 16
+    # Patch the Node's LustreClientReady condition (node mode, needs in-cluster credentials).
+    report_node_condition: bool = False
+    kubeconfig: str = ""
     grace_seconds: float = 10.0
 
 
@@ -71,7 +81,10 @@ class Driver:
         if config.mode not in MODES:
             raise InvalidArgument(f"--mode must be one of {', '.join(MODES)}")
         self.config = config
-        self.ready = threading.Event()
+        # Probe is ready when the server is serving and, for a node plugin, when this node can
+        # actually mount Lustre (modules loaded, LNet up).
+        self.serving = threading.Event()
+        self.client_ready = threading.Event()
         self.metrics = RpcMetrics()
         self.socket_path = unix_socket_path(config.endpoint)
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +112,7 @@ class Driver:
         )
         serves_controller = config.mode in ("controller", "all")
         csi_pb2_grpc.add_IdentityServicer_to_server(
-            IdentityServicer(controller=serves_controller, ready=self.ready), self.server
+            IdentityServicer(controller=serves_controller, ready=self.is_ready), self.server
         )
         self.volumes: VolumeService | None = None
         if serves_controller:
@@ -113,7 +126,16 @@ class Driver:
                 ControllerServicer(self.volumes, default_fsname=config.default_fsname),
                 self.server,
             )
-        if config.mode in ("node", "all"):
+        self._readiness: ClientReadinessWatch | None = None
+        if config.mode == "controller":
+            self.client_ready.set()
+        else:
+            require_network = config.lustre_tools == "kernel"
+            self._readiness = ClientReadinessWatch(
+                lambda: check_client(runner, require_network=require_network),
+                self.client_ready,
+                report=self._node_condition_reporter() if config.report_node_condition else None,
+            )
             csi_pb2_grpc.add_NodeServicer_to_server(
                 NodeServicer(
                     node_id=config.node_id,
@@ -127,6 +149,22 @@ class Driver:
                 self.server,
             )
 
+    def is_ready(self) -> bool:
+        return self.serving.is_set() and self.client_ready.is_set()
+
+    def _node_condition_reporter(self) -> Callable[[ClientReadiness], None]:
+        from kubernetes import client as k8s
+
+        from csi.kubernetes_access import api_client
+
+        core = k8s.CoreV1Api(api_client(self.config.kubeconfig))
+        node_name = self.config.node_id
+
+        def report(state: ClientReadiness) -> None:
+            core.patch_node_status(node_name, node_condition_patch(state))
+
+        return report
+
     def start(self) -> None:
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)  # left over from a previous run
@@ -136,7 +174,9 @@ class Driver:
         if self.config.metrics_address:
             host, _, port = self.config.metrics_address.rpartition(":")
             self._metrics_server = serve_metrics(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
-        self.ready.set()
+        if self._readiness is not None:
+            self._readiness.start()
+        self.serving.set()
         log.info(
             "lustre-csi serving %s on %s (node %s, state %s)",
             self.config.mode,
@@ -147,7 +187,9 @@ class Driver:
 
     def stop(self) -> None:
         """Report NOT_SERVING, let running calls finish (bounded), then stop."""
-        self.ready.clear()
+        self.serving.clear()
+        if self._readiness is not None:
+            self._readiness.stop()
         self.server.stop(self.config.grace_seconds).wait()
         if getattr(self, "_metrics_server", None) is not None:
             self._metrics_server.shutdown()

@@ -165,6 +165,10 @@ class LocalLustreCommands:
     def _lctl(self, args: tuple[str, ...]) -> CommandResult:
         if args[1:] == ("get_param", "-n", "health_check"):
             return _ok(args, "healthy\n")
+        if args[1:] == ("get_param", "-n", "version"):
+            return _ok(args, "lustre: 2.16.1 (lustre-csi local stand-in)\n")
+        if args[1:] == ("list_nids",):
+            return _ok(args, f"{LOCAL_NID}\n")
         return _fail(args, 22, f"lctl: {' '.join(args[1:])} is not supported by the stand-in")
 
     # -- state ------------------------------------------------------------------------------------

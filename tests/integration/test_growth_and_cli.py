@@ -103,3 +103,18 @@ def test_cli_client_walks_a_volume(driver: DriverProcess) -> None:
         check=False,
     )
     assert failed.returncode != 0 and "INVALID_ARGUMENT" in failed.stderr
+
+
+def test_node_plugin_without_a_lustre_client_probes_not_ready(tmp_path) -> None:
+    # This machine has no Lustre client: with the real tools the node plugin must say so.
+    node = DriverProcess(tmp_path, mode="node", extra_args=["--lustre-tools", "kernel"])
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        node.start(timeout=3)
+    try:
+        assert "Lustre client NOT ready" in node.log_path.read_text()
+        with node.client() as client:
+            assert client.probe() is False
+            info = client.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
+            assert info.node_id == "test-node"
+    finally:
+        node.stop()

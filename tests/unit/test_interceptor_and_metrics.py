@@ -81,10 +81,12 @@ def test_each_call_is_logged_with_method_code_and_duration(
     served: tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, stub, _ = served
-    with caplog.at_level(logging.INFO, logger="csi.rpc"):
+    servicer, stub, _ = served
+    servicer.failure = NotFound("volume v1:shared:fs:x does not exist")
+    with caplog.at_level(logging.INFO, logger="csi.rpc"), pytest.raises(grpc.RpcError):
         stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
-    assert any("GetPluginInfo -> OK in" in record.getMessage() for record in caplog.records)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("GetPluginInfo -> NOT_FOUND in" in m and "does not exist" in m for m in messages)
 
 
 def test_metrics_are_served_over_http(
