@@ -426,9 +426,9 @@ class Reconciler:
         """Names of this driver's PersistentVolumes that name `fsname`.
 
         A PV names a file system by its volume handle (`v1:<kind>:<fsname>:<subdir>`) or,
-        for static PVs, by the `fsname` volume attribute. The PV of a dedicated volume being
-        deleted (Released, or itself being deleted) does not count: its DeleteVolume is what
-        tears the file system down.
+        for static PVs, by the `fsname` volume attribute. Not counted: a PV being deleted that
+        no claim is bound to, and the PV of a dedicated volume whose claim is gone (Released)
+        or that is being deleted, since its DeleteVolume is what tears the file system down.
         """
         users = []
         for pv in self._kube.list(PVS)[0]:
@@ -440,9 +440,12 @@ class Reconciler:
             by_attribute = (csi.get("volumeAttributes") or {}).get("fsname") == fsname
             if not (by_handle or by_attribute):
                 continue
-            releasing = (pv.get("status") or {}).get("phase") in ("Released", "Failed") or bool(
-                pv["metadata"].get("deletionTimestamp"))
-            if by_handle and parts[1] == "dedicated" and releasing:
+            phase = (pv.get("status") or {}).get("phase")
+            deleting = bool(pv["metadata"].get("deletionTimestamp"))
+            if deleting and phase != "Bound":
+                continue  # on its way out, and no claim holds it
+            if by_handle and parts[1] == "dedicated" and (deleting or phase in ("Released",
+                                                                                "Failed")):
                 continue
             users.append(pv["metadata"]["name"])
         return sorted(users)
