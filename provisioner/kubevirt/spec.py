@@ -178,9 +178,10 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
             f"{pool_text!r} holds {pool.size} address(es) but the file system may need "
             f"{parsed.max_servers} (1 MDS + {parsed.max_servers - 1} OSS for maxOsts "
             f"{max_osts} at ostsPerOss {per_oss}); widen the pool or lower spec.maxOsts"))])
-    if max_size is not None and max_size < ost * min_osts:
+    floor = parsed.ost_size_bytes * min_osts
+    if max_size is not None and max_size < floor:
         raise SpecError([("spec.maxSize", f"{format_quantity(max_size)} is below minOsts x "
-                          f"ostSize ({format_quantity(ost * min_osts)})")])
+                          f"ostSize ({format_quantity(floor)})")])
     return parsed
 
 
