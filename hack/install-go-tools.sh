@@ -125,7 +125,8 @@ trap 'rm -rf "$tmp_dir"' EXIT
 inputs_hash() {
     local tool="$1" version="$2" recipe="$3" mod_dir="$4"
     {
-        printf '%s\n' "$tool" "$version" "$recipe" "$go_version" "$(uname -m)"
+        printf '%s\n' "$tool" "$version" "$recipe" "$go_version" "$(uname -m)" \
+            "GOFLAGS=${GOFLAGS}" "CGO_ENABLED=${CGO_ENABLED}" "${common_build_flags[*]}"
         if [[ -n "$mod_dir" ]]; then
             cat "${mod_dir}/go.mod" "${mod_dir}/go.sum"
         fi
@@ -140,7 +141,8 @@ is_up_to_date() {
 
 # ensure TOOL VERSION MOD_DIR COMMAND...: run COMMAND (which must write "$out") unless the
 # stamp says the binary is current; then move the binary into place atomically (a running
-# test keeps its old inode) and write the stamp.
+# test keeps its old inode) and write the stamp. The go command's own output (module
+# downloads, compile errors) is shown only when the build fails.
 ensure() {
     local tool="$1" version="$2" mod_dir="$3"
     shift 3
@@ -153,8 +155,10 @@ ensure() {
     echo "building ${tool} ${version}..."
     start=$SECONDS
     out="${tmp_dir}/${tool}"
+    local log="${tmp_dir}/${tool}.log"
     rm -f "$out"
-    if ! "$@"; then
+    if ! "$@" > "$log" 2>&1; then
+        cat "$log" >&2
         die "building ${tool} ${version} failed"
     fi
     [[ -x "$out" ]] || die "building ${tool} produced no binary"
