@@ -71,6 +71,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="node mode: set the Node's LustreClientReady condition (in-cluster credentials)",
     )
     serve.add_argument("--kubeconfig", default="", help="kubeconfig file (default: in-cluster)")
+    serve.add_argument(
+        "--server-sets",
+        choices=("local", "kubevirt"),
+        default="local",
+        help="who runs the Lustre servers: the embedded local server sets, or KubeVirt VMs "
+        "reconciled from LustreFileSystem resources by the embedded provisioner",
+    )
+    serve.add_argument("--namespace", default="lustre-csi", help="namespace of the server VMs")
 
 
 def _add_client(commands: argparse._SubParsersAction) -> None:
@@ -227,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workers=args.workers,
                     report_node_condition=args.report_node_condition,
                     kubeconfig=args.kubeconfig,
+                    server_sets=args.server_sets,
+                    namespace=args.namespace,
                 )
             ).serve_until_signalled()
             return 0

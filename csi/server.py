@@ -11,6 +11,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -40,6 +41,9 @@ from csi.rpc import csi_pb2_grpc
 from csi.volume_stats import VolumeStatsReader
 from csi.volumes import VolumeService
 from provisioner.api import ServerSetProvider
+
+if TYPE_CHECKING:
+    from provisioner.kubevirt.runner import ProvisionerRunner
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 
@@ -62,6 +66,10 @@ class DriverConfig:
     # Patch the Node's LustreClientReady condition (node mode, needs in-cluster credentials).
     report_node_condition: bool = False
     kubeconfig: str = ""
+    # "local": the embedded server sets; "kubevirt": LustreFileSystem resources run as VMs by
+    # the embedded provisioner (needs Kubernetes credentials).
+    server_sets: str = "local"
+    namespace: str = "lustre-csi"
     grace_seconds: float = 10.0
 
 
@@ -92,6 +100,11 @@ class Driver:
         host_runner = SubprocessRunner()
         recognizer: LustreMountRecognizer
         runner: CommandRunner
+        self._provisioner: ProvisionerRunner | None = None
+        if provider is None and config.server_sets == "kubevirt":
+            provider = self._kubevirt_provider(config)
+        elif config.server_sets not in ("local", "kubevirt"):
+            raise InvalidArgument("--server-sets must be 'local' or 'kubevirt'")
         if config.lustre_tools == "local":
             local_sets = LocalServerSets(config.state_dir)
             runner = LocalLustreCommands(local_sets, host_runner)
@@ -149,6 +162,17 @@ class Driver:
                 self.server,
             )
 
+    def _kubevirt_provider(self, config: DriverConfig) -> ServerSetProvider:
+        """The KubeVirt provider for CSI calls, and the provisioner loops (leader only)."""
+        from csi.kubernetes_access import api_client
+        from provisioner.kubevirt.kube import RestKube
+        from provisioner.kubevirt.provider import KubeVirtServerSets
+        from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
+
+        kube = RestKube(api_client(config.kubeconfig))
+        self._provisioner = ProvisionerRunner(kube, RunnerConfig(namespace=config.namespace))
+        return KubeVirtServerSets(kube, identity=self._provisioner.identity)
+
     def is_ready(self) -> bool:
         return self.serving.is_set() and self.client_ready.is_set()
 
@@ -176,6 +200,8 @@ class Driver:
             self._metrics_server = serve_metrics(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
         if self._readiness is not None:
             self._readiness.start()
+        if self._provisioner is not None:
+            self._provisioner.start()
         self.serving.set()
         log.info(
             "lustre-csi serving %s on %s (node %s, state %s)",
@@ -191,6 +217,8 @@ class Driver:
         if self._readiness is not None:
             self._readiness.stop()
         self.server.stop(self.config.grace_seconds).wait()
+        if self._provisioner is not None:
+            self._provisioner.stop()
         if getattr(self, "_metrics_server", None) is not None:
             self._metrics_server.shutdown()
         log.info("lustre-csi stopped")
