@@ -56,11 +56,13 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--default-fsname", default="lustre")
     serve.add_argument(
         "--lustre-tools",
-        choices=("local", "kernel"),
+        choices=("local", "kernel", "standin"),
         default="local",
         help="local: the embedded server set and its Lustre stand-in; "
-        "kernel: the real mount.lustre and lfs",
+        "kernel: the real mount.lustre and lfs; standin: the Lustre stand-in for servers run "
+        "elsewhere (tests), keeping file system data under --standin-dir",
     )
+    serve.add_argument("--standin-dir", default="", help="data of --lustre-tools standin")
     serve.add_argument(
         "--metrics-address", default="", help="host:port for /metrics (off if empty)"
     )
@@ -236,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report_node_condition=args.report_node_condition,
                     kubeconfig=args.kubeconfig,
                     server_sets=args.server_sets,
+                    standin_dir=args.standin_dir,
                     namespace=args.namespace,
                 )
             ).serve_until_signalled()

@@ -31,20 +31,29 @@ class KernelLustreRecognizer:
 
 
 class LocalTreeRecognizer:
-    """For the embedded default: a bind mount of `<state>/filesystems/<fs>/root[/sub]`."""
+    """For the Lustre stand-in: a bind mount of `<state>/filesystems/<fs>/root[/sub]`.
+
+    The NIDs are the ones the stand-in recorded when it mounted the file system (`mgs-nids`
+    beside the tree), or the local server sets' own NID.
+    """
 
     _ROOT = re.compile(r"/filesystems/(?P<fsname>[-_a-zA-Z0-9]{1,8})/root(?P<subdir>/[^/].*)?$")
 
-    def __init__(self, filesystems_dir: Path, nid: str) -> None:
+    def __init__(self, filesystems_dir: Path, default_nid: str) -> None:
         info = os.stat(filesystems_dir)
+        self._filesystems_dir = filesystems_dir
         self._device = f"{os.major(info.st_dev)}:{os.minor(info.st_dev)}"
-        self._nid = nid
+        self._default_nid = default_nid
 
     def lustre_source(self, entry: MountEntry) -> str | None:
         match = self._ROOT.search(entry.root)
         if entry.device != self._device or not match:
             return None
-        return f"{self._nid}:/{match['fsname']}{match['subdir'] or ''}"
+        try:
+            nids = (self._filesystems_dir / match["fsname"] / "mgs-nids").read_text().strip()
+        except FileNotFoundError:
+            nids = self._default_nid
+        return f"{nids}:/{match['fsname']}{match['subdir'] or ''}"
 
 
 def same_source(a: str, b: str) -> bool:

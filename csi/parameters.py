@@ -13,13 +13,11 @@ from typing import Any
 
 from csi.errors import InvalidArgument
 from csi.volume_id import KINDS, VolumeKind
-from provisioner.api import ServerSetTemplate, validate_fsname
+from provisioner.api import MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate, validate_fsname
 from provisioner.quantity import format_quantity, parse_quantity
 
 # Keys the external-provisioner adds with --extra-create-metadata; informational only.
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
-MIN_OST_BYTES = 1 << 30
-MIN_MDT_BYTES = 1 << 30
 
 
 def _positive_int(key: str, text: str) -> int:
@@ -128,6 +126,9 @@ def parse_volume_parameters(
         for key, (field_name, parse) in _TEMPLATE_KEYS.items()
         if key in parameters
     }
+    if kind == "dedicated":
+        # The provisioner ties the file system's life to this volume (deletion refusal, teardown).
+        changes["extra"] = {**defaults.extra, "dedicatedTo": volume_name}
     template = replace(defaults, **changes)
     if template.min_osts > template.max_osts:
         raise InvalidArgument(

@@ -59,8 +59,11 @@ class DriverConfig:
     state_dir: Path
     kubelet_dirs: list[str] = field(default_factory=lambda: ["/var/lib/kubelet"])
     default_fsname: str = "lustre"
-    # "local": the embedded server set and its Lustre stand-in; "kernel": real Lustre tools.
+    # "local": the embedded server set and its Lustre stand-in; "kernel": real Lustre tools;
+    # "standin": the Lustre stand-in for servers that run elsewhere (tests on this machine,
+    # where KubeVirt's stand-in runs the servers and `standin_dir` holds their data).
     lustre_tools: str = "local"
+    standin_dir: str = ""
     metrics_address: str = ""
     workers: int = 16
     # Patch the Node's LustreClientReady condition (node mode, needs in-cluster credentials).
@@ -105,16 +108,19 @@ class Driver:
             provider = self._kubevirt_provider(config)
         elif config.server_sets not in ("local", "kubevirt"):
             raise InvalidArgument("--server-sets must be 'local' or 'kubevirt'")
-        if config.lustre_tools == "local":
-            local_sets = LocalServerSets(config.state_dir)
-            runner = LocalLustreCommands(local_sets, host_runner)
-            recognizer = LocalTreeRecognizer(config.state_dir / "filesystems", LOCAL_NID)
+        if config.lustre_tools in ("local", "standin"):
+            data_dir = Path(config.standin_dir) if config.standin_dir else config.state_dir
+            local_sets = LocalServerSets(data_dir)
+            runner = LocalLustreCommands(
+                local_sets, host_runner, any_server=config.lustre_tools == "standin"
+            )
+            recognizer = LocalTreeRecognizer(data_dir / "filesystems", LOCAL_NID)
             provider = provider or local_sets
         elif config.lustre_tools == "kernel":
             runner = host_runner
             recognizer = KernelLustreRecognizer()
         else:
-            raise InvalidArgument("--lustre-tools must be 'local' or 'kernel'")
+            raise InvalidArgument("--lustre-tools must be 'local', 'standin' or 'kernel'")
         lustre = LustreClient(runner)
         host = HostMounts(runner)
         table = ProcMountTable()

@@ -22,6 +22,9 @@ from typing import Protocol
 from csi.errors import InvalidArgument
 
 FSNAME_PATTERN = re.compile(r"^[-_a-zA-Z0-9]{1,8}$")
+# Smallest targets a server set accepts (ldiskfs needs room for its journal and object index).
+MIN_MDT_BYTES = 1 << 30
+MIN_OST_BYTES = 1 << 30
 
 
 def validate_fsname(fsname: str, field_name: str = "fsname") -> str:

@@ -128,6 +128,11 @@ class LocalServerSets:
             self._ledger_path(fsname).unlink(missing_ok=True)
             shutil.rmtree(self._root / fsname, ignore_errors=True)
 
+    def namespaces(self) -> list[str]:
+        """Every file system with a namespace tree here, including ones whose servers run
+        elsewhere (see LocalLustreCommands(any_server=True))."""
+        return sorted(p.parent.name for p in self._root.glob("*/root"))
+
     def list_file_systems(self) -> list[str]:
         return sorted(p.parent.name for p in self._root.glob("*/server-set.json"))
 

@@ -24,10 +24,25 @@ from provisioner.local import LOCAL_NID, LocalServerSets
 _SOURCE = re.compile(r"^(?P<nids>[^/]+):/(?P<fsname>[-_a-zA-Z0-9]{1,8})(?P<subdir>(/[^/]+)*)/?$")
 
 
+MGS_NIDS_FILE = "mgs-nids"
+
+
 class LocalLustreCommands:
-    def __init__(self, server_sets: LocalServerSets, host: CommandRunner) -> None:
+    """See the module docstring.
+
+    `any_server=False` (the embedded default): only file systems of the local server sets,
+    at NID 0@lo, can be mounted. `any_server=True`: the servers run elsewhere (the KubeVirt
+    stand-in in tests), so a mount of any NIDs is accepted and the file system's data lives in
+    a local tree created on first mount, as if the servers had just formatted it; the NIDs are
+    remembered so mounts can be recognised later (they never change, by design).
+    """
+
+    def __init__(
+        self, server_sets: LocalServerSets, host: CommandRunner, *, any_server: bool = False
+    ) -> None:
         self._server_sets = server_sets
         self._host = host
+        self._any_server = any_server
 
     def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
         args = tuple(argv)
@@ -46,12 +61,17 @@ class LocalLustreCommands:
         match = _SOURCE.match(source)
         if not match:
             return _fail(args, 22, f"mount.lustre: unable to parse target '{source}'")
-        if LOCAL_NID not in re.split("[,:]", match["nids"]):
+        fsname = match["fsname"]
+        if self._any_server:
+            root = self._server_sets.namespace_root(fsname)
+            root.mkdir(parents=True, exist_ok=True)
+            self._server_sets.quota_dir(fsname).mkdir(parents=True, exist_ok=True)
+            (root.parent / MGS_NIDS_FILE).write_text(match["nids"])
+        elif LOCAL_NID not in re.split("[,:]", match["nids"]):
             return _fail(
                 args, 5, f"mount.lustre: mount {source} at {target} failed: Input/output error"
             )
-        fsname = match["fsname"]
-        if self._server_sets.ledger(fsname) is None:
+        elif self._server_sets.ledger(fsname) is None:
             return _fail(
                 args, 2, f"mount.lustre: mount {source} at {target} failed: No such file or dir"
             )
@@ -177,7 +197,7 @@ class LocalLustreCommands:
         # A client may have mounted the root or a volume's directory (subdirectory mount), so
         # both are anchors; a bind mount keeps the (device, inode) of what it shows.
         anchors: dict[tuple[int, int], tuple[str, str]] = {}
-        for fsname in self._server_sets.list_file_systems():
+        for fsname in self._server_sets.namespaces():
             root = self._server_sets.namespace_root(fsname)
             for relative_dir in ["", *self._project_paths(fsname)]:
                 try:
@@ -221,7 +241,7 @@ class LocalLustreCommands:
     def _project_of(self, path: str) -> dict | None:
         """The project record whose directory is `path` (matched by inode, as Lustre would)."""
         target = os.stat(path)
-        for fsname in self._server_sets.list_file_systems():
+        for fsname in self._server_sets.namespaces():
             root = self._server_sets.namespace_root(fsname)
             for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
                 record = read_json(record_file) or {}

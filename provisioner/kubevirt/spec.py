@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from csi.errors import InvalidArgument
-from provisioner.api import FSNAME_PATTERN, ServerSetTemplate
+from provisioner.api import FSNAME_PATTERN, MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate
 from provisioner.kubevirt.addresses import AddressPool, parse_pool
 from provisioner.quantity import format_quantity, parse_quantity
 
-MIN_MDT_BYTES = 1 << 30
-MIN_OST_BYTES = 1 << 30
 MIN_MEMORY_BYTES = 1 << 30
 MAX_OSTS_PER_OSS = 16
 MAX_OSTS = 1024
