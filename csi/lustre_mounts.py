@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Protocol
 
+from csi.keyed_locks import KeyedLocks
 from csi.lustre.client import LustreClient
 from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
 from provisioner.api import FileSystemEndpoint
@@ -79,8 +79,7 @@ class ControllerMounts:
         self._host = host
         self._table = table
         self._recognizer = recognizer
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._lock = KeyedLocks()
         self._known_good: dict[str, str] = {}
 
     def mountpoint(self, endpoint: FileSystemEndpoint) -> Path:
@@ -115,7 +114,3 @@ class ControllerMounts:
                 self._host.unmount(str(path), lazy=True)
             if path.is_dir():
                 path.rmdir()
-
-    def _lock(self, fsname: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(fsname, threading.Lock())

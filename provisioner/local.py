@@ -12,13 +12,13 @@ The NID of every local server set is `0@lo`, Lustre's loopback NID.
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from csi.atomicfile import read_json, write_json_atomic
 from csi.errors import NotFound
+from csi.keyed_locks import KeyedLocks
 from provisioner.api import (
     FileSystemCapacity,
     FileSystemEndpoint,
@@ -36,8 +36,7 @@ class LocalServerSets:
     def __init__(self, state_dir: Path) -> None:
         self._root = state_dir / "filesystems"
         self._root.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._lock = KeyedLocks()
 
     # -- paths the Lustre stand-in needs ------------------------------------------------------
     def namespace_root(self, fsname: str) -> Path:
@@ -49,10 +48,6 @@ class LocalServerSets:
 
     def _ledger_path(self, fsname: str) -> Path:
         return self._root / fsname / "server-set.json"
-
-    def _lock(self, fsname: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(fsname, threading.Lock())
 
     def ledger(self, fsname: str) -> dict | None:
         return read_json(self._ledger_path(fsname))
