@@ -9,6 +9,7 @@ ListVolumes pages in O(log n + page) and sums reservations per file system witho
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from csi.atomicfile import read_json, write_json_atomic
 
 RECORDS_DIR = ".lustre-csi/volumes"
+PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
 FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
 
 
@@ -86,12 +88,30 @@ class VolumeCatalog:
             self._next_project_id.pop(fsname, None)
             self._reserved.pop(fsname, None)
 
-    def allocate_project_id(self, fsname: str) -> int:
-        """A project id never used by a loaded volume of this file system (ids are not reused)."""
-        with self._guard:
-            project_id = self._next_project_id.get(fsname, FIRST_PROJECT_ID)
-            self._next_project_id[fsname] = project_id + 1
+    def allocate_project_id(self, fsname: str, mountpoint: Path, volume_id: str) -> int:
+        """A project id no other volume of this file system holds.
+
+        The claim is a marker file created with O_EXCL on the file system itself, so two
+        controller replicas (around a leader change) can never hand out the same id, even if
+        one's in-memory index is behind; the index only makes the first guess right.
+        """
+        claims = mountpoint / PROJECTS_DIR
+        claims.mkdir(parents=True, exist_ok=True)
+        while True:
+            with self._guard:
+                project_id = self._next_project_id.get(fsname, FIRST_PROJECT_ID)
+                self._next_project_id[fsname] = project_id + 1
+            try:
+                fd = os.open(claims / str(project_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as claim:
+                claim.write(volume_id)
             return project_id
+
+    @staticmethod
+    def release_project_id(mountpoint: Path, project_id: int) -> None:
+        (mountpoint / PROJECTS_DIR / str(project_id)).unlink(missing_ok=True)
 
     def write(self, mountpoint: Path, record: VolumeRecord) -> None:
         write_json_atomic(record_path(mountpoint, record.subdir), record.to_json())
@@ -109,6 +129,7 @@ class VolumeCatalog:
 
     def remove(self, mountpoint: Path, record: VolumeRecord) -> None:
         record_path(mountpoint, record.subdir).unlink(missing_ok=True)
+        self.release_project_id(mountpoint, record.project_id)
         with self._guard:
             self._unindex(record.volume_id)
 

@@ -107,7 +107,7 @@ class VolumeService:
                 fsname=params.fsname,
                 subdir=subdir_for_name(name),
                 capacity_bytes=size,
-                project_id=self._catalog.allocate_project_id(params.fsname),
+                project_id=self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
                 parameters=params.fingerprint(),
             )
             self._reserve(record, already_counted=existing is not None)

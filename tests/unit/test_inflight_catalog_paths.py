@@ -97,7 +97,20 @@ def test_records_persist_and_reload_with_reservations(tmp_path: Path) -> None:
     reloaded = VolumeCatalog()
     reloaded.load("fs", tmp_path)
     assert reloaded.reserved_bytes("fs") == 300
-    assert reloaded.allocate_project_id("fs") == 1003
+    assert reloaded.allocate_project_id("fs", tmp_path, "v-new") == 1003
+
+
+def test_project_ids_are_claimed_on_the_file_system_not_just_in_memory(tmp_path: Path) -> None:
+    # Two controllers whose indexes both say "next is 1000" (a leader change with a stale
+    # index) still get different ids, because the claim is an O_EXCL file on the file system.
+    first, second = VolumeCatalog(), VolumeCatalog()
+    ids = {
+        first.allocate_project_id("fs", tmp_path, "v-a"),
+        second.allocate_project_id("fs", tmp_path, "v-b"),
+    }
+    assert ids == {1000, 1001}
+    first.release_project_id(tmp_path, 1000)
+    assert VolumeCatalog().allocate_project_id("fs", tmp_path, "v-c") == 1000
 
 
 def test_node_paths_must_stay_inside_the_kubelet_dirs(tmp_path: Path) -> None:
