@@ -1,0 +1,321 @@
+"""Run the benchmark suite: both drivers, same machine, same load generator; then report.
+
+    unshare --mount --propagation private -- .venv/bin/python -m bench.run   (hack/bench.sh)
+
+Per driver: start-to-Probe time, resident memory (idle, peak under load, idle after), the
+load generator's own ceiling (Probe), then at each volume count (0, 1,000, 10,000 present) and
+each concurrency (1, 8, 64 clients): CreateVolume, ListVolumes (one page of 100),
+NodePublishVolume + NodeUnpublishVolume, DeleteVolume. Then the provisioner on a real
+kube-apiserver. Results go to bench/results/<date>.json, .md and .png; any failed call fails
+the run (exit 1) after the results are written, so the evidence is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import report
+from bench.drivers import DEFAULT_HOSTPATH, DriverUnderTest, RssSampler, hostpath, lustre_csi
+from bench.loadgen import Call, PhaseResult, run_phase
+from bench.stats import summary
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VOLUME_BYTES = 1 << 20
+LIST_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Plan:
+    scales: tuple[int, ...] = (0, 1000, 10000)
+    clients: tuple[int, ...] = (1, 8, 64)
+    creates: int = 320  # per (scale, clients): then the same volumes are deleted
+    lists: int = 320
+    publish_cycles: int = 320
+    probes: int = 3000
+    startups: int = 5
+    fill_clients: int = 16
+    provisioner_levels: tuple[int, ...] = (1, 10, 100)
+    provisioner_samples: int = 5
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(scales=(0, 200), clients=(1, 8), creates=64, lists=64, publish_cycles=64,
+                   probes=500, startups=2, provisioner_levels=(1, 3), provisioner_samples=2)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model, "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "disk": "ext4 on /dev/vda (virtual disk)",
+    }
+
+
+class DriverBench:
+    """Every figure for one driver; `rows` are the latency table, the rest is footprint."""
+
+    def __init__(self, driver: DriverUnderTest, plan: Plan) -> None:
+        self.driver = driver
+        self.plan = plan
+        self.rows: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.result: dict[str, Any] = {"name": driver.name}
+        self._publish_volumes: list[tuple[str, dict[str, str]]] = []
+        self._present = 0
+        self._fill_index = 0
+
+    # -- the phases --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.result["startup_seconds"] = self._startups()
+        self.driver.fresh()
+        self.driver.start()
+        try:
+            time.sleep(2.0)
+            self.result["rss_idle"] = self.driver.rss()
+            self.result["generator_ceiling"] = self._calibrate()
+            self._prepare_publish()
+            peaks: dict[str, int] = {}
+            fills = []
+            for scale in self.plan.scales:
+                fills.append(self._fill(scale))
+                with RssSampler(self.driver) as sampler:
+                    for clients in self.plan.clients:
+                        self._measure(scale, clients)
+                for role, value in sampler.peak.items():
+                    peaks[role] = max(peaks.get(role, 0), value)
+            self.result["fill"] = fills
+            self.result["rss_load_peak"] = peaks
+            time.sleep(2.0)
+            self.result["rss_idle_after"] = self.driver.rss()
+        finally:
+            self.driver.stop()
+        self.result["rows"] = self.rows
+        self.result["errors"] = self.errors
+        return self.result
+
+    def _startups(self) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {}
+        for _ in range(self.plan.startups):
+            self.driver.fresh()
+            try:
+                for role, seconds in self.driver.start().items():
+                    times.setdefault(role, []).append(round(seconds, 4))
+            finally:
+                self.driver.stop()
+        log("  start to first ready Probe: " + ", ".join(
+            f"{role} median {sorted(v)[len(v) // 2] * 1e3:.0f} ms (max {max(v) * 1e3:.0f})"
+            for role, v in times.items()))
+        return times
+
+    def _calibrate(self) -> list[dict[str, Any]]:
+        """The generator's ceiling: a trivial Probe through the same code paths."""
+        rows = []
+        for clients in self.plan.clients:
+            result = run_phase(self.driver.controller_endpoint,
+                               [Call("Probe")] * self.plan.probes, clients)
+            self._check(result, f"Probe x{clients}")
+            row = {"clients": clients, **summary(result.latencies.get("Probe", []),
+                                                  result.wall_seconds)}
+            rows.append(row)
+            log(f"  generator ceiling (Probe, {clients:2d} clients): "
+                f"{row['throughput_per_s']:8.0f}/s, p50 {row['p50_ms']:.2f} ms")
+        return rows
+
+    def _prepare_publish(self) -> None:
+        """One staged volume per client; client c publishes only its own (no mode conflicts)."""
+        count = max(self.plan.clients)
+        names = [f"pub-{i:03d}" for i in range(count)]
+        result = run_phase(self.driver.controller_endpoint, [
+            Call("CreateVolume", (n, VOLUME_BYTES, tuple(self.driver.create_parameters.items())))
+            for n in names], 8)
+        self._check(result, "create publish volumes")
+        contexts = self._volume_contexts(result)
+        for index, name in enumerate(names):
+            volume_id = result.created[name]
+            staging = self.driver.kubelet_dir / "plugins" / "bench" / str(index) / "globalmount"
+            self._stage(volume_id, str(staging), contexts.get(volume_id, {}))
+            self._publish_volumes.append((volume_id, {"staging": str(staging),
+                                                      **contexts.get(volume_id, {})}))
+        self._present = count
+
+    def _volume_contexts(self, result: PhaseResult) -> dict[str, dict[str, str]]:
+        from csi.client import CsiClient
+
+        contexts: dict[str, dict[str, str]] = {}
+        with CsiClient(self.driver.controller_endpoint) as client:
+            token = ""
+            while True:
+                page = client.list_volumes(LIST_PAGE, token)
+                for entry in page.entries:
+                    contexts[entry.volume.volume_id] = dict(entry.volume.volume_context)
+                token = page.next_token
+                if not token:
+                    break
+        return contexts
+
+    def _stage(self, volume_id: str, staging: str, context: dict[str, str]) -> None:
+        from csi.client import CsiClient
+        from csi.rpc import csi_pb2
+
+        capability = csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(),
+            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1))
+        with CsiClient(self.driver.node_endpoint) as client:
+            client.stage(volume_id, staging, context, capability)
+
+    def _fill(self, scale: int) -> dict[str, Any]:
+        """Create volumes (through the driver) until `scale` fill volumes are present."""
+        wanted = scale - self._fill_index
+        started = time.monotonic()
+        if wanted > 0:
+            params = tuple(self.driver.create_parameters.items())
+            calls = [Call("CreateVolume", (f"fill-{i:05d}", VOLUME_BYTES, params))
+                     for i in range(self._fill_index, scale)]
+            result = run_phase(self.driver.controller_endpoint, calls, self.plan.fill_clients)
+            self._check(result, f"fill to {scale}")
+            self._fill_index = scale
+        seconds = time.monotonic() - started
+        rate = wanted / seconds if wanted > 0 else 0.0
+        if wanted > 0:
+            log(f"  filled to {scale} volumes: {wanted} creates in {seconds:.1f}s "
+                f"({rate:.0f}/s at {self.plan.fill_clients} clients)")
+        return {"to": scale, "created": max(wanted, 0), "seconds": round(seconds, 2),
+                "rate_per_s": round(rate, 1)}
+
+    def _measure(self, scale: int, clients: int) -> None:
+        endpoint = self.driver.controller_endpoint
+        params = tuple(self.driver.create_parameters.items())
+        tag = f"s{scale}-c{clients}"
+        names = [f"bench-{tag}-{i:04d}" for i in range(self.plan.creates)]
+        create = run_phase(endpoint, [Call("CreateVolume", (n, VOLUME_BYTES, params))
+                                      for n in names], clients)
+        self._record(scale, clients, "CreateVolume", create)
+        present = scale + len(self._publish_volumes) + len(create.created)
+        lists = run_phase(endpoint, [Call("ListVolumes", (LIST_PAGE, min(LIST_PAGE, present)))]
+                          * self.plan.lists, clients)
+        self._record(scale, clients, "ListVolumes", lists)
+        cycles = []
+        for i in range(self.plan.publish_cycles):
+            volume_id, context = self._publish_volumes[i % clients]
+            target = self.driver.kubelet_dir / "pods" / f"{tag}-{i:04d}" / "volumes" / "mount"
+            extra = tuple((k, v) for k, v in context.items() if k != "staging")
+            cycles.append(Call("PublishCycle", (volume_id, context["staging"], str(target),
+                                                extra)))
+        publish = run_phase(self.driver.node_endpoint, cycles, clients)
+        self._record(scale, clients, "NodePublishVolume", publish,
+                     operations=len(publish.latencies.get("NodePublishVolume", [])))
+        self._record(scale, clients, "NodeUnpublishVolume", publish,
+                     operations=len(publish.latencies.get("NodeUnpublishVolume", [])))
+        delete = run_phase(endpoint, [Call("DeleteVolume", (create.created[n],))
+                                      for n in names if n in create.created], clients)
+        self._record(scale, clients, "DeleteVolume", delete)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _record(self, scale: int, clients: int, method: str, result: PhaseResult,
+                operations: int | None = None) -> None:
+        self._check(result, f"{method} at {scale} volumes x{clients}")
+        row = {"driver": self.driver.name, "volumes": scale, "clients": clients,
+               "method": method,
+               **summary(result.latencies.get(method, []), result.wall_seconds, operations)}
+        if method.startswith("NodeUnpublish"):
+            row["throughput_per_s"] = None  # the cycle's throughput is on the publish row
+        self.rows.append(row)
+        throughput = row["throughput_per_s"]
+        log(f"  {self.driver.name:10s} {scale:6d} vols {clients:3d} clients {method:20s} "
+            f"p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  "
+            + (f"{throughput:8.1f}/s" if throughput is not None else " " * 10)
+            + f"  (n={row['count']})")
+
+    def _check(self, result: PhaseResult, what: str) -> None:
+        if result.errors:
+            self.errors.extend(f"{self.driver.name} {what}: {e}" for e in result.errors[:20])
+            log(f"  !! {len(result.errors)} errors in {what}: {result.errors[0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small plan for a smoke run")
+    parser.add_argument("--hostpath", type=Path, default=DEFAULT_HOSTPATH,
+                        help="the reference driver binary (built by hack/install-sidecars.sh)")
+    parser.add_argument("--require-reference", action="store_true",
+                        help="fail when the reference driver binary is missing")
+    parser.add_argument("--skip-provisioner", action="store_true")
+    parser.add_argument("--only", choices=("lustre-csi", "hostpath"), default=None)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/lustre-csi-bench"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (real bind mounts); run hack/bench.sh", file=sys.stderr)
+        return 2
+    plan = Plan.quick() if args.quick else Plan()
+    started = time.monotonic()
+    document: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(), "plan": asdict(plan), "drivers": {}, "notes": [],
+    }
+    errors: list[str] = []
+    drivers: list[Callable[[], DriverUnderTest]] = []
+    if args.only in (None, "lustre-csi"):
+        drivers.append(lambda: lustre_csi(args.workdir / "lustre-csi"))
+    if args.only in (None, "hostpath"):
+        if args.hostpath.is_file():
+            drivers.append(lambda: hostpath(args.workdir / "hostpath", args.hostpath))
+        else:
+            note = (f"reference driver not measured: {args.hostpath} is missing "
+                    "(hack/install-sidecars.sh hostpathplugin)")
+            document["notes"].append(note)
+            log(f"!! {note}")
+            if args.require_reference:
+                errors.append(note)
+    for make in drivers:
+        driver = make()
+        log(f"== {driver.name}")
+        bench = DriverBench(driver, plan)
+        document["drivers"][driver.name] = bench.run()
+        errors.extend(bench.errors)
+    if not args.skip_provisioner:
+        from bench.provisioner_bench import ProvisionerBench
+
+        log("== provisioner (kube-apiserver + KubeVirt stand-in)")
+        provisioner = ProvisionerBench(log)
+        document["provisioner"] = provisioner.run(plan.provisioner_levels,
+                                                  plan.provisioner_samples)
+        errors.extend(provisioner.errors)
+    document["seconds"] = round(time.monotonic() - started, 1)
+    document["errors"] = errors
+    document["targets"] = report.targets(document)
+    paths = report.write(document, args.out)
+    log("")
+    log(paths["markdown"].read_text())
+    log(f"results: {', '.join(str(p) for p in paths.values())} ({document['seconds']:.0f}s)")
+    if errors:
+        log(f"\n!! BENCHMARK FAILED: {len(errors)} errors; first: {errors[0]}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
