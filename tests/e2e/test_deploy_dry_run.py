@@ -21,8 +21,12 @@ def test_deploy_base_passes_server_side_dry_run(kube_cluster: Any) -> None:
         "apply", "--dry-run=server", "-k", str(REPO / "deploy"), check=False
     )
     assert result.returncode == 0, result.stderr
-    for kind in ("deployment.apps/lustre-csi-controller", "daemonset.apps/lustre-csi-node",
-                 "csidriver.storage.k8s.io/lustre.csi.io", "storageclass.storage.k8s.io/lustre"):
+    for kind in (
+        "deployment.apps/lustre-csi-controller",
+        "daemonset.apps/lustre-csi-node",
+        "csidriver.storage.k8s.io/lustre.csi.io",
+        "storageclass.storage.k8s.io/lustre",
+    ):
         assert kind in result.stdout
 
 
