@@ -76,7 +76,7 @@ def _delete_pvc_and_wait(stack: Stack, name: str, pv_name: str) -> None:
 
 def test_pvc_binds_mounts_and_is_cleaned_up(stack: Stack) -> None:
     _pvc(stack, "e2e-basic", "lustre", "1Gi")
-    claim, pv = _bound(stack, "e2e-basic")
+    _claim, pv = _bound(stack, "e2e-basic")
     csi = pv.spec.csi
     assert csi.driver == "lustre.csi.io"
     assert csi.volume_handle.startswith("v1:shared:lustre:pvc-")
@@ -117,7 +117,7 @@ def test_pvc_past_free_capacity_grows_the_file_system_then_binds(stack: Stack) -
     before = stack.admin.get(LUSTRE_FILE_SYSTEMS, "small")["spec"].get("ostCount", 1)
     # 1 GiB + 4 GiB reserved needs 10 GiB of OSTs at a 0.5 threshold: more OSTs first.
     _pvc(stack, "e2e-big", "lustre-small", "4Gi")
-    claim, pv = _bound(stack, "e2e-big", timeout=120)
+    _claim, pv = _bound(stack, "e2e-big", timeout=120)
     after = stack.admin.get(LUSTRE_FILE_SYSTEMS, "small")
     assert after["spec"]["ostCount"] > before
     assert after["status"]["readyOsts"] * 2 >= 10
