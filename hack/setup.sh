@@ -3,6 +3,7 @@
 #   - Debian tools the tests call (util-linux for mount/unshare, openssl for the API server certs)
 #   - a virtualenv in .venv with the package and its dev extras (pip caches in .cache/pip)
 #   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh)
+#     and the csi-provisioner / csi-resizer sidecars (hack/install-sidecars.sh)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -41,3 +42,4 @@ else
 fi
 
 bash hack/install-go-tools.sh
+bash hack/install-sidecars.sh
