@@ -12,7 +12,8 @@ AccessMode = csi_pb2.VolumeCapability.AccessMode
 
 
 def mount_capability(
-    mode: int = AccessMode.MULTI_NODE_MULTI_WRITER, mount_flags: Sequence[str] = ()
+    mode: csi_pb2.VolumeCapability.AccessMode.Mode = AccessMode.MULTI_NODE_MULTI_WRITER,
+    mount_flags: Sequence[str] = (),
 ) -> csi_pb2.VolumeCapability:
     return csi_pb2.VolumeCapability(
         mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=list(mount_flags)),

@@ -7,6 +7,8 @@ cd "$repo"
 bash hack/setup.sh
 echo "test: ruff"
 .venv/bin/ruff check .
+echo "test: mypy"
+.venv/bin/mypy csi provisioner
 echo "test: generated stubs are current"
 .venv/bin/python hack/generate_stubs.py --check
 echo "test: pytest"
