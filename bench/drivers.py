@@ -51,6 +51,7 @@ class Role:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     startup_seconds: float = 0.0
+    cwd: Path = REPO
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +62,7 @@ class Role:
         self.socket.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             started = time.monotonic()
-            self.process = subprocess.Popen(self.argv, cwd=REPO, stdout=log, stderr=log)
+            self.process = subprocess.Popen(self.argv, cwd=self.cwd, stdout=log, stderr=log)
         deadline = started + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -134,8 +135,12 @@ class DriverUnderTest:
         return self
 
 
-def lustre_csi(workdir: Path, log_level: str = "info") -> DriverUnderTest:
-    """Our driver: controller and node plugin as separate processes over one local server set."""
+def lustre_csi(workdir: Path, log_level: str = "info", source: Path = REPO) -> DriverUnderTest:
+    """Our driver: controller and node plugin as separate processes over one local server set.
+
+    `source`: the tree whose `csi` package runs (`python -m` from there), so a candidate change
+    can be measured from a scratch copy against the same suite.
+    """
     state = workdir / "state"
 
     def role(mode: str) -> Role:
@@ -144,7 +149,7 @@ def lustre_csi(workdir: Path, log_level: str = "info") -> DriverUnderTest:
             sys.executable, "-m", "csi.cli", "--log-level", log_level, "serve",
             "--mode", mode, "--endpoint", f"unix://{socket}", "--node-id", NODE_ID,
             "--state-dir", str(state), "--kubelet-dir", str(workdir / "kubelet"),
-        ], socket, workdir / f"{mode}.log")
+        ], socket, workdir / f"{mode}.log", cwd=source)
 
     return DriverUnderTest("lustre-csi", workdir, [role("controller"), role("node")],
                            {"fsname": "bench"})

@@ -95,7 +95,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"Python {m['python']}, {m['disk']}. Both drivers on the same machine in the same run, "
         "driven by the same multi-process gRPC load generator (bench/loadgen.py). "
-        f"Run took {document.get('seconds', 0):.0f}s.",
+        f"Run took {document.get('seconds', 0):.0f}s; load average at start "
+        f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}.",
         "",
     ]
     lines += [f"> {note}" for note in document.get("notes") or []]

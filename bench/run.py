@@ -19,14 +19,14 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bench import report
-from bench.drivers import DEFAULT_HOSTPATH, DriverUnderTest, RssSampler, hostpath, lustre_csi
+from bench.drivers import DEFAULT_HOSTPATH, REPO, DriverUnderTest, RssSampler, hostpath, lustre_csi
 from bench.loadgen import Call, PhaseResult, run_phase
 from bench.stats import summary
 
@@ -70,6 +70,8 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
         "kernel": platform.release(), "python": platform.python_version(),
         "disk": "ext4 on /dev/vda (virtual disk)",
+        # Other work on the machine during the run shows here (the machine may be shared).
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -262,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the reference driver binary (built by hack/install-sidecars.sh)")
     parser.add_argument("--require-reference", action="store_true",
                         help="fail when the reference driver binary is missing")
+    parser.add_argument("--lustre-csi-source", type=Path, default=None,
+                        help="run our driver from this source tree (a candidate change)")
+    parser.add_argument("--scales", default="",
+                        help="comma-separated volume counts (default 0,1000,10000)")
     parser.add_argument("--skip-provisioner", action="store_true")
     parser.add_argument("--only", choices=("lustre-csi", "hostpath"), default=None)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lustre-csi-bench"))
@@ -271,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: needs root (real bind mounts); run hack/bench.sh", file=sys.stderr)
         return 2
     plan = Plan.quick() if args.quick else Plan()
+    if args.scales:
+        plan = replace(plan, scales=tuple(int(s) for s in args.scales.split(",")))
     started = time.monotonic()
     document: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -279,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     drivers: list[Callable[[], DriverUnderTest]] = []
     if args.only in (None, "lustre-csi"):
-        drivers.append(lambda: lustre_csi(args.workdir / "lustre-csi"))
+        source = (args.lustre_csi_source or REPO).resolve()
+        if source != REPO:
+            document["notes"].append(f"lustre-csi ran from {source}, not this checkout")
+        drivers.append(lambda: lustre_csi(args.workdir / "lustre-csi", source=source))
     if args.only in (None, "hostpath"):
         if args.hostpath.is_file():
             drivers.append(lambda: hostpath(args.workdir / "hostpath", args.hostpath))
@@ -305,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   plan.provisioner_samples)
         errors.extend(provisioner.errors)
     document["seconds"] = round(time.monotonic() - started, 1)
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["errors"] = errors
     document["targets"] = report.targets(document)
     paths = report.write(document, args.out)
