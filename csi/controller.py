@@ -11,6 +11,7 @@ from csi.parameters import parse_volume_parameters
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.volume_id import check_volume_id_field, parse_volume_id
 from csi.volumes import CapacityRange, VolumeService
+from provisioner.api import FileSystemEndpoint
 
 Capability = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (
@@ -39,8 +40,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         self._volumes = volumes
         self._default_fsname = default_fsname
 
-    def _volume(self, record: VolumeRecord) -> csi_pb2.Volume:
-        endpoint = self._volumes.endpoint(record)
+    def _volume(
+        self, record: VolumeRecord, endpoint: FileSystemEndpoint | None = None
+    ) -> csi_pb2.Volume:
+        endpoint = endpoint or self._volumes.endpoint(record)
         return csi_pb2.Volume(
             volume_id=record.volume_id,
             capacity_bytes=record.capacity_bytes,
@@ -70,7 +73,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         check_volume_id_field(request.volume_id)
         if not request.volume_capabilities:
             raise InvalidArgument("volume_capabilities is required")
-        record = self._volumes.get(request.volume_id)
+        self._volumes.get(request.volume_id)  # NotFound for an unknown volume, per the spec
         problems = [p for c in request.volume_capabilities if (p := capability_problem(c))]
         if problems:
             return csi_pb2.ValidateVolumeCapabilitiesResponse(message="; ".join(problems))
@@ -79,7 +82,6 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             volume_capabilities=request.volume_capabilities,
             parameters=request.parameters,
         )
-        del record  # existence is what matters; capabilities are the same for every volume
         return csi_pb2.ValidateVolumeCapabilitiesResponse(confirmed=confirmed)
 
     def ListVolumes(self, request, context):
@@ -95,9 +97,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 ) from exc
         limit = min(request.max_entries or MAX_PAGE, MAX_PAGE)
         records, next_token = self._volumes.list_page(token, limit)
+        # One provider lookup per file system on the page, not one per volume.
+        endpoints: dict[str, FileSystemEndpoint] = {}
+        for record in records:
+            if record.fsname not in endpoints:
+                endpoints[record.fsname] = self._volumes.endpoint(record)
         entries = [
             csi_pb2.ListVolumesResponse.Entry(
-                volume=self._volume(record),
+                volume=self._volume(record, endpoints[record.fsname]),
                 status=csi_pb2.ListVolumesResponse.VolumeStatus(
                     volume_condition=csi_pb2.VolumeCondition(abnormal=False, message="ok")
                 ),

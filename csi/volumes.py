@@ -127,11 +127,8 @@ class VolumeService:
             self._provider.ensure_capacity(
                 record.fsname, self._catalog.reserved_bytes(record.fsname)
             )
-        except InProgress:
-            if not already_counted:
-                self._catalog.release_hold(record)
-            raise
-        except CapacityExhausted:
+        except (InProgress, CapacityExhausted):
+            # No room yet (or ever): the reservation must not outlive this attempt.
             if not already_counted:
                 self._catalog.release_hold(record)
             raise
