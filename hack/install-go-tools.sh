@@ -26,63 +26,15 @@ KUBE_MOD_DIR="${REPO}/hack/kube"
 ETCD_MOD_DIR="${REPO}/hack/etcd"
 ALL_TOOLS=(csi-sanity etcd kube-apiserver kube-controller-manager kubectl)
 
-die() {
-    echo "install-go-tools: $*" >&2
-    exit 1
-}
-
-usage() {
-    echo "usage: $0 [--force] [TOOL...]   (tools: ${ALL_TOOLS[*]})"
-}
-
-force=0
-selected=()
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        -*)
-            usage >&2
-            exit 2
-            ;;
-        *)
-            known=0
-            for t in "${ALL_TOOLS[@]}"; do
-                if [[ "$t" == "$arg" ]]; then known=1; fi
-            done
-            [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]})"
-            selected+=("$arg")
-            ;;
-    esac
-done
-if [[ ${#selected[@]} -eq 0 ]]; then
-    selected=("${ALL_TOOLS[@]}")
-fi
+SCRIPT_NAME=install-go-tools
+# shellcheck source=hack/lib/go-tools.sh
+source "${REPO}/hack/lib/go-tools.sh"
+parse_tool_args "$@"
 
 # --- Go toolchain -------------------------------------------------------------------------
-if [[ -n "${GO:-}" ]]; then
-    :
-elif command -v go > /dev/null 2>&1; then
-    GO="$(command -v go)"
-elif [[ -x /usr/local/go/bin/go ]]; then
-    GO=/usr/local/go/bin/go
-else
-    die "no Go toolchain found (put go on PATH, or set GO=/path/to/go)"
-fi
-go_version="$("$GO" env GOVERSION)"
-if [[ ! "$go_version" =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < MIN_GO_MINOR)); then
-    die "need Go >= 1.${MIN_GO_MINOR}, ${GO} is ${go_version}"
-fi
+find_go
 
-# Reproducible, self-contained builds: the wrapper modules' go.sum must already cover every
-# module (-mod=readonly), no cgo (static binaries, no C toolchain needed), no VCS stamping.
-export GOFLAGS="-mod=readonly"
-export CGO_ENABLED=0
-export GOTOOLCHAIN=local
-common_build_flags=(-trimpath -buildvcs=false)
+use_reproducible_go_build
 
 # The version a wrapper go.mod requires for a module ("" when it is not there).
 mod_version() {
@@ -131,12 +83,6 @@ inputs_hash() {
             cat "${mod_dir}/go.mod" "${mod_dir}/go.sum"
         fi
     } | sha256sum | cut -d' ' -f1
-}
-
-is_up_to_date() {
-    local tool="$1" hash="$2"
-    [[ $force -eq 0 && -x "${BIN_DIR}/${tool}" && -f "${STAMP_DIR}/${tool}" ]] \
-        && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
 }
 
 # ensure TOOL VERSION MOD_DIR COMMAND...: run COMMAND (which must write "$out") unless the

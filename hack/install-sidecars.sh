@@ -51,66 +51,17 @@ for entry in "${TOOLS[@]}"; do
     ALL_TOOLS+=("${entry%%|*}")
 done
 
-die() {
-    echo "install-sidecars: $*" >&2
-    exit 1
-}
-
-usage() {
-    echo "usage: $0 [--force] [TOOL...]   (tools: ${ALL_TOOLS[*]})"
-}
-
-force=0
-selected=()
-named=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        -*)
-            usage >&2
-            exit 2
-            ;;
-        *)
-            known=0
-            for t in "${ALL_TOOLS[@]}"; do
-                if [[ "$t" == "$arg" ]]; then known=1; fi
-            done
-            [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]})"
-            selected+=("$arg")
-            ;;
-    esac
-done
-if [[ ${#selected[@]} -eq 0 ]]; then
-    selected=("${ALL_TOOLS[@]}")
-else
-    named=1
-fi
+SCRIPT_NAME=install-sidecars
+# shellcheck source=hack/lib/go-tools.sh
+source "${REPO}/hack/lib/go-tools.sh"
+parse_tool_args "$@"
 
 # --- Go toolchain -------------------------------------------------------------------------
-if [[ -n "${GO:-}" ]]; then
-    :
-elif command -v go > /dev/null 2>&1; then
-    GO="$(command -v go)"
-elif [[ -x /usr/local/go/bin/go ]]; then
-    GO=/usr/local/go/bin/go
-else
-    die "no Go toolchain found (put go on PATH, or set GO=/path/to/go)"
-fi
-go_version="$("$GO" env GOVERSION)"
-if [[ ! "$go_version" =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < MIN_GO_MINOR)); then
-    die "need Go >= 1.${MIN_GO_MINOR}, ${GO} is ${go_version}"
-fi
+find_go
 
 # Static binaries (no C toolchain needed, as upstream's release builds), no VCS stamping (the
 # copy is not a checkout), no toolchain downloads.
-export GOFLAGS="-mod=readonly"
-export CGO_ENABLED=0
-export GOTOOLCHAIN=local
-common_build_flags=(-trimpath -buildvcs=false)
+use_reproducible_go_build
 
 # --- helpers ------------------------------------------------------------------------------
 mkdir -p "$BIN_DIR" "$STAMP_DIR" "$SRC_DIR"
@@ -142,12 +93,6 @@ inputs_hash() {
     printf '%s\n' "$tool" "${module}@${version}" "$pkg" "$go_version" "$(uname -m)" \
         "GOFLAGS=${GOFLAGS}" "CGO_ENABLED=${CGO_ENABLED}" "${common_build_flags[*]}" \
         "ldflags=${ldflags}" | sha256sum | cut -d' ' -f1
-}
-
-is_up_to_date() {
-    local tool="$1" hash="$2"
-    [[ $force -eq 0 && -x "${BIN_DIR}/${tool}" && -f "${STAMP_DIR}/${tool}" ]] \
-        && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
 }
 
 # build TOOL: unless the stamp says the binary is current, download module@version, copy it

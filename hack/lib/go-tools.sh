@@ -1,0 +1,80 @@
+# Shared by hack/install-go-tools.sh and hack/install-sidecars.sh (sourced, not run).
+# The caller sets SCRIPT_NAME, ALL_TOOLS, MIN_GO_MINOR, BIN_DIR and STAMP_DIR first.
+
+die() {
+    echo "${SCRIPT_NAME}: $*" >&2
+    exit 1
+}
+
+usage() {
+    echo "usage: $0 [--force] [TOOL...]   (tools: ${ALL_TOOLS[*]})"
+}
+
+# parse_tool_args "$@": sets force (0/1), selected (tools to build) and named (1 when the
+# caller named tools, 0 when it asked for all of them).
+parse_tool_args() {
+    force=0
+    selected=()
+    named=0
+    local arg t known
+    for arg in "$@"; do
+        case "$arg" in
+            --force) force=1 ;;
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            -*)
+                usage >&2
+                exit 2
+                ;;
+            *)
+                known=0
+                for t in "${ALL_TOOLS[@]}"; do
+                    if [[ "$t" == "$arg" ]]; then known=1; fi
+                done
+                [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]})"
+                selected+=("$arg")
+                ;;
+        esac
+    done
+    if [[ ${#selected[@]} -eq 0 ]]; then
+        selected=("${ALL_TOOLS[@]}")
+    else
+        named=1
+    fi
+}
+
+# find_go: sets GO and go_version, or dies when there is no Go >= 1.MIN_GO_MINOR.
+find_go() {
+    if [[ -n "${GO:-}" ]]; then
+        :
+    elif command -v go > /dev/null 2>&1; then
+        GO="$(command -v go)"
+    elif [[ -x /usr/local/go/bin/go ]]; then
+        GO=/usr/local/go/bin/go
+    else
+        die "no Go toolchain found (put go on PATH, or set GO=/path/to/go)"
+    fi
+    go_version="$("$GO" env GOVERSION)"
+    if [[ ! "$go_version" =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < MIN_GO_MINOR)); then
+        die "need Go >= 1.${MIN_GO_MINOR}, ${GO} is ${go_version}"
+    fi
+}
+
+# Reproducible, self-contained builds: go.sum must already cover every module
+# (-mod=readonly), no cgo (static binaries, no C toolchain needed), no VCS stamping, no
+# toolchain downloads.
+use_reproducible_go_build() {
+    export GOFLAGS="-mod=readonly"
+    export CGO_ENABLED=0
+    export GOTOOLCHAIN=local
+    common_build_flags=(-trimpath -buildvcs=false)
+}
+
+# is_up_to_date TOOL HASH: the binary exists and its stamp holds HASH (and no --force).
+is_up_to_date() {
+    local tool="$1" hash="$2"
+    [[ $force -eq 0 && -x "${BIN_DIR}/${tool}" && -f "${STAMP_DIR}/${tool}" ]] \
+        && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
+}
