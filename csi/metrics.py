@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 _BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
@@ -63,6 +66,8 @@ class RpcMetrics:
 
 def serve_metrics(metrics: RpcMetrics, host: str, port: int) -> ThreadingHTTPServer:
     """Start an HTTP server answering GET /metrics in a daemon thread."""
+    # Imported here: http.server pulls in email & co. (~1 MiB), paid only when metrics are on.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

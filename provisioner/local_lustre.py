@@ -196,15 +196,32 @@ class LocalLustreCommands:
         """(fsname, path inside it) for a path under a mount of a local file system's root."""
         # A client may have mounted the root or a volume's directory (subdirectory mount), so
         # both are anchors; a bind mount keeps the (device, inode) of what it shows.
-        anchors: dict[tuple[int, int], tuple[str, str]] = {}
+        # File system roots first: one stat each. Volume directories (subdirectory mounts)
+        # cost a read per volume, so they are consulted only when no root is an ancestor.
+        roots: dict[tuple[int, int], tuple[str, str]] = {}
+        for fsname in self._server_sets.namespaces():
+            try:
+                info = os.stat(self._server_sets.namespace_root(fsname))
+            except OSError:
+                continue
+            roots[(info.st_dev, info.st_ino)] = (fsname, "")
+        try:
+            return self._walk_up(path, roots)
+        except _LocateError:
+            pass
+        anchors = dict(roots)
         for fsname in self._server_sets.namespaces():
             root = self._server_sets.namespace_root(fsname)
-            for relative_dir in ["", *self._project_paths(fsname)]:
+            for relative_dir in self._project_paths(fsname):
                 try:
                     info = os.stat(root / relative_dir)
                 except OSError:
                     continue
                 anchors[(info.st_dev, info.st_ino)] = (fsname, relative_dir)
+        return self._walk_up(path, anchors)
+
+    @staticmethod
+    def _walk_up(path: str, anchors: dict[tuple[int, int], tuple[str, str]]) -> tuple[str, str]:
         current = Path(path)
         below: list[str] = []
         while True:
@@ -236,7 +253,7 @@ class LocalLustreCommands:
         path = self._project_file(fsname, project_id)
         record = read_json(path) or {"project_id": project_id}
         record.update(changes)
-        write_json_atomic(path, record)
+        write_json_atomic(path, record, durable=False)  # stands in for server-side state
 
     def _project_of(self, path: str) -> dict | None:
         """The project record whose directory is `path` (matched by inode, as Lustre would)."""
