@@ -12,7 +12,7 @@ bash hack/setup.sh
 # Benchmark-only packages: the plot and the profiler used to explain a missed target.
 if ! .venv/bin/python -c "import matplotlib" 2>/dev/null || [[ ! -x .venv/bin/py-spy ]]; then
   echo "bench: installing matplotlib and py-spy into .venv"
-  PIP_CACHE_DIR="$repo/.cache/pip" .venv/bin/pip install -q 'matplotlib>=3.8' 'py-spy>=0.3.14'
+  PIP_CACHE_DIR="$repo/.cache/pip" .venv/bin/pip install -q -e '.[dev,bench]'
 fi
 if [[ $(id -u) -ne 0 ]]; then
   echo "bench: must run as root (the node plugins make real bind mounts)" >&2
