@@ -4,7 +4,10 @@
 #   - a virtualenv in .venv with the package and its dev extras (pip caches in .cache/pip)
 #   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh)
 #     and the csi-provisioner / csi-resizer sidecars (hack/install-sidecars.sh)
+# `--python-only` stops after the virtualenv (enough for `lustre-csi demo`, no Go builds).
 set -euo pipefail
+python_only=0
+[[ "${1:-}" == "--python-only" ]] && python_only=1
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 mkdir -p .cache
@@ -41,5 +44,8 @@ else
   echo "setup: Python packages up to date"
 fi
 
+if ((python_only)); then
+  exit 0
+fi
 bash hack/install-go-tools.sh
 bash hack/install-sidecars.sh
