@@ -11,6 +11,7 @@ The NID of every local server set is `0@lo`, Lustre's loopback NID.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -37,6 +38,7 @@ class LocalServerSets:
         self._root = state_dir / "filesystems"
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock = KeyedLocks()
+        self._ledgers: dict[str, tuple[tuple[int, int, int], dict]] = {}
 
     # -- paths the Lustre stand-in needs ------------------------------------------------------
     def namespace_root(self, fsname: str) -> Path:
@@ -50,7 +52,30 @@ class LocalServerSets:
         return self._root / fsname / "server-set.json"
 
     def ledger(self, fsname: str) -> dict | None:
-        return read_json(self._ledger_path(fsname))
+        """The file system's ledger (treat it as read-only), or None when it does not exist.
+
+        Parsed once and kept while the file is unchanged: every CreateVolume reads it twice,
+        and a stat is far cheaper than a JSON parse. Every write replaces the file by rename,
+        so (inode, mtime, size) changes whenever anyone, in any process, rewrites it.
+        """
+        path = self._ledger_path(fsname)
+        try:
+            stamp = _identity(path.stat())
+        except FileNotFoundError:
+            self._ledgers.pop(fsname, None)
+            return None
+        cached = self._ledgers.get(fsname)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        document = read_json(path)
+        if document is not None:
+            self._ledgers[fsname] = (stamp, document)
+        return document
+
+    def _store(self, fsname: str, ledger: dict) -> None:
+        path = self._ledger_path(fsname)
+        write_json_atomic(path, ledger)
+        self._ledgers[fsname] = (_identity(path.stat()), ledger)
 
     # -- ServerSetProvider ----------------------------------------------------------------------
     def ensure_file_system(
@@ -73,8 +98,8 @@ class LocalServerSets:
             {"index": index, "size_bytes": template.ost_size_bytes, "state": "active"}
             for index in range(template.min_osts)
         ]
-        write_json_atomic(
-            self._ledger_path(fsname),
+        self._store(
+            fsname,
             {
                 "fsname": fsname,
                 "created": time.time(),
@@ -101,16 +126,18 @@ class LocalServerSets:
                 return capacity
             # OST indices are never reused: the next index follows the highest ever allocated.
             next_index = max((ost["index"] for ost in ledger["osts"]), default=-1) + 1
-            ledger["osts"].extend(
+            added = [
                 {
                     "index": next_index + n,
                     "size_bytes": template["ost_size_bytes"],
                     "state": "active",
                 }
                 for n in range(plan.add)
-            )
-            write_json_atomic(self._ledger_path(fsname), ledger)
-            return _capacity_of(ledger)
+            ]
+            # A new document, never the cached one mutated: a failed write changes nothing.
+            grown = {**ledger, "osts": [*ledger["osts"], *added]}
+            self._store(fsname, grown)
+            return _capacity_of(grown)
 
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
@@ -136,6 +163,10 @@ class LocalServerSets:
         if ledger is None:
             raise NotFound(f"file system {fsname!r} does not exist")
         return ledger
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 def _capacity_of(ledger: dict) -> FileSystemCapacity:

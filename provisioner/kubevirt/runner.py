@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from provisioner.kubevirt import manifests
@@ -59,20 +60,28 @@ class RunnerConfig:
 
 
 class WorkQueue:
-    """Names to reconcile: deduplicated, with delayed re-adds; one consumer."""
+    """Names to reconcile: deduplicated, with delayed re-adds; one consumer.
+
+    Two lanes: what a watch event or a retry asks for is served before what the periodic
+    resync re-checks, so a new file system does not wait behind a resync of a hundred others.
+    """
 
     def __init__(self) -> None:
-        self._ready: list[str] = []
+        self._ready: deque[str] = deque()
+        self._background: deque[str] = deque()
         self._queued: set[str] = set()
         self._delayed: list[tuple[float, str]] = []
         self._cond = threading.Condition()
 
-    def add(self, name: str, after: float = 0.0) -> None:
+    def add(self, name: str, after: float = 0.0, *, background: bool = False) -> None:
         with self._cond:
             if after > 0:
                 heapq.heappush(self._delayed, (time.monotonic() + after, name))
             elif name not in self._queued:
                 self._queued.add(name)
+                (self._background if background else self._ready).append(name)
+            elif not background and name in self._background:
+                self._background.remove(name)  # promoted: something changed, serve it now
                 self._ready.append(name)
             self._cond.notify()
 
@@ -86,8 +95,8 @@ class WorkQueue:
                     if name not in self._queued:
                         self._queued.add(name)
                         self._ready.append(name)
-                if self._ready:
-                    name = self._ready.pop(0)
+                if self._ready or self._background:
+                    name = (self._ready or self._background).popleft()
                     self._queued.discard(name)
                     return name
                 wait = deadline - now
@@ -225,7 +234,7 @@ class ProvisionerRunner:
         while not stop.wait(self.config.resync_seconds):
             try:
                 for item in self._kube.list(LUSTRE_FILE_SYSTEMS)[0]:
-                    self.queue.add(item["metadata"]["name"])
+                    self.queue.add(item["metadata"]["name"], background=True)
             except KubeError as error:
                 log.warning("resync list failed: %s", error)
 
