@@ -127,7 +127,11 @@ def _add_client(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lustre-csi", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("LUSTRE_CSI_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LUSTRE_CSI_LOG_LEVEL"),
+        help="debug, info, warning... (default: info; warning for the demo, to keep it readable)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_client(commands)
@@ -216,8 +220,9 @@ def run_client(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = args.log_level or ("warning" if args.command == "demo" else "info")
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     try:
