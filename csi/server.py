@@ -239,5 +239,8 @@ class Driver:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        stopping.wait()
+        # Wake up regularly: the kernel may deliver SIGTERM to one of gRPC's threads, and then
+        # a main thread blocked for good in wait() would never run the Python-level handler.
+        while not stopping.wait(0.5):
+            pass
         self.stop()
