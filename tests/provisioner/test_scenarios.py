@@ -80,7 +80,10 @@ def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
     }
     wait_for(lambda: children(env, "alpha") == expected, 5, "all objects of the file system")
     created_in = time.monotonic() - started
-    endpoint = wait_for(lambda: ready(env, "alpha"), 15, "alpha Ready")
+    endpoint = wait_for(lambda: ready(env, "alpha"), 15, "alpha serving")
+    # Serving (the Ready condition) comes as soon as the MGS and one OST are up; the phase
+    # turns Ready once every planned OST serves.
+    wait_for(lambda: env.lfs("alpha")["status"]["phase"] == "Ready", 15, "alpha phase Ready")
     lfs = env.lfs("alpha")
     status = lfs["status"]
     assert endpoint.mgs_nids == ("10.44.0.1@tcp",)
