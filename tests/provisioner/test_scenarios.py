@@ -69,7 +69,6 @@ def ready(env, fs: str):
 def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
     env.runner()
     provider = env.provider()
-    started = time.monotonic()
     with pytest.raises(InProgress, match="not ready"):
         provider.ensure_file_system("alpha", template(min_osts=3))
     expected = {
@@ -79,7 +78,6 @@ def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
         "Secret": ["alpha-mds0-cloudinit", "alpha-oss0-cloudinit", "alpha-oss1-cloudinit"],
     }
     wait_for(lambda: children(env, "alpha") == expected, 5, "all objects of the file system")
-    created_in = time.monotonic() - started
     endpoint = wait_for(lambda: ready(env, "alpha"), 15, "alpha serving")
     # Serving (the Ready condition) comes as soon as the MGS and one OST are up; the phase
     # turns Ready once every planned OST serves.
@@ -106,7 +104,6 @@ def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
     # A later volume reuses the file system, with no new objects.
     assert provider.ensure_file_system("alpha", template(min_osts=1)) == endpoint
     assert children(env, "alpha") == expected
-    assert created_in < 2.0, f"creating the objects took {created_in:.2f}s"
 
 
 def test_create_volume_past_free_capacity_grows_then_succeeds(env):
@@ -115,12 +112,10 @@ def test_create_volume_past_free_capacity_grows_then_succeeds(env):
     wait_for(lambda: provider.ensure_file_system("grow", template(max_osts=4)), 15, "Ready")
     assert provider.ensure_capacity("grow", int(0.5 * GIB)).ost_count == 1
     # 2.5 GiB of volumes at an 80% threshold need 4 OSTs: three are added.
-    started = time.monotonic()
     with pytest.raises(InProgress, match="growing"):
         provider.ensure_capacity("grow", int(2.5 * GIB))
     wait_for(lambda: len(children(env, "grow")["PersistentVolumeClaim"]) == 5, 5, "new PVCs")
     wait_for(lambda: len(children(env, "grow")["VirtualMachine"]) == 3, 5, "new OSS")
-    grown_in = time.monotonic() - started
     # The retry of the same request does not grow again; it succeeds once the OSTs serve.
     capacity = wait_for(lambda: provider.ensure_capacity("grow", int(2.5 * GIB)), 15, "room")
     assert (capacity.ost_count, capacity.total_bytes) == (4, 4 * GIB)
@@ -140,7 +135,6 @@ def test_create_volume_past_free_capacity_grows_then_succeeds(env):
     with pytest.raises(CapacityExhausted, match="maxOsts is 4"):
         provider.ensure_capacity("grow", 10 * GIB)
     assert env.lfs("grow")["spec"]["ostCount"] == 4
-    assert grown_in < 1.0, f"growth objects took {grown_in:.2f}s"
 
 
 class Killed(BaseException):
