@@ -40,10 +40,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         self._volumes = volumes
         self._default_fsname = default_fsname
 
-    def _volume(
-        self, record: VolumeRecord, endpoint: FileSystemEndpoint | None = None
-    ) -> csi_pb2.Volume:
-        endpoint = endpoint or self._volumes.endpoint(record)
+    @staticmethod
+    def _volume(record: VolumeRecord, endpoint: FileSystemEndpoint) -> csi_pb2.Volume:
         return csi_pb2.Volume(
             volume_id=record.volume_id,
             capacity_bytes=record.capacity_bytes,
@@ -61,8 +59,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         params = parse_volume_parameters(
             request.parameters, volume_name=request.name, default_fsname=self._default_fsname
         )
-        record = self._volumes.create(request.name, _capacity_range(request), params)
-        return csi_pb2.CreateVolumeResponse(volume=self._volume(record))
+        volume = self._volumes.create(request.name, _capacity_range(request), params)
+        return csi_pb2.CreateVolumeResponse(volume=self._volume(volume.record, volume.endpoint))
 
     def DeleteVolume(self, request, context):
         check_volume_id_field(request.volume_id)
@@ -115,14 +113,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
 
     def ControllerGetVolume(self, request, context):
         check_volume_id_field(request.volume_id)
-        record = self._volumes.get(request.volume_id)
-        present = self._volumes.directory_present(record)
+        volume = self._volumes.get(request.volume_id)
+        record, present = volume.record, volume.directory_present
         condition = csi_pb2.VolumeCondition(
             abnormal=not present,
             message="ok" if present else f"directory {record.subdir} is missing on {record.fsname}",
         )
         return csi_pb2.ControllerGetVolumeResponse(
-            volume=self._volume(record),
+            volume=self._volume(record, volume.endpoint),
             status=csi_pb2.ControllerGetVolumeResponse.VolumeStatus(volume_condition=condition),
         )
 
@@ -146,7 +144,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             raise InvalidArgument("capacity_range is required")
         if request.HasField("volume_capability"):
             check_capabilities([request.volume_capability])
-        record = self._volumes.expand(request.volume_id, _capacity_range(request))
+        record = self._volumes.expand(request.volume_id, _capacity_range(request)).record
         # A quota change needs nothing on the node: the mount sees the new limit at once.
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=False

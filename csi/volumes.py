@@ -37,6 +37,23 @@ class CapacityRange:
 
 
 @dataclass(frozen=True)
+class LocatedVolume:
+    """A volume with where it lives: the file system's endpoint and the controller's mount.
+
+    Handed back by lookups so callers need not ask the provider (an API round trip with
+    KubeVirt) for the endpoint again.
+    """
+
+    record: VolumeRecord
+    endpoint: FileSystemEndpoint
+    mountpoint: Path
+
+    @property
+    def directory_present(self) -> bool:
+        return (self.mountpoint / self.record.subdir).is_dir()
+
+
+@dataclass(frozen=True)
 class Capacity:
     available_bytes: int
     maximum_volume_bytes: int
@@ -86,7 +103,9 @@ class VolumeService:
         return self._catalog
 
     # -- create -------------------------------------------------------------------------------
-    def create(self, name: str, requested: CapacityRange, params: VolumeParameters) -> VolumeRecord:
+    def create(
+        self, name: str, requested: CapacityRange, params: VolumeParameters
+    ) -> LocatedVolume:
         if not name:
             raise InvalidArgument("name is required")
         size = choose_size(requested, self._default_volume_bytes)
@@ -98,7 +117,7 @@ class VolumeService:
             if existing is not None:
                 self._check_compatible(existing, name, requested, params)
                 if existing.state == "ready":
-                    return existing
+                    return LocatedVolume(existing, endpoint, mountpoint)
                 size = existing.capacity_bytes
             record = existing or VolumeRecord(
                 name=name,
@@ -117,7 +136,7 @@ class VolumeService:
             ready = replace(record, state="ready")
             self._catalog.write(mountpoint, ready)
             log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
-            return ready
+            return LocatedVolume(ready, endpoint, mountpoint)
 
     def _reserve(self, record: VolumeRecord, *, already_counted: bool) -> None:
         """Count the record's size against its file system and make the provider find room."""
@@ -160,24 +179,21 @@ class VolumeService:
             )
 
     # -- lookup -------------------------------------------------------------------------------
-    def get(self, volume_id: str) -> VolumeRecord:
+    def get(self, volume_id: str) -> LocatedVolume:
         """The ready volume with this id; NotFound otherwise."""
         parsed = parse_volume_id(volume_id)
         try:
             endpoint = self._provider.ensure_file_system(parsed.fsname, None)
         except NotFound as exc:
             raise NotFound(f"volume {volume_id!r} does not exist") from exc
-        self._loaded_mount(endpoint)
+        mountpoint = self._loaded_mount(endpoint)
         record = self._catalog.get(volume_id)
         if record is None or record.state != "ready":
             raise NotFound(f"volume {volume_id!r} does not exist")
-        return record
+        return LocatedVolume(record, endpoint, mountpoint)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
         return self._provider.ensure_file_system(record.fsname, None)
-
-    def directory_present(self, record: VolumeRecord) -> bool:
-        return (self._mounts.mountpoint(self.endpoint(record)) / record.subdir).is_dir()
 
     def list_page(self, starting_token: str, max_entries: int) -> tuple[list[VolumeRecord], str]:
         for fsname in self._provider.list_file_systems():
@@ -210,15 +226,15 @@ class VolumeService:
                 self._provider.delete_file_system(parsed.fsname)
 
     # -- expand -------------------------------------------------------------------------------
-    def expand(self, volume_id: str, requested: CapacityRange) -> VolumeRecord:
+    def expand(self, volume_id: str, requested: CapacityRange) -> LocatedVolume:
         if requested.required_bytes <= 0 and requested.limit_bytes <= 0:
             raise InvalidArgument("capacity_range: give required_bytes or limit_bytes")
         size = choose_size(requested, 0)
         with self._inflight.claim(f"id:{volume_id}"):
-            record = self.get(volume_id)
+            volume = self.get(volume_id)
+            record, mountpoint = volume.record, volume.mountpoint
             if record.capacity_bytes >= size:
-                return record  # never shrink; a repeated expand is a no-op
-            mountpoint = self._mounts.mountpoint(self.endpoint(record))
+                return volume  # never shrink; a repeated expand is a no-op
             grown = replace(record, capacity_bytes=size)
             self._catalog.hold(grown)
             try:
@@ -231,7 +247,7 @@ class VolumeService:
             self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
             self._catalog.write(mountpoint, grown)
             log.info("expanded volume %s to %d bytes", volume_id, size)
-            return grown
+            return replace(volume, record=grown)
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self, params: VolumeParameters) -> Capacity:
