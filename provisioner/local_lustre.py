@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from csi.atomicfile import read_json, write_json_atomic
@@ -239,12 +239,14 @@ class LocalLustreCommands:
             current = current.parent
 
     def _project_paths(self, fsname: str) -> list[str]:
-        paths = []
+        return [record["path"] for record in self._project_records(fsname)]
+
+    def _project_records(self, fsname: str) -> Iterator[dict]:
+        """Project records of a file system that name a directory (set by `lfs project`)."""
         for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
             record = read_json(record_file) or {}
             if record.get("path"):
-                paths.append(record["path"])
-        return paths
+                yield record
 
     def _project_file(self, fsname: str, project_id: int) -> Path:
         return self._server_sets.quota_dir(fsname) / f"{project_id}.json"
@@ -260,10 +262,7 @@ class LocalLustreCommands:
         target = os.stat(path)
         for fsname in self._server_sets.namespaces():
             root = self._server_sets.namespace_root(fsname)
-            for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
-                record = read_json(record_file) or {}
-                if "path" not in record:
-                    continue
+            for record in self._project_records(fsname):
                 try:
                     info = os.stat(root / record["path"])
                 except OSError:
