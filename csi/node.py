@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from csi.capabilities import check_capability, is_readonly_mode
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -77,19 +77,12 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         options = check_capability(request.volume_capability, "volume_capability")
         source = mount_source_from_context(request.volume_context)
         with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
-            top = self._top_mount(staging)
-            if top is not None:
-                mounted = self._recognizer.lustre_source(top)
-                if mounted is None or not same_source(mounted, source):
-                    if not self._broken(top):
-                        raise FailedPrecondition(
-                            f"staging_target_path {staging} already holds another mount "
-                            f"({top.source}); unstage it first"
-                        )
-                elif not self._broken(top):
-                    return csi_pb2.NodeStageVolumeResponse()
-                log.warning("repairing stale mount at %s before staging %s", staging, volume_id)
-                self._unmount_all(staging)
+            if self._healthy_mount_of_ours(
+                staging,
+                "staging_target_path",
+                lambda entry: same_source(self._recognizer.lustre_source(entry) or "", source),
+            ):
+                return csi_pb2.NodeStageVolumeResponse()
             os.makedirs(staging, exist_ok=True)
             self._lustre.mount(source, staging, merge_mount_options(options, readonly=False))
             log.info("staged %s (%s) at %s", volume_id, source, staging)
@@ -117,19 +110,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                 raise FailedPrecondition(
                     f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
                 )
-            top = self._top_mount(target)
+            top = self._healthy_mount_of_ours(
+                target, "target_path", lambda entry: _same_tree(entry, staged)
+            )
             if top is not None:
-                if self._broken(top) or not _same_tree(top, staged):
-                    if not self._broken(top):
-                        raise FailedPrecondition(
-                            f"target_path {target} already holds another mount ({top.source})"
-                        )
-                    log.warning("repairing stale mount at %s", target)
-                    self._unmount_all(target)
-                elif top.readonly != readonly:
+                if top.readonly != readonly:
                     raise _already_published(target, top.readonly)
-                else:
-                    return csi_pb2.NodePublishVolumeResponse()
+                return csi_pb2.NodePublishVolumeResponse()
             if request.volume_capability.access_mode.mode == AccessMode.SINGLE_NODE_SINGLE_WRITER:
                 elsewhere = self._published_elsewhere(staged, staging, target)
                 if elsewhere:
@@ -229,6 +216,28 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             if any(entry.mount_point.startswith(root + "/") for root in self._paths.roots):
                 return entry.mount_point
         return None
+
+    def _healthy_mount_of_ours(
+        self, path: str, field: str, ours: Callable[[MountEntry], bool]
+    ) -> MountEntry | None:
+        """What is mounted at `path` already, for an idempotent stage or publish.
+
+        A healthy mount that `ours` accepts is returned (nothing to do); a stale one, ours or
+        not, is unmounted (the caller mounts again) and None returned; a healthy foreign mount
+        is refused rather than hidden under ours.
+        """
+        top = self._top_mount(path)
+        if top is None:
+            return None
+        if self._broken(top):
+            log.warning("repairing stale mount at %s", path)
+            self._unmount_all(path)
+            return None
+        if not ours(top):
+            raise FailedPrecondition(
+                f"{field} {path} already holds another mount ({top.source}); unmount it first"
+            )
+        return top
 
     def _top_mount(self, path: str) -> MountEntry | None:
         entries = mounts_at(self._table, path)
