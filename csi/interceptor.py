@@ -2,11 +2,17 @@
 
 Each RPC is logged with its method, duration and status code; at DEBUG level the request too,
 with every field the CSI spec marks `csi_secret` replaced, so secrets never reach a log.
+
+It also keeps Identity answerable under load: volume calls (Controller and Node services) may
+occupy at most `max_busy` of the server's worker threads at once; past that they answer
+UNAVAILABLE at once (kubelet and the sidecars retry), so Probe, which the liveness probe
+calls, always finds a free thread even when every volume call hangs on a dead server.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +21,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from csi.errors import DriverError
+from csi.errors import DriverError, InProgress
 from csi.metrics import RpcMetrics
 from csi.rpc import csi_pb2
 
@@ -52,9 +58,15 @@ def _strip_secrets(message: Message) -> None:
                 _strip_secrets(value)
 
 
+class ServerBusy(InProgress):
+    """Every thread volume calls may use is taken; retry shortly."""
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+    def __init__(self, metrics: RpcMetrics | None = None, *, max_busy: int | None = None) -> None:
         self._metrics = metrics
+        # None: no cap (the server's thread pool is the only bound).
+        self._busy = threading.BoundedSemaphore(max_busy) if max_busy else None
 
     def intercept_service(
         self,
@@ -64,9 +76,10 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        service, _, method = handler_call_details.method.rpartition("/")
         behaviour = handler.unary_unary
         metrics = self._metrics
+        busy = None if service.endswith(".Identity") else self._busy
 
         def mapped(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
@@ -75,7 +88,16 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s request: %s", method, sanitized(request))
             try:
-                return behaviour(request, context)
+                if busy is None:
+                    return behaviour(request, context)
+                if not busy.acquire(blocking=False):
+                    raise ServerBusy(
+                        f"{method}: every worker is busy with volume calls; retry shortly"
+                    )
+                try:
+                    return behaviour(request, context)
+                finally:
+                    busy.release()
             except DriverError as exc:
                 code, message = exc.code, str(exc)
             except Exception as exc:

@@ -127,7 +127,10 @@ class Driver:
 
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorMappingInterceptor(self.metrics)],
+            # Two threads stay free for Identity (Probe) whatever volume calls do.
+            interceptors=[
+                ErrorMappingInterceptor(self.metrics, max_busy=max(1, config.workers - 2))
+            ],
         )
         serves_controller = config.mode in ("controller", "all")
         csi_pb2_grpc.add_IdentityServicer_to_server(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
@@ -102,3 +103,56 @@ def test_metrics_are_served_over_http(
         server.shutdown()
     assert 'lustre_csi_rpc_total{method="GetPluginInfo",code="OK"} 1' in body
     assert 'lustre_csi_rpc_duration_seconds_count{method="GetPluginInfo"} 1' in body
+
+
+class HangingNode(csi_pb2_grpc.NodeServicer):
+    """NodeGetInfo blocks until released, as a call into a dead Lustre mount would."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def NodeGetInfo(self, request, context):
+        self.entered.release()
+        self.release.wait(30)
+        return csi_pb2.NodeGetInfoResponse(node_id="n1")
+
+
+class ReadyIdentity(csi_pb2_grpc.IdentityServicer):
+    def Probe(self, request, context):
+        return csi_pb2.ProbeResponse()
+
+
+def test_probe_still_answers_when_hung_volume_calls_hold_every_worker_they_may(
+    tmp_path,
+) -> None:
+    workers, max_busy = 4, 2
+    server = grpc.server(
+        futures.ThreadPoolExecutor(workers),
+        interceptors=[ErrorMappingInterceptor(RpcMetrics(), max_busy=max_busy)],
+    )
+    node = HangingNode()
+    csi_pb2_grpc.add_NodeServicer_to_server(node, server)
+    csi_pb2_grpc.add_IdentityServicer_to_server(ReadyIdentity(), server)
+    server.add_insecure_port(f"unix://{tmp_path}/s.sock")
+    server.start()
+    channel = grpc.insecure_channel(f"unix://{tmp_path}/s.sock")
+    node_stub = csi_pb2_grpc.NodeStub(channel)
+    try:
+        hung = [node_stub.NodeGetInfo.future(csi_pb2.NodeGetInfoRequest()) for _ in range(max_busy)]
+        for _ in range(max_busy):
+            assert node.entered.acquire(timeout=10)
+        with pytest.raises(grpc.RpcError) as raised:
+            node_stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "every worker is busy" in (raised.value.details() or "")
+        for _ in range(3):  # Identity is never capped
+            csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10)
+        node.release.set()
+        assert all(call.result(timeout=10).node_id == "n1" for call in hung)
+        # The slots come back: a volume call is served again.
+        assert node_stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=10).node_id == "n1"
+    finally:
+        node.release.set()
+        channel.close()
+        server.stop(0)
