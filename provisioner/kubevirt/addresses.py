@@ -6,7 +6,11 @@ must not change"). The reconciler allocates one address per server from the pool
 spec, records it in `status.servers[]` *before* creating the VM, and builds the VM's
 cloud-init network data and MAC from that record. Nothing here remembers anything: the
 status is the system of record, and allocation is a pure function of the pool and the
-addresses already taken (by this and every other LustreFileSystem).
+addresses already taken (by this and every other LustreFileSystem, as claimed in the claims
+object, see `AddressClaims`).
+
+A pool is kept as integer spans and never expanded into a list: a /8 holds 16 million
+addresses, and the spec is parsed on every reconcile and every CreateVolume.
 
 Pool syntax (`spec.network.ipPool`): comma-separated entries, each either a CIDR whose host
 addresses are all usable (`10.20.0.0/28`) or an inclusive range with the prefix length the
@@ -15,6 +19,7 @@ guests configure (`10.20.0.10-10.20.0.40/24`).
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,19 +37,28 @@ class AddressRange:
     def __len__(self) -> int:
         return int(self.last) - int(self.first) + 1
 
-    def __iter__(self) -> Iterator[ipaddress.IPv4Address]:
-        for value in range(int(self.first), int(self.last) + 1):
-            yield ipaddress.IPv4Address(value)
-
 
 @dataclass(frozen=True)
 class AddressPool:
+    """A pool as integer intervals: never expanded, so a /8 costs what a /28 does."""
+
     text: str
     ranges: tuple[AddressRange, ...]
 
     @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        """The pool's addresses as sorted, disjoint, inclusive (first, last) integer spans."""
+        merged: list[list[int]] = []
+        for first, last in sorted((int(r.first), int(r.last)) for r in self.ranges):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        return tuple((first, last) for first, last in merged)
+
+    @property
     def size(self) -> int:
-        return sum(len(r) for r in self.ranges)
+        return sum(last - first + 1 for first, last in self.spans)
 
     def prefix_length(self, address: str) -> int:
         ip = ipaddress.IPv4Address(address)
@@ -61,12 +75,10 @@ class AddressPool:
         return True
 
     def __iter__(self) -> Iterator[str]:
-        seen: set[str] = set()
-        for r in self.ranges:
-            for ip in r:
-                if str(ip) not in seen:
-                    seen.add(str(ip))
-                    yield str(ip)
+        """Every address in order (lazily; callers that want a few stop early)."""
+        for first, last in self.spans:
+            for value in range(first, last + 1):
+                yield str(ipaddress.IPv4Address(value))
 
 
 def parse_pool(text: str) -> AddressPool:
@@ -88,8 +100,10 @@ def parse_pool(text: str) -> AddressPool:
 def _parse_entry(entry: str) -> AddressRange:
     if "-" not in entry:
         network = ipaddress.IPv4Network(entry, strict=False)
-        hosts = list(network.hosts()) if network.prefixlen < 31 else list(network)
-        return AddressRange(hosts[0], hosts[-1], network.prefixlen)
+        # Host addresses without listing them: a /31 or /32 has no network/broadcast pair.
+        edge = 1 if network.prefixlen < 31 else 0
+        return AddressRange(network.network_address + edge, network.broadcast_address - edge,
+                            network.prefixlen)
     span, slash, prefix = entry.partition("/")
     if not slash or not prefix.isdigit() or not 1 <= int(prefix) <= 32:
         raise ValueError(
@@ -107,15 +121,36 @@ def _parse_entry(entry: str) -> AddressRange:
 
 
 def allocate(pool: AddressPool, taken: Iterable[str], count: int) -> list[str]:
-    """The first `count` free addresses of the pool in order; fewer when it runs out."""
-    used = set(taken)
+    """The first `count` free addresses of the pool in order; fewer when it runs out.
+
+    Arithmetic on integers: walk each span from its start, stepping over the taken addresses
+    that fall inside it (sorted), so the cost follows the number of taken addresses and
+    `count`, never the size of the pool.
+    """
+    used = sorted({value for value in (_as_int(a) for a in taken) if value is not None})
     free: list[str] = []
-    for address in pool:
+    for first, last in pool.spans:
+        candidate = first
+        for value in used[bisect.bisect_left(used, first):]:
+            if len(free) == count or value > last:
+                break
+            while candidate < value and len(free) < count:
+                free.append(str(ipaddress.IPv4Address(candidate)))
+                candidate += 1
+            candidate = max(candidate, value + 1)
+        while candidate <= last and len(free) < count:
+            free.append(str(ipaddress.IPv4Address(candidate)))
+            candidate += 1
         if len(free) == count:
             break
-        if address not in used:
-            free.append(address)
     return free
+
+
+def _as_int(address: str) -> int | None:
+    try:
+        return int(ipaddress.IPv4Address(address))
+    except ValueError:
+        return None  # not an IPv4 address: it cannot take one of ours
 
 
 def _mac(prefix: tuple[int, int], address: str) -> str:

@@ -42,6 +42,8 @@ from provisioner.kubevirt.leader import LeaseElector
 from provisioner.kubevirt.reconciler import Reconciler, ReconcilerConfig
 
 log = logging.getLogger(__name__)
+WATCH_BACKOFF_START = 0.5
+WATCH_BACKOFF_MAX = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,29 @@ class WorkQueue:
 
     Two lanes: what a watch event or a retry asks for is served before what the periodic
     resync re-checks, so a new file system does not wait behind a resync of a hundred others.
+    A name has at most one pending delayed re-add, the earliest asked for: a reconcile that
+    asks to be looked at again on every pass (and every failed retry) cannot pile them up.
     """
 
     def __init__(self) -> None:
         self._ready: deque[str] = deque()
         self._background: deque[str] = deque()
         self._queued: set[str] = set()
-        self._delayed: list[tuple[float, str]] = []
+        self._due: dict[str, float] = {}  # name -> when its one delayed re-add is due
+        self._delayed: list[tuple[float, str]] = []  # heap; entries not in _due are stale
         self._cond = threading.Condition()
 
     def add(self, name: str, after: float = 0.0, *, background: bool = False) -> None:
         with self._cond:
             if after > 0:
-                heapq.heappush(self._delayed, (time.monotonic() + after, name))
+                due = time.monotonic() + after
+                if name in self._due and self._due[name] <= due:
+                    return  # an earlier re-add is already pending: it serves this one too
+                self._due[name] = due
+                heapq.heappush(self._delayed, (due, name))
+                if len(self._delayed) > 2 * len(self._due) + 64:
+                    self._delayed = [(d, n) for n, d in self._due.items()]
+                    heapq.heapify(self._delayed)
             elif name not in self._queued:
                 self._queued.add(name)
                 (self._background if background else self._ready).append(name)
@@ -85,13 +97,22 @@ class WorkQueue:
                 self._ready.append(name)
             self._cond.notify()
 
+    @property
+    def pending_delayed(self) -> int:
+        """How many delayed re-adds are waiting (at most one per name)."""
+        with self._cond:
+            return len(self._due)
+
     def get(self, stop: threading.Event, timeout: float = 0.5) -> str | None:
         with self._cond:
             deadline = time.monotonic() + timeout
             while not stop.is_set():
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
-                    _, name = heapq.heappop(self._delayed)
+                    due, name = heapq.heappop(self._delayed)
+                    if self._due.get(name) != due:
+                        continue  # replaced by an earlier re-add, already served
+                    del self._due[name]
                     if name not in self._queued:
                         self._queued.add(name)
                         self._ready.append(name)
@@ -240,8 +261,14 @@ class ProvisionerRunner:
 
     def _watch(self, stop: threading.Event, resource: Resource, namespace: str | None,
                label: str | None) -> None:
+        """List, then watch from the list's version; relist when the watch is too old (410).
+
+        Every relist after a failure waits a backoff first (410 Gone included: an API server
+        whose cache keeps answering Gone must not be relisted in a tight loop); the backoff
+        resets once a watch has run to its timeout or delivered an event.
+        """
         selector = label  # "label" alone selects objects that have the label at all
-        backoff = 0.5
+        backoff = WATCH_BACKOFF_START
         while not stop.is_set():
             try:
                 items, version = self._kube.list(resource, namespace, selector)
@@ -255,13 +282,16 @@ class ProvisionerRunner:
                         version = obj.get("metadata", {}).get("resourceVersion", version)
                         if kind != "BOOKMARK":
                             self._enqueue_for(obj, label)
-                backoff = 0.5
+                        backoff = WATCH_BACKOFF_START
+                    backoff = WATCH_BACKOFF_START
             except GoneError:
-                continue
+                log.info("watch of %s is too old (410 Gone); relisting in %.1fs",
+                         resource.plural, backoff)
             except Exception as error:  # keep watching through API hiccups
-                log.warning("watch of %s failed: %s", resource.plural, error)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                log.warning("watch of %s failed: %s; relisting in %.1fs", resource.plural,
+                            error, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF_MAX)
 
     def _enqueue_for(self, obj: dict[str, object], label: str | None) -> None:
         metadata = obj.get("metadata")

@@ -1,3 +1,5 @@
+import tracemalloc
+
 import pytest
 
 from provisioner.kubevirt.addresses import allocate, parse_pool, storage_mac
@@ -79,3 +81,28 @@ def test_pool_exhaustion_is_reported_not_raised():
                                                   "10.0.0.5"})
     assert [s.name for s in layout.servers] == ["mds0", "oss0"]
     assert layout.problems and "no free address" in layout.problems[0]
+
+
+def test_a_slash_8_pool_is_parsed_and_allocated_without_being_expanded():
+    # A /8 holds 16 million addresses; the spec is parsed on every reconcile and CreateVolume.
+    tracemalloc.start()
+    try:
+        spec = parse_spec({**GOOD, "network": {"attachment": "n", "ipPool": "10.0.0.0/8"}})
+        taken = {"10.0.0.1", "10.0.0.2", "10.0.0.4", "10.255.255.254"}
+        layout = extend_layout(Layout(), parse_spec({**GOOD, "ostCount": 4, "network": {
+            "attachment": "n", "ipPool": "10.0.0.0/8"}}), taken)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert spec.ip_pool.size == (1 << 24) - 2
+    assert "10.255.255.254" in spec.ip_pool and "11.0.0.0" not in spec.ip_pool
+    assert [s.address for s in layout.servers] == ["10.0.0.3", "10.0.0.5", "10.0.0.6"]
+    assert peak < 1 << 20, f"parsing and allocating used {peak} bytes"
+
+
+def test_allocation_in_overlapping_and_edge_pools_is_in_order_and_never_repeats():
+    pool = parse_pool("10.0.0.8/31, 10.0.0.0/29, 10.0.0.5-10.0.0.12/24, 10.0.1.1/32")
+    assert list(pool) == [f"10.0.0.{n}" for n in range(1, 13)] + ["10.0.1.1"]
+    assert pool.size == 13
+    assert allocate(pool, {"10.0.0.1", "10.0.0.7", "10.0.0.12", "junk"}, 20) == (
+        [f"10.0.0.{n}" for n in (2, 3, 4, 5, 6, 8, 9, 10, 11)] + ["10.0.1.1"])
