@@ -47,7 +47,15 @@ class MountEntry:
 
 
 def _unescape(field: str) -> str:
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+    """Undo the kernel's octal escapes (space, tab, newline, backslash).
+
+    `field` is mountinfo decoded with surrogateescape, so bytes that are not UTF-8 survive as
+    surrogates and `os.fsencode` gives the kernel's bytes back; an escaped byte is re-decoded
+    the same way, so an escaped non-ASCII byte cannot turn into a different character.
+    """
+    return _OCTAL_ESCAPE.sub(
+        lambda m: bytes([int(m.group(1), 8) & 0xFF]).decode("utf-8", "surrogateescape"), field
+    )
 
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
@@ -82,7 +90,9 @@ class ProcMountTable:
         self._path = path
 
     def entries(self) -> list[MountEntry]:
-        return parse_mountinfo(self._path.read_text(encoding="utf-8"))
+        # Mount points are byte strings: one directory with a name that is not UTF-8 (made by
+        # anyone on the node) must not make every node call fail to read the table.
+        return parse_mountinfo(self._path.read_bytes().decode("utf-8", "surrogateescape"))
 
 
 def mounts_at(table: MountTable, path: str) -> list[MountEntry]:
@@ -138,16 +148,19 @@ def _load_libc() -> ctypes.CDLL:
 def _libc_bind(source: str, target: str, *, readonly: bool) -> bool:
     """mount(2) MS_BIND (+ remount ro) without forking mount(8); False: fall back to mount(8)."""
     libc = _load_libc()
-    if libc.mount(source.encode(), target.encode(), None, _MS_BIND, None) != 0:
+    if libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None) != 0:
         return False
     if (
         readonly
-        and libc.mount(None, target.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None) != 0
+        and libc.mount(
+            None, os.fsencode(target), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None
+        )
+        != 0
     ):
-        libc.umount2(target.encode(), 0)
+        libc.umount2(os.fsencode(target), 0)
         return False
     return True
 
 
 def _libc_umount(target: str, *, lazy: bool) -> bool:
-    return _load_libc().umount2(target.encode(), _MNT_DETACH if lazy else 0) == 0
+    return _load_libc().umount2(os.fsencode(target), _MNT_DETACH if lazy else 0) == 0

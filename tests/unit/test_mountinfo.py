@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from csi.lustre_mounts import KernelLustreRecognizer
-from csi.mounts import parse_mountinfo
+from csi.mounts import ProcMountTable, parse_mountinfo
 
 KUBELET = "/var/lib/kubelet"
 LUSTRE = "lustre 10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"
@@ -35,3 +38,19 @@ def test_kernel_recognizer_knows_lustre_entries_only() -> None:
     recognizer = KernelLustreRecognizer()
     assert recognizer.lustre_source(entries[0]) is None
     assert recognizer.lustre_source(entries[1]) == "10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"
+
+
+def test_a_mount_point_whose_name_is_not_utf8_does_not_break_reading_the_table(
+    tmp_path: Path,
+) -> None:
+    # Anyone on the node can make a directory named with arbitrary bytes and mount on it.
+    odd = b"/mnt/caf\xe9 \\x"  # Latin-1 e-acute, an escaped space and backslash
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_bytes(
+        SAMPLE.encode()
+        + b"\n901 22 0:60 / /mnt/caf\xe9\\040\\134x rw,nosuid - tmpfs tmpfs rw\n"
+    )
+    entries = ProcMountTable(mountinfo).entries()
+    assert [e.mount_id for e in entries] == [22, 812, 813, 900, 901]
+    assert os.fsencode(entries[-1].mount_point) == odd
+    assert entries[1].mount_point.endswith("/globalmount")  # the others read as before
