@@ -12,8 +12,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from csi.errors import InvalidArgument
-from csi.volume_id import KINDS, VolumeKind
-from provisioner.api import MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate, validate_fsname
+from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
+from provisioner.api import (
+    DEDICATED_TO,
+    MIN_MDT_BYTES,
+    MIN_OST_BYTES,
+    ServerSetTemplate,
+    validate_fsname,
+)
 from provisioner.quantity import format_quantity, parse_quantity
 
 # Keys the external-provisioner adds with --extra-create-metadata; informational only.
@@ -88,7 +94,11 @@ class VolumeParameters:
 
 
 def dedicated_fsname(volume_name: str) -> str:
-    """A stable 8-character fsname for a dedicated volume ('d' + 7 base-32 hash characters)."""
+    """A stable 8-character fsname for a dedicated volume ('d' + 7 base-32 hash characters).
+
+    Two names can hash alike; the file system records the volume id it is dedicated to, so
+    the second is refused at CreateVolume (`provisioner.api.check_dedication`), never adopted.
+    """
     digest = int.from_bytes(hashlib.sha256(volume_name.encode()).digest()[:8], "big")
     alphabet = "0123456789abcdefghijklmnopqrstuv"
     return "d" + "".join(alphabet[(digest >> (5 * n)) & 31] for n in range(7))
@@ -127,8 +137,10 @@ def parse_volume_parameters(
         if key in parameters
     }
     if kind == "dedicated":
-        # The provisioner ties the file system's life to this volume (deletion refusal, teardown).
-        changes["extra"] = {**defaults.extra, "dedicatedTo": volume_name}
+        # The file system records the id of the volume it is made for: the provider refuses
+        # to put another volume in it and to delete it for any other volume id.
+        volume_id = VolumeId("dedicated", fsname, subdir_for_name(volume_name))
+        changes["extra"] = {**defaults.extra, DEDICATED_TO: str(volume_id)}
     template = replace(defaults, **changes)
     if template.min_osts > template.max_osts:
         raise InvalidArgument(

@@ -214,16 +214,20 @@ class VolumeService:
                 return
             mountpoint = self._loaded_mount(endpoint)
             record = self._catalog.get(volume_id)
-            if record is not None:
-                self._catalog.write(mountpoint, replace(record, state="deleting"))
-                shutil.rmtree(mountpoint / record.subdir, ignore_errors=True)
-                self._lustre.clear_project_quota(str(mountpoint), record.project_id)
-                self._catalog.remove(mountpoint, record)
-                log.info("deleted volume %s", volume_id)
-            if parsed.kind == "dedicated":
+            if record is None:
+                return  # no record of this id: nothing here is this volume's to delete
+            if record.kind == "dedicated":
+                # The whole file system goes, and only if it says it is this volume's.
                 self._mounts.release(parsed.fsname)
                 self._catalog.forget_file_system(parsed.fsname)
-                self._provider.delete_file_system(parsed.fsname)
+                self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
+                log.info("deleted volume %s with its file system", volume_id)
+                return
+            self._catalog.write(mountpoint, replace(record, state="deleting"))
+            shutil.rmtree(mountpoint / record.subdir, ignore_errors=True)
+            self._lustre.clear_project_quota(str(mountpoint), record.project_id)
+            self._catalog.remove(mountpoint, record)
+            log.info("deleted volume %s", volume_id)
 
     # -- expand -------------------------------------------------------------------------------
     def expand(self, volume_id: str, requested: CapacityRange) -> LocatedVolume:

@@ -11,6 +11,12 @@ The controller asks three things of a server-set provider: make sure a file syst
 
 Providers never block for long: an RPC starts work, records it in the system of record, and
 answers InProgress; a retry of the same request finds the work done.
+
+Dedication: a file system made for one dedicated volume records that volume's id
+(`template.extra["dedicatedTo"]` when it is created: the local ledger's `dedicated_to`, the
+LustreFileSystem's `spec.dedicatedTo`). The provider, not the caller, checks it: creating a
+volume on a file system dedicated to another volume (or a dedicated volume on a shared one)
+is refused, and `delete_file_system` removes only a file system dedicated to the volume named.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from csi.errors import InvalidArgument
+from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 FSNAME_PATTERN = re.compile(r"^[-_a-zA-Z0-9]{1,8}$")
 # Smallest targets a server set accepts (ldiskfs needs room for its journal and object index).
@@ -35,6 +41,47 @@ def validate_fsname(fsname: str, field_name: str = "fsname") -> str:
             "use 1-8 characters from a-z, A-Z, 0-9, '-' and '_'"
         )
     return fsname
+
+
+DEDICATED_TO = "dedicatedTo"  # template.extra key: the id of the volume a file system is for
+
+
+def dedication(template: ServerSetTemplate) -> str:
+    """The volume id a file system built from `template` is dedicated to ('' when shared)."""
+    return template.extra.get(DEDICATED_TO, "")
+
+
+def check_dedication(fsname: str, recorded: str, template: ServerSetTemplate) -> None:
+    """AlreadyExists unless an existing file system is dedicated exactly as `template` asks.
+
+    Never adopt: a dedicated volume must not land in a shared file system or in another
+    volume's, and a shared volume must not land in a dedicated one.
+    """
+    wanted = dedication(template)
+    if recorded == wanted:
+        return
+    if wanted:
+        holder = f"dedicated to volume {recorded}" if recorded else "a shared file system"
+        raise AlreadyExists(
+            f"file system {fsname!r}, derived from this volume's name, already exists and is "
+            f"{holder}; use another volume name"
+        )
+    raise AlreadyExists(
+        f"file system {fsname!r} is dedicated to volume {recorded}; shared volumes cannot be "
+        "made in it, choose another fsname"
+    )
+
+
+def check_deletable(fsname: str, recorded: str, dedicated_to: str) -> None:
+    """FailedPrecondition unless the file system is dedicated to volume `dedicated_to`."""
+    if not dedicated_to:
+        raise InvalidArgument("delete_file_system: dedicated_to must name the volume")
+    if recorded != dedicated_to:
+        holder = f"dedicated to volume {recorded}" if recorded else "a shared file system"
+        raise FailedPrecondition(
+            f"file system {fsname!r} is {holder}, not dedicated to volume {dedicated_to}; "
+            "lustre-csi will not delete it"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +140,9 @@ class ServerSetProvider(Protocol):
         """The endpoint of a Ready file system.
 
         Creates it from `template` when missing (NotFound when missing and template is None);
-        raises InProgress while it is being created or is not Ready.
+        raises InProgress while it is being created or is not Ready. With a template, an
+        existing file system must be dedicated as the template says (`check_dedication`),
+        else AlreadyExists.
         """
         ...
 
@@ -109,8 +158,13 @@ class ServerSetProvider(Protocol):
         """Current capacity; NotFound for an unknown file system."""
         ...
 
-    def delete_file_system(self, fsname: str) -> None:
-        """Tear a (dedicated) file system down; idempotent; InProgress while it goes."""
+    def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
+        """Tear down the file system dedicated to volume `dedicated_to` (a volume id).
+
+        Idempotent (a missing file system is gone already); InProgress while it goes.
+        FailedPrecondition, touching nothing, when the file system is not dedicated to that
+        very volume (a shared one, or another volume's); InvalidArgument for an empty id.
+        """
         ...
 
     def list_file_systems(self) -> list[str]:

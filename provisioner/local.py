@@ -24,6 +24,9 @@ from provisioner.api import (
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
+    check_dedication,
+    check_deletable,
+    dedication,
     validate_fsname,
 )
 from provisioner.growth import plan_growth
@@ -36,6 +39,7 @@ class LocalServerSets:
 
     def __init__(self, state_dir: Path) -> None:
         self._root = state_dir / "filesystems"
+        self._deleted = state_dir / "deleted-filesystems"
         self._root.mkdir(parents=True, exist_ok=True)
         self._lock = KeyedLocks()
         self._ledgers: dict[str, tuple[tuple[int, int, int], dict]] = {}
@@ -83,10 +87,13 @@ class LocalServerSets:
     ) -> FileSystemEndpoint:
         validate_fsname(fsname)
         with self._lock(fsname):
-            if self.ledger(fsname) is None:
+            ledger = self.ledger(fsname)
+            if ledger is None:
                 if template is None:
                     raise NotFound(f"file system {fsname!r} does not exist")
                 self._create(fsname, template)
+            elif template is not None:
+                check_dedication(fsname, ledger.get("dedicated_to", ""), template)
         return FileSystemEndpoint(fsname=fsname, mgs_nids=(LOCAL_NID,))
 
     def _create(self, fsname: str, template: ServerSetTemplate) -> None:
@@ -105,6 +112,7 @@ class LocalServerSets:
                 "created": time.time(),
                 "template": {k: v for k, v in asdict(template).items() if k != "extra"},
                 "osts": osts,
+                "dedicated_to": dedication(template),
             },
         )
 
@@ -142,13 +150,21 @@ class LocalServerSets:
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
 
-    def delete_file_system(self, fsname: str) -> None:
+    def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         validate_fsname(fsname)
         with self._lock(fsname):
-            # Ledger first: once it is gone the file system no longer exists for anyone, and a
-            # crash before the tree is removed leaves only garbage a retry deletes.
-            self._ledger_path(fsname).unlink(missing_ok=True)
-            shutil.rmtree(self._root / fsname, ignore_errors=True)
+            ledger = self.ledger(fsname)
+            if ledger is None:
+                return  # gone already (a crash after the ledger went leaves only garbage)
+            check_deletable(fsname, ledger.get("dedicated_to", ""), dedicated_to)
+            # One rename takes the whole tree (ledger included) away at once: the file system
+            # no longer exists for anyone, and a crash before the removal leaves only a tree
+            # under deleted-filesystems/, never a half-deleted file system.
+            self._deleted.mkdir(parents=True, exist_ok=True)
+            doomed = self._deleted / f"{fsname}-{time.time_ns()}"
+            (self._root / fsname).rename(doomed)
+            self._ledgers.pop(fsname, None)
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def namespaces(self) -> list[str]:
         """Every file system with a namespace tree here, including ones whose servers run

@@ -22,6 +22,9 @@ from provisioner.api import (
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
+    check_dedication,
+    check_deletable,
+    dedication,
     validate_fsname,
 )
 from provisioner.growth import plan_growth
@@ -60,6 +63,8 @@ class KubeVirtServerSets:
             if template is None:
                 raise NotFound(f"file system {fsname!r} does not exist")
             lfs = self._create(fsname, template)
+        if template is not None:
+            check_dedication(fsname, _dedicated_to(lfs), template)
         return _endpoint_of(lfs)
 
     def ensure_capacity(self, fsname: str, required_bytes: int) -> FileSystemCapacity:
@@ -106,11 +111,14 @@ class KubeVirtServerSets:
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
 
-    def delete_file_system(self, fsname: str) -> None:
+    def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         validate_fsname(fsname)
         lfs = self.find(fsname)
         if lfs is None:
             return
+        # The object itself must say whom it serves: a made-up or stale volume id never
+        # deletes a shared file system or another volume's.
+        check_deletable(fsname, _dedicated_to(lfs), dedicated_to)
         name = lfs["metadata"]["name"]
         if not lfs["metadata"].get("deletionTimestamp"):
             self._kube.delete(LUSTRE_FILE_SYSTEMS, name)
@@ -157,7 +165,7 @@ class KubeVirtServerSets:
         return lfs
 
     def _create(self, fsname: str, template: ServerSetTemplate) -> dict[str, Any]:
-        spec = spec_from_template(fsname, template, template.extra.get("dedicatedTo", ""))
+        spec = spec_from_template(fsname, template, dedication(template))
         name = object_name(fsname)
         try:
             parse_spec(spec, name)
@@ -183,6 +191,11 @@ def _typed(lfs: dict[str, Any]) -> dict[str, Any]:
     lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
     lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
     return lfs
+
+
+def _dedicated_to(lfs: dict[str, Any]) -> str:
+    """The volume id in spec.dedicatedTo ('' for a shared file system)."""
+    return str((lfs.get("spec") or {}).get("dedicatedTo") or "")
 
 
 def _condition(lfs: dict[str, Any], kind: str) -> dict[str, Any]:

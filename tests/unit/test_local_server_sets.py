@@ -9,7 +9,7 @@ import pytest
 
 from csi.atomicfile import write_json_atomic
 from csi.command import SubprocessRunner
-from csi.errors import CapacityExhausted, NotFound
+from csi.errors import AlreadyExists, CapacityExhausted, FailedPrecondition, NotFound
 from csi.lustre.client import LustreClient
 from provisioner.api import ServerSetTemplate
 from provisioner.local import LocalServerSets
@@ -35,9 +35,40 @@ def test_file_systems_grow_by_new_osts_and_stop_at_the_limit(tmp_path: Path) -> 
         sets.ensure_capacity("fs1", 30 * GiB)
     assert sets.capacity("fs1").ost_count == 3  # a refused growth adds nothing
     assert sets.list_file_systems() == ["fs1"]
-    sets.delete_file_system("fs1")
-    sets.delete_file_system("fs1")
-    assert sets.list_file_systems() == []
+
+
+def test_a_file_system_is_deleted_only_for_the_volume_it_is_dedicated_to(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("shared", TEMPLATE)
+    mine = replace(TEMPLATE, extra={"dedicatedTo": "v1:dedicated:dmine:vol"})
+    sets.ensure_file_system("dmine", mine)
+    (sets.namespace_root("shared") / "data").write_text("keep")
+    with pytest.raises(FailedPrecondition, match="shared file system"):
+        sets.delete_file_system("shared", dedicated_to="v1:dedicated:shared:x")
+    with pytest.raises(FailedPrecondition, match="dedicated to volume v1:dedicated:dmine:vol"):
+        sets.delete_file_system("dmine", dedicated_to="v1:dedicated:dmine:other")
+    assert sets.list_file_systems() == ["dmine", "shared"]
+    assert (sets.namespace_root("shared") / "data").read_text() == "keep"
+    sets.delete_file_system("dmine", dedicated_to="v1:dedicated:dmine:vol")
+    sets.delete_file_system("dmine", dedicated_to="v1:dedicated:dmine:vol")  # idempotent
+    assert sets.list_file_systems() == ["shared"]
+    assert sets.namespaces() == ["shared"]
+
+
+def test_an_existing_file_system_is_never_adopted_by_another_dedication(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    first = replace(TEMPLATE, extra={"dedicatedTo": "v1:dedicated:dx:first"})
+    second = replace(TEMPLATE, extra={"dedicatedTo": "v1:dedicated:dx:second"})
+    sets.ensure_file_system("dx", first)
+    sets.ensure_file_system("dx", first)  # its own volume, again: fine
+    sets.ensure_file_system("dx", None)  # lookups need no template
+    with pytest.raises(AlreadyExists, match="dedicated to volume v1:dedicated:dx:first"):
+        sets.ensure_file_system("dx", second)
+    with pytest.raises(AlreadyExists, match="dedicated to volume"):
+        sets.ensure_file_system("dx", TEMPLATE)  # a shared volume in it
+    sets.ensure_file_system("plain", TEMPLATE)
+    with pytest.raises(AlreadyExists, match="shared file system"):
+        sets.ensure_file_system("plain", second)
 
 
 def test_ost_indices_are_never_reused(tmp_path: Path) -> None:

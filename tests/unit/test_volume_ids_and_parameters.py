@@ -104,3 +104,11 @@ def test_dedicated_fsnames_are_stable_valid_and_distinct() -> None:
         {"kind": "dedicated"}, volume_name="pvc-1", default_fsname="lustre"
     )
     assert params.fsname == first and len(first) == 8
+
+
+def test_a_dedicated_file_system_is_made_dedicated_to_the_volume_id() -> None:
+    # The file system records whom it serves, by the id DeleteVolume will be given.
+    params = parse_volume_parameters(
+        {"kind": "dedicated"}, volume_name="pvc-1", default_fsname="lustre"
+    )
+    assert params.template.extra["dedicatedTo"] == f"v1:dedicated:{params.fsname}:pvc-1"

@@ -1,0 +1,149 @@
+"""The controller loses nothing: ids, records, directories and replicas tried as an adversary would.
+
+Volume services run in-process on the embedded local server set with real (private) mounts,
+as `serve --mode controller` assembles them; two services over one state directory are two
+controller replicas over the same file systems.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from csi.command import SubprocessRunner
+from csi.errors import AlreadyExists, FailedPrecondition
+from csi.lustre.client import LustreClient
+from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
+from csi.mounts import HostMounts, ProcMountTable
+from csi.parameters import VolumeParameters, dedicated_fsname, parse_volume_parameters
+from csi.volumes import CapacityRange, VolumeService
+from provisioner.local import LOCAL_NID, LocalServerSets
+from provisioner.local_lustre import LocalLustreCommands
+
+GiB = 1 << 30
+SMALL = {"ostSize": "10Gi", "minOsts": "1", "maxOsts": "2", "growthThreshold": "0.5"}
+
+
+class Replica:
+    """One controller: a VolumeService with its own mounts and index over a shared state dir."""
+
+    def __init__(self, state_dir: Path, name: str) -> None:
+        self.sets = LocalServerSets(state_dir)
+        runner = LocalLustreCommands(self.sets, SubprocessRunner())
+        self.lustre = LustreClient(runner)
+        self.mounts = ControllerMounts(
+            state_dir / f"controller-mounts-{name}",
+            self.lustre,
+            HostMounts(runner),
+            ProcMountTable(),
+            LocalTreeRecognizer(state_dir / "filesystems", LOCAL_NID),
+        )
+        self.volumes = VolumeService(self.sets, self.mounts, self.lustre)
+        self.state_dir = state_dir
+
+    def root(self, fsname: str) -> Path:
+        return self.sets.namespace_root(fsname)
+
+    def create(self, name: str, size: int = GiB, **parameters: str) -> str:
+        volume = self.volumes.create(
+            name, CapacityRange(required_bytes=size), self.params(name, **parameters)
+        )
+        return volume.record.volume_id
+
+    def params(self, name: str, **parameters: str) -> VolumeParameters:
+        return parse_volume_parameters(
+            {**SMALL, **parameters}, volume_name=name, default_fsname="safe"
+        )
+
+    def unmount_all(self) -> None:
+        for fsname in self.sets.list_file_systems():
+            self.mounts.release(fsname)
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
+    first, second = Replica(tmp_path, "a"), Replica(tmp_path, "b")
+    yield first, second
+    first.unmount_all()
+    second.unmount_all()
+
+
+@pytest.fixture
+def controller(replicas: tuple[Replica, Replica]) -> Replica:
+    return replicas[0]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# -- item 1: dedicated file systems ------------------------------------------------------------
+def test_forged_dedicated_id_does_not_delete_a_shared_file_system(controller: Replica) -> None:
+    controller.create("team-a")
+    data = _write(controller.root("safe") / "admin" / "precious.txt", "keep me")
+    controller.volumes.delete("v1:dedicated:safe:anything")
+    controller.volumes.delete("v1:dedicated:safe:team-a")  # a real volume's name, wrong kind
+    assert controller.sets.list_file_systems() == ["safe"]
+    assert data.read_text() == "keep me"
+    assert [r.name for r in controller.volumes.catalog] == ["team-a"]
+
+
+def test_forged_dedicated_id_does_not_delete_another_volumes_file_system(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("solo", kind="dedicated")
+    fsname = dedicated_fsname("solo")
+    controller.volumes.delete(f"v1:dedicated:{fsname}:someone-else")
+    assert controller.sets.list_file_systems() == [fsname]
+    controller.volumes.delete(volume_id)
+    assert controller.sets.list_file_systems() == []
+
+
+def test_a_dedicated_file_system_is_deleted_only_for_the_volume_it_is_dedicated_to(
+    controller: Replica,
+) -> None:
+    # A record that claims a dedicated volume on a shared file system (say, forged, or left
+    # by a bug) still does not get the file system deleted: the ledger says it is shared.
+    controller.create("team-a")
+    forged = {
+        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
+        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
+        "parameters": {}, "state": "ready",
+        "directory": "csi-volumes/intruder-0123456789abcdef",
+    }
+    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    fresh = Replica(controller.state_dir, "c")
+    try:
+        with pytest.raises(FailedPrecondition, match="not dedicated"):
+            fresh.volumes.delete("v1:dedicated:safe:intruder")
+        assert fresh.sets.list_file_systems() == ["safe"]
+    finally:
+        fresh.unmount_all()
+
+
+def test_two_dedicated_volumes_never_share_a_file_system(controller: Replica) -> None:
+    controller.create("first", kind="dedicated")
+    fsname = dedicated_fsname("first")
+    # Another volume whose name derives the same fsname (a hash collision): forced here by
+    # handing it the first one's fsname, which is what a collision amounts to.
+    colliding = controller.params("second", kind="dedicated")
+    colliding = VolumeParameters(
+        kind="dedicated", fsname=fsname, template=colliding.template
+    )
+    with pytest.raises(AlreadyExists, match="dedicated to volume"):
+        controller.volumes.create("second", CapacityRange(required_bytes=GiB), colliding)
+    assert [r.name for r in controller.volumes.catalog] == ["first"]
+
+
+def test_a_dedicated_volume_is_never_made_inside_an_existing_shared_file_system(
+    controller: Replica,
+) -> None:
+    controller.create("team-a", fsname=dedicated_fsname("late"))
+    with pytest.raises(AlreadyExists, match="shared file system"):
+        controller.create("late", kind="dedicated")
+    assert [r.name for r in controller.volumes.catalog] == ["team-a"]
