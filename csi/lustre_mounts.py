@@ -60,6 +60,9 @@ def same_source(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
+CONTROLLER_MOUNT_OPTIONS: tuple[str, ...] = ("flock", "user_xattr", "nosuid", "nodev")
+
+
 class ControllerMounts:
     """The controller's own client mount of each file system it serves, at <base>/<fsname>.
 
@@ -101,7 +104,8 @@ class ControllerMounts:
                 for _ in entries:
                     self._host.unmount(str(path), lazy=True)
                 path.mkdir(parents=True, exist_ok=True)
-                self._lustre.mount(source, str(path), ["flock", "user_xattr"])
+                # nosuid,nodev: nothing written into a volume may act on the controller's node.
+                self._lustre.mount(source, str(path), CONTROLLER_MOUNT_OPTIONS)
             self._known_good[endpoint.fsname] = source
         return path
 

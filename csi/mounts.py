@@ -110,6 +110,21 @@ def is_stale(path: str) -> bool:
     return False
 
 
+# Per-mount flags (mount(2) MS_*) a bind mount can carry; they are set by remounting the bind.
+PER_MOUNT_FLAGS: dict[str, int] = {
+    "ro": 1,
+    "nosuid": 2,
+    "nodev": 4,
+    "noexec": 8,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+}
+# A bind mount into a pod never carries set-uid binaries or device nodes (see
+# csi/lustre/mount_options.py).
+BIND_DEFAULT_OPTIONS: tuple[str, ...] = ("nosuid", "nodev")
+
+
 class HostMounts:
     """Bind mounts and unmounts: mount(2)/umount2(2) directly, mount(8)/umount(8) as fallback."""
 
@@ -117,15 +132,24 @@ class HostMounts:
         self._runner = runner
 
     def bind(
-        self, source: str, target: str, *, readonly: bool, options: Sequence[str] = ()
+        self,
+        source: str,
+        target: str,
+        *,
+        readonly: bool,
+        options: Sequence[str] = BIND_DEFAULT_OPTIONS,
     ) -> None:
-        if not options and _libc_bind(source, target, readonly=readonly):
+        """Bind `source` at `target` with per-mount `options` (names of PER_MOUNT_FLAGS)."""
+        flags = [*dict.fromkeys([*options, *(["ro"] if readonly else [])])]
+        unknown = [flag for flag in flags if flag not in PER_MOUNT_FLAGS]
+        if unknown:
+            raise ValueError(f"not a per-mount flag of a bind mount: {', '.join(unknown)}")
+        if _libc_bind(source, target, flags):
             return
         self._runner.run(["mount", "--bind", source, target]).check()
-        # Bind mounts ignore most flags on the first call; ro/nosuid/nodev need a remount.
-        flags = ["remount", "bind", *(["ro"] if readonly else []), *options]
-        if readonly or options:
-            self._runner.run(["mount", "-o", ",".join(flags), target]).check()
+        # Bind mounts ignore flags on the first call; ro/nosuid/nodev need a remount.
+        if flags:
+            self._runner.run(["mount", "-o", ",".join(["remount", "bind", *flags]), target]).check()
 
     def unmount(self, target: str, *, lazy: bool = False) -> None:
         if _libc_umount(target, lazy=lazy):
@@ -137,7 +161,7 @@ class HostMounts:
 # Bind mounts and unmounts are plain syscalls: calling them directly instead of forking
 # mount(8) halves NodePublishVolume's latency. Any failure falls back to mount(8)/umount(8),
 # whose error messages are the ones users know.
-_MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MNT_DETACH = 1, 32, 4096, 2
+_MS_REMOUNT, _MS_BIND, _MNT_DETACH = 32, 4096, 2
 
 
 @functools.cache
@@ -145,18 +169,17 @@ def _load_libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def _libc_bind(source: str, target: str, *, readonly: bool) -> bool:
-    """mount(2) MS_BIND (+ remount ro) without forking mount(8); False: fall back to mount(8)."""
+def _libc_bind(source: str, target: str, flags: Sequence[str]) -> bool:
+    """mount(2) MS_BIND (+ a remount with `flags`); False: fall back to mount(8)."""
     libc = _load_libc()
     if libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None) != 0:
         return False
-    if (
-        readonly
-        and libc.mount(
-            None, os.fsencode(target), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None
-        )
-        != 0
-    ):
+    if not flags:
+        return True
+    bits = _MS_BIND | _MS_REMOUNT
+    for flag in flags:
+        bits |= PER_MOUNT_FLAGS[flag]
+    if libc.mount(None, os.fsencode(target), None, bits, None) != 0:
         libc.umount2(os.fsencode(target), 0)
         return False
     return True

@@ -25,6 +25,7 @@ _SOURCE = re.compile(r"^(?P<nids>[^/]+):/(?P<fsname>[-_a-zA-Z0-9]{1,8})(?P<subdi
 
 
 MGS_NIDS_FILE = "mgs-nids"
+_PER_MOUNT_FLAGS = ("ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
 
 
 class LocalLustreCommands:
@@ -81,10 +82,16 @@ class LocalLustreCommands:
                 args, 2, f"mount.lustre: mount {source} at {target} failed: No such file or dir"
             )
         bound = self._host.run(["mount", "--bind", str(tree), target], timeout=timeout)
-        if bound.returncode != 0 or "ro" not in options:
+        # The kernel client applies ro, nosuid, nodev, noexec and the atime flags to the
+        # mount; a bind mount takes them in a second, remounting step (mount(8) semantics).
+        flags = [option for option in options if option in _PER_MOUNT_FLAGS]
+        if bound.returncode != 0 or not flags:
             return bound
-        # A read-only bind mount takes a second, remounting step (mount(8) semantics).
-        return self._host.run(["mount", "-o", "remount,bind,ro", target], timeout=timeout)
+        remount = ",".join(["remount", "bind", *flags])
+        remounted = self._host.run(["mount", "-o", remount, target], timeout=timeout)
+        if remounted.returncode != 0:
+            self._host.run(["umount", target], timeout=timeout)
+        return remounted
 
     # -- lfs ------------------------------------------------------------------------------------
     def _lfs(self, args: tuple[str, ...]) -> CommandResult:

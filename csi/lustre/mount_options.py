@@ -5,7 +5,12 @@ Lustre client option (mount.lustre(8), "CLIENT OPTIONS") or a generic VFS flag t
 narrows what the mount can do. Options that change *what* is mounted or *how* the mount
 helper behaves (`bind`, `remount`, `loop`, `x-*` helpers, `skpath=` pointing the helper at
 node files, `exclude=`, `mgssec=`) are refused, as are `suid`, `dev` and `exec`, which would
-widen a pod's powers over the node.
+widen a pod's powers over the node, and `user_fid2path`, which lets any user turn a file id
+into its path anywhere in the file system (other volumes' directory names included).
+
+Every mount is `nosuid,nodev` by default and there is no way to turn that off: a set-uid binary
+or a device node written into a shared file system by one pod must not give power on the node
+to another. `noexec` stays a choice (many workloads run programs from their volumes).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass
 from csi.errors import InvalidArgument
 
 # Lustre 2.12.3+ enables flock by default; saying it keeps older clients coherent too.
-DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("flock",)
+# nosuid,nodev: see the module docstring (no user option can undo them: `suid` and `dev` are
+# not on the allow-list).
+DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("flock", "nosuid", "nodev")
 
 # Flag-only options, grouped so that options in one group are alternatives to each other:
 # a user may pick one per group, and a user's pick replaces a default from the same group.
@@ -26,7 +33,7 @@ _FLAG_GROUPS: tuple[tuple[str, ...], ...] = (
     ("flock", "localflock", "noflock"),
     ("user_xattr", "nouser_xattr"),
     ("lazystatfs", "nolazystatfs"),
-    ("user_fid2path", "nouser_fid2path"),
+    ("nouser_fid2path",),
     ("always_ping",),
     ("noencrypt",),
     # Generic VFS flags, mount(8): access-time policy, restrictions, write semantics.

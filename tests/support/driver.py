@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -61,6 +62,15 @@ class DriverProcess:
             time.sleep(0.02)
         raise RuntimeError(f"driver did not become ready in {timeout}s:\n{self.log()}")
 
+    def staging_path(self, volume_id: str) -> str:
+        """Where kubelet stages `volume_id` (csi_attacher.go), made as kubelet makes it."""
+        return _made(kubelet_staging_path(self.kubelet_dir, volume_id), whole=True)
+
+    def target_path(self, pv_name: str, pod_uid: str = "pod-1") -> str:
+        """Where kubelet publishes PV `pv_name` into a pod (csi_mounter.go); kubelet makes the
+        parent, the driver the directory itself."""
+        return _made(kubelet_target_path(self.kubelet_dir, pv_name, pod_uid), whole=False)
+
     def client(self) -> CsiClient:
         return CsiClient(str(self.socket))
 
@@ -93,3 +103,20 @@ def in_private_mount_namespace() -> bool:
         return os.readlink("/proc/self/ns/mnt") != os.readlink(f"/proc/{os.getppid()}/ns/mnt")
     except OSError:
         return os.environ.get("LUSTRE_CSI_PRIVATE_MOUNTS") == "1"
+
+
+DRIVER_NAME = "lustre.csi.io"
+
+
+def kubelet_staging_path(kubelet_dir: Path, volume_id: str) -> Path:
+    volume_sha = hashlib.sha256(volume_id.encode()).hexdigest()
+    return kubelet_dir / "plugins/kubernetes.io/csi" / DRIVER_NAME / volume_sha / "globalmount"
+
+
+def kubelet_target_path(kubelet_dir: Path, pv_name: str, pod_uid: str = "pod-1") -> Path:
+    return kubelet_dir / "pods" / pod_uid / "volumes/kubernetes.io~csi" / pv_name / "mount"
+
+
+def _made(path: Path, *, whole: bool) -> str:
+    (path if whole else path.parent).mkdir(parents=True, exist_ok=True)
+    return str(path)

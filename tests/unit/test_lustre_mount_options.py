@@ -53,6 +53,7 @@ def test_no_flags_is_no_options() -> None:
         "suid",
         "dev",
         "exec",
+        "user_fid2path",
         "user",
         "users",
         "uid=0",
@@ -140,27 +141,64 @@ def test_a_string_instead_of_a_list_is_a_programming_error() -> None:
 
 
 def test_defaults_come_first() -> None:
-    assert DEFAULT_MOUNT_OPTIONS == ("flock",)
-    assert merge_mount_options([], readonly=False) == ("flock",)
-    assert merge_mount_options(["noatime,nodev"], readonly=False) == ("flock", "noatime", "nodev")
+    assert merge_mount_options([], readonly=False) == ("flock", "nosuid", "nodev")
+    assert merge_mount_options(["noatime,nodev"], readonly=False) == (
+        "flock",
+        "nosuid",
+        "noatime",
+        "nodev",
+    )
+
+
+def test_every_mount_is_nosuid_and_nodev_by_default() -> None:
+    # A set-uid binary or device node put in a shared file system must not work on the node.
+    assert {"nosuid", "nodev"} <= set(DEFAULT_MOUNT_OPTIONS)
+    for user in ([], ["noexec"], ["localflock", "ro"]):
+        assert {"nosuid", "nodev"} <= set(merge_mount_options(user, readonly=False))
+    for widening in ("suid", "dev"):
+        with pytest.raises(InvalidArgument, match="is not allowed"):
+            merge_mount_options([widening], readonly=False)
+
+
+def test_user_fid2path_is_not_offered_to_users() -> None:
+    # It resolves any file id to its path across the whole file system, other volumes' too.
+    with pytest.raises(InvalidArgument, match="'user_fid2path' is not allowed"):
+        validate_mount_options(["user_fid2path"])
+    assert validate_mount_options(["nouser_fid2path"]) == ("nouser_fid2path",)
 
 
 def test_a_user_choice_replaces_the_default_it_contradicts() -> None:
-    assert merge_mount_options(["localflock"], readonly=False) == ("localflock",)
-    assert merge_mount_options(["noflock", "noatime"], readonly=False) == ("noflock", "noatime")
+    assert merge_mount_options(["localflock"], readonly=False) == ("nosuid", "nodev", "localflock")
+    assert merge_mount_options(["noflock", "noatime"], readonly=False) == (
+        "nosuid",
+        "nodev",
+        "noflock",
+        "noatime",
+    )
 
 
 def test_a_user_repeating_a_default_does_not_duplicate_it() -> None:
-    assert merge_mount_options(["noatime", "flock"], readonly=False) == ("noatime", "flock")
+    assert merge_mount_options(["noatime", "flock"], readonly=False) == (
+        "nosuid",
+        "nodev",
+        "noatime",
+        "flock",
+    )
 
 
 def test_readonly_appends_ro_once() -> None:
-    assert merge_mount_options(["noatime"], readonly=True) == ("flock", "noatime", "ro")
-    assert merge_mount_options(["ro"], readonly=True) == ("flock", "ro")
+    assert merge_mount_options(["noatime"], readonly=True) == (
+        "flock",
+        "nosuid",
+        "nodev",
+        "noatime",
+        "ro",
+    )
+    assert merge_mount_options(["ro"], readonly=True) == ("flock", "nosuid", "nodev", "ro")
 
 
 def test_user_ro_on_a_writable_volume_is_kept() -> None:
-    assert merge_mount_options(["ro"], readonly=False) == ("flock", "ro")
+    assert merge_mount_options(["ro"], readonly=False) == ("flock", "nosuid", "nodev", "ro")
 
 
 def test_readonly_volume_refuses_rw() -> None:

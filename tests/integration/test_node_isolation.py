@@ -1,0 +1,54 @@
+"""Node isolation (issue 8): a node call touches only its own volume's mounts and paths.
+
+Each test plays an attack with real mounts in the test's private mount namespace against the
+real driver process (or, where a fault must be injected, the node service in this process).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from csi.client import CsiClient
+from csi.mounts import ProcMountTable, mounts_at
+from tests.support.driver import DriverProcess
+
+GiB = 1 << 30
+
+
+def _top(path: str | Path):
+    entries = mounts_at(ProcMountTable(), str(path))
+    return entries[-1] if entries else None
+
+
+def _staged_and_published(
+    driver: DriverProcess, name: str, *, fsname: str = "itest"
+) -> tuple[CsiClient, str, dict[str, str], str, str]:
+    client = driver.client()
+    volume = client.create_volume(name, GiB, {"fsname": fsname})
+    context = dict(volume.volume_context)
+    staging = driver.staging_path(volume.volume_id)
+    target = driver.target_path(f"pv-{name}")
+    client.stage(volume.volume_id, staging, context)
+    client.publish(volume.volume_id, staging, target, context)
+    return client, volume.volume_id, context, staging, target
+
+
+# -- item 10: nosuid,nodev ----------------------------------------------------------------------
+def test_device_nodes_and_setuid_bits_in_a_volume_have_no_power_on_the_node(
+    driver: DriverProcess,
+) -> None:
+    _, _, _, staging, target = _staged_and_published(driver, "nodev")
+    # A pod (or anyone who can write the shared file system) plants a device node.
+    os.mknod(Path(target) / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    with pytest.raises(OSError) as refused:
+        (Path(target) / "null").open("wb").close()
+    assert refused.value.errno == errno.EACCES
+    controller_mount = driver.state_dir / "controller-mounts" / "itest"
+    for path in (staging, target, controller_mount):
+        top = _top(path)
+        assert top is not None and {"nosuid", "nodev"} <= set(top.options), (path, top)
