@@ -35,6 +35,11 @@ NODE_CAPABILITIES = (
 )
 
 
+# The controller keeps its records (`.lustre-csi/`) and may keep driver-owned parents of volume
+# directories next to them, all under names starting with this; none is ever a volume.
+DRIVER_METADATA_PREFIX = ".lustre-csi"
+
+
 def mount_source_from_context(context: Mapping[str, str]) -> str:
     """`<mgsNids>:/<fsname>[/<subdir>]` from a volume context (ours or a static PV's)."""
     missing = [key for key in ("fsname", "mgsNids") if not context.get(key)]
@@ -44,6 +49,12 @@ def mount_source_from_context(context: Mapping[str, str]) -> str:
             "volumeAttributes fsname and mgsNids (and optionally subdir)"
         )
     subdir = context.get("subdir", "").strip("/")
+    if subdir.split("/", 1)[0].startswith(DRIVER_METADATA_PREFIX):
+        raise InvalidArgument(
+            f"volume_context subdir {subdir!r} is inside the driver's own metadata "
+            f"({DRIVER_METADATA_PREFIX}*: volume records and project ids of every volume); "
+            "a volume cannot be mounted from there"
+        )
     return f"{context['mgsNids']}:/{context['fsname']}" + (f"/{subdir}" if subdir else "")
 
 

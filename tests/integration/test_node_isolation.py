@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+import grpc
 import pytest
 
 from csi.client import CsiClient
@@ -52,3 +53,24 @@ def test_device_nodes_and_setuid_bits_in_a_volume_have_no_power_on_the_node(
     for path in (staging, target, controller_mount):
         top = _top(path)
         assert top is not None and {"nosuid", "nodev"} <= set(top.options), (path, top)
+
+
+# -- item 11: the driver's metadata is never a volume -------------------------------------------
+@pytest.mark.parametrize(
+    "subdir", [".lustre-csi", "/.lustre-csi/", ".lustre-csi/volumes", ".lustre-csi-trash/old"]
+)
+def test_a_static_volume_cannot_mount_the_drivers_records(
+    driver: DriverProcess, subdir: str
+) -> None:
+    client = driver.client()
+    client.create_volume("seed", GiB, {"fsname": "itest"})  # records now exist in .lustre-csi
+    records = driver.state_dir / "filesystems" / "itest" / "root" / ".lustre-csi"
+    assert records.is_dir()
+    (records.parent / ".lustre-csi-trash" / "old").mkdir(parents=True, exist_ok=True)
+    context = {"fsname": "itest", "mgsNids": "0@lo", "subdir": subdir}
+    staging = driver.staging_path("admin-written-handle")
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stage("admin-written-handle", staging, context)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "metadata" in (refused.value.details() or "")
+    assert _top(staging) is None
