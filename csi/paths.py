@@ -31,7 +31,10 @@ class PathPolicy:
         if not os.path.isabs(path):
             raise InvalidArgument(f"{field}: {path!r} must be an absolute path")
         trimmed = path.rstrip("/") or "/"
-        if os.path.normpath(trimmed) != trimmed:
+        # normpath keeps a leading '//' (POSIX leaves its meaning to the system), so empty
+        # components are looked for directly: '//var/lib/kubelet/...' names the same directory
+        # as '/var/lib/kubelet/...' but would never match its mount table entry.
+        if os.path.normpath(trimmed) != trimmed or "//" in trimmed:
             raise InvalidArgument(f"{field}: {path!r} must be normalised (no '..', '.' or '//')")
         if os.path.islink(trimmed):
             raise InvalidArgument(f"{field}: {path!r} is a symlink; give the real path")

@@ -74,3 +74,19 @@ def test_a_static_volume_cannot_mount_the_drivers_records(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "metadata" in (refused.value.details() or "")
     assert _top(staging) is None
+
+
+# -- item 5: one spelling per path, one mount per stage -----------------------------------------
+def test_repeated_stages_never_stack_mounts_whatever_the_spelling(driver: DriverProcess) -> None:
+    client = driver.client()
+    volume = client.create_volume("stack", GiB, {"fsname": "itest"})
+    context = dict(volume.volume_context)
+    staging = driver.staging_path(volume.volume_id)
+    for _ in range(3):
+        client.stage(volume.volume_id, staging, context)
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stage(volume.volume_id, "/" + staging, context)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(mounts_at(ProcMountTable(), staging)) == 1
+    client.unstage(volume.volume_id, staging)
+    assert _top(staging) is None

@@ -126,6 +126,7 @@ def test_node_paths_must_stay_inside_the_kubelet_dirs(tmp_path: Path) -> None:
         "relative/path",
         f"{kubelet}/pods/../../elsewhere",
         f"{kubelet}//pods",
+        f"/{kubelet}/pods/new/mount",  # '//' in front survives normpath
         str(outside),
         f"{kubelet}/pods/escape",
         f"{kubelet}/pods/escape/mount",
