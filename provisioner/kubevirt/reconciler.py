@@ -1,9 +1,10 @@
 """Level-based reconciliation of one LustreFileSystem into KubeVirt VMs, PVCs and Secrets.
 
 `Reconciler.reconcile(name)` reads the desired state (spec) and the actual state (status,
-child objects, VM status, launcher pods, nodes) and takes the steps that close the gap. It
-keeps nothing in memory between calls, so a provisioner killed at any point and restarted (or
-a new leader) continues where the last one stopped:
+child objects, VM status, launcher pods, nodes) and takes the steps that close the gap. The
+only thing it keeps in memory between calls is what it has itself seen of nodes' readiness
+(step 6); everything else is read again, so a provisioner killed at any point and restarted
+(or a new leader) continues where the last one stopped:
 
 1. finalizer: added before anything is created, so deletion always passes through step 7;
 2. spec: parsed and validated; a bad spec sets phase Failed with a message naming the field;
@@ -14,9 +15,16 @@ a new leader) continues where the last one stopped:
    a VM whose desired spec changed (a hotplugged OST) is patched;
 5. observation: VM readiness, the VMI's storage-interface address (must be the recorded one),
    hotplug volume status; the OST table, capacity, MGS NIDs, phase and conditions follow;
-6. recovery: a launcher pod on a node that has been NotReady for `fence_after_seconds` is
-   force-deleted, so KubeVirt (runStrategy Always) starts the VM elsewhere with the same PVCs,
-   MAC and address (the NID does not change);
+6. recovery (fencing): a launcher pod is force-deleted, so KubeVirt (runStrategy Always)
+   starts the VM elsewhere with the same PVCs, MAC and address (the NID does not change), only
+   on evidence that its node is down: the node carries the `node.kubernetes.io/out-of-service`
+   taint (Kubernetes' non-graceful node shutdown convention: an admin's word that the node is
+   off), or this provisioner has itself seen the node NotReady/Unknown, or its Node object
+   missing, without a break for `fence_after_seconds` on its own monotonic clock. The Node's
+   `lastTransitionTime` is never trusted (anyone allowed to patch node status can write it),
+   and the clock is kept in memory only: a restart or a new leader starts it again, which
+   delays a fence and never hastens one. Force-deleting the pod of a VM that is still running
+   would let a second copy of its Lustre targets start elsewhere;
 7. deletion: refused while PersistentVolumes of this driver still name the file system
    (condition DeletionBlocked) unless spec.forceDelete; otherwise VMs, PVCs and Secrets are
    deleted and the finalizer removed.
@@ -35,7 +43,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from provisioner.kubevirt import manifests
@@ -70,6 +77,41 @@ SPEC_HASH = "lustre.csi.io/spec-hash"
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "DeletionBlocked")
 
 
+OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
+
+
+class NodeDownClock:
+    """How long this process has itself seen each node down (NotReady, Unknown or missing).
+
+    Observations are made on our own monotonic clock whenever a reconcile looks at a node.
+    A node seen Ready, or not looked at for longer than `max_gap_seconds` (it might have been
+    Ready in between), starts again from zero: "down for N seconds" means N seconds of our own
+    observations without a break.
+    """
+
+    def __init__(self, max_gap_seconds: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._max_gap = max_gap_seconds
+        self._monotonic = monotonic
+        self._down: dict[str, tuple[float, float]] = {}  # node -> (first seen down, last seen)
+
+    def observe(self, name: str, node: dict[str, Any] | None) -> float | None:
+        """Seconds we have seen `node` down without a break; None when it is Ready."""
+        now = self._monotonic()
+        if _is_ready(node):
+            self._down.pop(name, None)
+            return None
+        first, last = self._down.get(name, (now, now))
+        if now - last > self._max_gap:
+            first = now
+        self._down[name] = (first, now)
+        return now - first
+
+    def forget(self) -> None:
+        """Drop every observation (we were not watching: e.g. leadership was lost)."""
+        self._down.clear()
+
+
 @dataclass(frozen=True)
 class ReconcilerConfig:
     namespace: str = "lustre-csi"
@@ -80,11 +122,13 @@ class ReconcilerConfig:
 
 class Reconciler:
     def __init__(self, kube: Kube, config: ReconcilerConfig, events: EventRecorder,
-                 clock: Callable[[], float] = time.time) -> None:
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._kube = kube
         self._config = config
         self._events = events
-        self._clock = clock
+        # Observations further apart than the whole timeout prove nothing about the time
+        # between them; while a fence is pending the reconcile looks again 4 times as often.
+        self.node_down = NodeDownClock(config.fence_after_seconds, monotonic)
 
     # -- entry point --------------------------------------------------------------------------
     def reconcile(self, name: str) -> float | None:
@@ -339,40 +383,47 @@ class Reconciler:
 
     def _fence(self, lfs: dict[str, Any], fs: str, layout: Layout) -> tuple[list[str],
                                                                             float | None]:
-        """Force-delete launcher pods stuck on nodes NotReady past the timeout."""
+        """Force-delete launcher pods whose node is known to be down (see module docstring)."""
         pods = self._kube.list(PODS, self._config.namespace,
                                f"kubevirt.io=virt-launcher,{manifests.fs_selector(fs)}")[0]
         notes: list[str] = []
         requeue: float | None = None
         nodes: dict[str, dict[str, Any] | None] = {}
-        now = self._clock()
+        down_for: dict[str, float | None] = {}
+        limit = self._config.fence_after_seconds
         for pod in pods:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if not node_name:
                 continue
             if node_name not in nodes:
                 nodes[node_name] = self._kube.get(NODES, node_name)
-            since = _not_ready_since(nodes[node_name])
-            if since is None:
-                continue
+                down_for[node_name] = self.node_down.observe(node_name, nodes[node_name])
             server = pod["metadata"].get("labels", {}).get(manifests.LABEL_SERVER, "?")
-            due = since + self._config.fence_after_seconds
-            if now < due:
-                wait = due - now
-                notes.append(f"{server} launcher pod {pod['metadata']['name']} is on NotReady "
-                             f"node {node_name}; fencing in {wait:.0f}s")
-                requeue = wait if requeue is None else min(requeue, wait)
-                continue
-            self._kube.delete(PODS, pod["metadata"]["name"], self._config.namespace,
-                              grace_period_seconds=0)
+            pod_name = pod["metadata"]["name"]
+            if _out_of_service(nodes[node_name]):
+                evidence = f"node {node_name} carries the {OUT_OF_SERVICE_TAINT} taint"
+            else:
+                seen = down_for[node_name]
+                if seen is None:
+                    continue
+                if seen < limit:
+                    wait = limit - seen
+                    state = "missing" if nodes[node_name] is None else "NotReady"
+                    notes.append(f"{server} launcher pod {pod_name} is on {state} node "
+                                 f"{node_name}; fencing in {wait:.0f}s unless it recovers")
+                    again = min(wait, limit / 4)
+                    requeue = again if requeue is None else min(requeue, again)
+                    continue
+                state = "missing" if nodes[node_name] is None else "NotReady"
+                evidence = (f"node {node_name} seen {state} by the provisioner for {seen:.0f}s "
+                            f"(limit {limit:.0f}s)")
+            self._kube.delete(PODS, pod_name, self._config.namespace, grace_period_seconds=0)
             record = layout.server(server)
             address = f" and address {record.address}" if record else ""
             self._events.record(lfs, "Warning", "Fenced", (
-                f"force-deleted launcher pod {pod['metadata']['name']} of {server}: node "
-                f"{node_name} NotReady for {now - since:.0f}s (limit "
-                f"{self._config.fence_after_seconds:.0f}s); KubeVirt restarts the VM on another "
-                f"node with the same disks{address}"))
-            notes.append(f"{server} fenced off NotReady node {node_name}")
+                f"force-deleted launcher pod {pod_name} of {server}: {evidence}; KubeVirt "
+                f"restarts the VM on another node with the same disks{address}"))
+            notes.append(f"{server} fenced off node {node_name}")
         return notes, requeue
 
     # -- step 7: deletion -------------------------------------------------------------------
@@ -542,17 +593,14 @@ def _hotplug_ready(vmi: dict[str, Any] | None, volume: str) -> bool:
     return False
 
 
-def _not_ready_since(node: dict[str, Any] | None) -> float | None:
-    """When the node's Ready condition left True (epoch seconds); None if it is Ready."""
-    if node is None:
-        return 0.0  # the node object is gone: its pods can never be confirmed stopped
-    ready = _find((node.get("status") or {}).get("conditions"), "Ready")
-    if ready.get("status") == "True":
-        return None
-    stamp = ready.get("lastTransitionTime")
-    if not stamp:
-        return 0.0
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+def _is_ready(node: dict[str, Any] | None) -> bool:
+    ready = _find(((node or {}).get("status") or {}).get("conditions"), "Ready")
+    return node is not None and ready.get("status") == "True"
+
+
+def _out_of_service(node: dict[str, Any] | None) -> bool:
+    taints = ((node or {}).get("spec") or {}).get("taints") or []
+    return any(t.get("key") == OUT_OF_SERVICE_TAINT for t in taints)
 
 
 def _find(conditions: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:

@@ -198,6 +198,9 @@ class ProvisionerRunner:
 
     def _start_session(self) -> None:
         log.info("%s is the provisioner leader", self.identity)
+        # Node observations from an earlier term have a gap while we did not lead: fencing
+        # evidence starts again from this term's own observations.
+        self.reconciler.node_down.forget()
         stop = threading.Event()
         self._session_stop = stop
         self._leading.set()

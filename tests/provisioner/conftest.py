@@ -24,7 +24,8 @@ from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
 from tests.support.kubevirt_standin import KubeVirtStandIn
 
 REPO = Path(__file__).resolve().parents[2]
-NAMESPACE = "lustre-csi"
+NAMESPACE = "lustre-csi"  # the driver's own: its ServiceAccounts, the Lease
+SERVER_NAMESPACE = NAMESPACE  # where the server VMs, their PVCs, Secrets and pods live
 T = TypeVar("T")
 
 FAST = RunnerConfig(

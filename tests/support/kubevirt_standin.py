@@ -15,6 +15,7 @@ KubeVirt does, polling every `interval` seconds:
 - a node can be killed (`kill_node`): its Ready condition goes Unknown and the VMs on it stop
   being ready, but their launcher pods stay (no kubelet confirms their deletion); when a
   launcher pod disappears (fenced), the VMI fails and the VM gets a new VMI on another node;
+  `revive_node` brings it back (recreated if its Node was deleted, taints removed);
 - a deleted VM loses its VMI and pod.
 
 `hold_ready` keeps new VMIs from becoming ready (a VM that is slow to boot).
@@ -94,9 +95,13 @@ class KubeVirtStandIn:
         self._set_node_ready(name, False, ago)
 
     def revive_node(self, name: str) -> None:
+        """The node is back: its Node exists again, Ready, without taints."""
         with self._lock:
             self._dead.discard(name)
-        self._set_node_ready(name, True, 0.0)
+        self._ensure_node(name)
+        node = self.kube.get(NODES, name)
+        if node is not None and (node.get("spec") or {}).get("taints"):
+            self.kube.patch(NODES, name, {"spec": {"taints": None}})
 
     def step(self) -> None:
         """One pass of the control loop (the thread calls it every `interval`)."""
