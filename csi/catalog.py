@@ -4,12 +4,22 @@ The file system is the system of record (`<mount>/.lustre-csi/volumes/<subdir>.j
 the volume's directory and quota, so a volume and its record cannot drift apart across
 controller restarts or replicas. An in-memory index over the loaded records answers
 ListVolumes pages in O(log n + page) and sums reservations per file system without I/O.
+
+Layout below a file system's root (what the driver owns there):
+- `csi-volumes/<subdir>-<token>`: a volume's directory. The driver makes it with mkdir
+  (never exist_ok) under `csi-volumes/`, a directory it creates root-owned and 0755; the
+  random token is written in the volume's record before the mkdir, so a directory with that
+  name can only be one the driver made for that record, and no directory an admin or an
+  earlier, lost record left behind is ever adopted (or later deleted) as a volume's.
+- `.lustre-csi/volumes/<subdir>.json`: the records; `.lustre-csi/projects/<id>`: project id
+  claims.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,6 +31,12 @@ from csi.atomicfile import read_json, write_json_atomic
 RECORDS_DIR = ".lustre-csi/volumes"
 PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
 FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
+VOLUMES_DIR = "csi-volumes"  # parent of every volume directory the driver makes
+
+
+def new_directory(subdir: str) -> str:
+    """A fresh volume directory path (below the root) for a volume whose id names `subdir`."""
+    return f"{VOLUMES_DIR}/{subdir}-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,9 @@ class VolumeRecord:
     # creating -> ready -> deleting: a record is written before any effect, so a crash at any
     # point leaves a record the next attempt finishes (or deletes) instead of a leak.
     state: str = "creating"
+    # The volume's directory below the file-system root (`csi-volumes/<subdir>-<token>`),
+    # named here before it is made: the volume_context `subdir` the node mounts.
+    directory: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,7 +30,7 @@ def volume_context(record: VolumeRecord, mgs_nids: tuple[str, ...]) -> dict[str,
     return {
         "fsname": record.fsname,
         "mgsNids": ":".join(mgs_nids),
-        "subdir": record.subdir,
+        "subdir": record.directory,  # the path below the file-system root
         "kind": record.kind,
     }
 
@@ -117,7 +117,9 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         record, present = volume.record, volume.directory_present
         condition = csi_pb2.VolumeCondition(
             abnormal=not present,
-            message="ok" if present else f"directory {record.subdir} is missing on {record.fsname}",
+            message="ok"
+            if present
+            else f"directory {record.directory} is missing on {record.fsname}",
         )
         return csi_pb2.ControllerGetVolumeResponse(
             volume=self._volume(record, volume.endpoint),

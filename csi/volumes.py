@@ -7,17 +7,33 @@ dedicated volume is the same inside a file system of its own. The controller:
 3. writes the volume record, makes the directory, assigns the project id, sets the quota.
 Steps that start long work answer InProgress; the retry finds them done. Every step is
 idempotent by the volume name, so a crash anywhere is finished by the next attempt.
+
+A volume's directory is one the driver made (see csi.catalog for the layout): it is created
+with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
+record holds before the mkdir, so an existing directory is never adopted. DeleteVolume
+releases the quota and the project id only once the directory is really gone; a removal
+that fails is reported and the next DeleteVolume retries it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.catalog import VolumeCatalog, VolumeRecord
-from csi.errors import AlreadyExists, CapacityExhausted, InProgress, InvalidArgument, NotFound
+from csi.catalog import VOLUMES_DIR, VolumeCatalog, VolumeRecord, new_directory
+from csi.errors import (
+    AlreadyExists,
+    CapacityExhausted,
+    FailedPrecondition,
+    InProgress,
+    InvalidArgument,
+    NotFound,
+)
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre_mounts import ControllerMounts
@@ -50,7 +66,7 @@ class LocatedVolume:
 
     @property
     def directory_present(self) -> bool:
-        return (self.mountpoint / self.record.subdir).is_dir()
+        return (self.mountpoint / self.record.directory).is_dir()
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,8 @@ class VolumeService:
                 self._check_compatible(existing, name, requested, params)
                 if existing.state == "ready":
                     return LocatedVolume(existing, endpoint, mountpoint)
+                if existing.state == "deleting":
+                    raise InProgress(f"volume {name!r} is being deleted; retry once it is gone")
                 size = existing.capacity_bytes
             record = existing or VolumeRecord(
                 name=name,
@@ -128,11 +146,12 @@ class VolumeService:
                 capacity_bytes=size,
                 project_id=self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
                 parameters=params.fingerprint(),
+                directory=new_directory(subdir_for_name(name)),
             )
             self._reserve(record, already_counted=existing is not None)
             # The record goes down before any effect; the directory and quota follow.
             self._catalog.write(mountpoint, record)
-            self._apply(mountpoint, record)
+            self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
             self._catalog.write(mountpoint, ready)
             log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
@@ -152,9 +171,26 @@ class VolumeService:
                 self._catalog.release_hold(record)
             raise
 
-    def _apply(self, mountpoint: Path, record: VolumeRecord) -> None:
-        directory = mountpoint / record.subdir
-        directory.mkdir(mode=0o777, exist_ok=True)
+    def _apply(self, mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
+        """Make the volume's directory, then its project id and quota.
+
+        `made_before`: the record was on disk (state creating) before this attempt, so a
+        directory at its name is one an earlier attempt made; otherwise none may exist.
+        """
+        if not record.directory.startswith(f"{VOLUMES_DIR}/"):
+            raise FailedPrecondition(
+                f"volume {record.volume_id}: its record names no directory of lustre-csi's"
+            )
+        _ensure_owned_parent(mountpoint / VOLUMES_DIR)
+        directory = mountpoint / record.directory
+        try:
+            directory.mkdir(mode=0o777)
+        except FileExistsError:
+            if not made_before or not directory.is_dir() or directory.is_symlink():
+                raise FailedPrecondition(
+                    f"{record.directory} on {record.fsname} exists but lustre-csi did not "
+                    "make it for this volume; it is left alone"
+                ) from None
         # mkdir honours the umask; a volume root must be writable by the pod's user.
         directory.chmod(0o777)
         self._lustre.assign_project(str(directory), record.project_id)
@@ -223,11 +259,27 @@ class VolumeService:
                 self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
                 log.info("deleted volume %s with its file system", volume_id)
                 return
-            self._catalog.write(mountpoint, replace(record, state="deleting"))
-            shutil.rmtree(mountpoint / record.subdir, ignore_errors=True)
+            if record.state != "deleting":
+                record = replace(record, state="deleting")
+                self._catalog.write(mountpoint, record)
+            self._remove_directory(mountpoint, record)
+            # Only now, with the directory gone, may the quota and the project id go.
             self._lustre.clear_project_quota(str(mountpoint), record.project_id)
             self._catalog.remove(mountpoint, record)
             log.info("deleted volume %s", volume_id)
+
+    @staticmethod
+    def _remove_directory(mountpoint: Path, record: VolumeRecord) -> None:
+        directory = mountpoint / record.directory
+        try:
+            shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise FailedPrecondition(
+                f"volume {record.volume_id}: removing {record.directory} failed ({exc}); the "
+                "volume, its quota and project id are kept, and DeleteVolume will retry"
+            ) from exc
 
     # -- expand -------------------------------------------------------------------------------
     def expand(self, volume_id: str, requested: CapacityRange) -> LocatedVolume:
@@ -274,3 +326,21 @@ class VolumeService:
         if not self._catalog.is_loaded(endpoint.fsname):
             self._catalog.load(endpoint.fsname, mountpoint)
         return mountpoint
+
+
+def _ensure_owned_parent(parent: Path) -> None:
+    """The driver's `csi-volumes/`: a real directory (not a link), writable by nobody else.
+
+    Nobody but root can then add or swap entries beside the volume directories.
+    """
+    with contextlib.suppress(FileExistsError):
+        parent.mkdir(mode=0o755)
+    info = os.lstat(parent)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FailedPrecondition(
+            f"{parent.name} on this file system is not a directory; lustre-csi keeps its "
+            "volumes there: move it away"
+        )
+    if info.st_mode & 0o022:
+        log.warning("%s was writable by group or others; making it 0755", parent)
+        os.chmod(parent, stat.S_IMODE(info.st_mode) & ~0o022)

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from csi.client import CsiClient
+from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
 from provisioner.api import FileSystemEndpoint, ServerSetTemplate
 from provisioner.local import LocalServerSets
@@ -83,10 +84,19 @@ def test_many_parallel_creates_on_one_file_system_all_succeed(
     gated: tuple[GatedServerSets, CsiClient],
 ) -> None:
     _, client = gated
+
+    def create(n: int) -> csi_pb2.Volume:
+        # As the external-provisioner does: UNAVAILABLE (every volume-call thread busy) is
+        # retried; nothing else is.
+        while True:
+            try:
+                return client.create_volume(f"par-{n}", GiB, {"fsname": "fast"})
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+
     with ThreadPoolExecutor(16) as pool:
-        volumes = list(
-            pool.map(lambda n: client.create_volume(f"par-{n}", GiB, {"fsname": "fast"}), range(64))
-        )
+        volumes = list(pool.map(create, range(64)))
     assert len({v.volume_id for v in volumes}) == 64
     listed = client.list_volumes().entries
     assert len(listed) == 64

@@ -8,6 +8,7 @@ controller replicas over the same file systems.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,67 @@ def test_a_dedicated_volume_is_never_made_inside_an_existing_shared_file_system(
     with pytest.raises(AlreadyExists, match="shared file system"):
         controller.create("late", kind="dedicated")
     assert [r.name for r in controller.volumes.catalog] == ["team-a"]
+
+
+# -- item 3: only directories the driver made ---------------------------------------------------
+def test_create_volume_never_adopts_or_deletes_an_existing_directory(controller: Replica) -> None:
+    controller.create("warmup")  # the file system exists; an admin keeps a directory in it
+    admin = controller.root("safe") / "team"
+    admin.mkdir(mode=0o750)
+    _write(admin / "report.txt", "the admin's")
+    volume_id = controller.create("team")
+    assert (admin.stat().st_mode & 0o777) == 0o750  # not opened to everyone
+    assert list(admin.iterdir()) == [admin / "report.txt"]
+    volume = controller.volumes.get(volume_id)
+    assert volume.record.directory.startswith("csi-volumes/team-")
+    assert (controller.root("safe") / volume.record.directory).is_dir()
+    controller.volumes.delete(volume_id)
+    assert (admin / "report.txt").read_text() == "the admin's"
+    assert not (controller.root("safe") / volume.record.directory).exists()
+
+
+def test_a_directory_left_by_an_interrupted_create_is_finished_by_the_retry(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller.create("warmup")
+    calls: list[int] = []
+    real = controller.lustre.set_project_quota
+
+    def fail_once(mountpoint, project_id, size):  # type: ignore[no-untyped-def]
+        calls.append(project_id)
+        if len(calls) == 1:
+            raise OSError("server went away")
+        return real(mountpoint, project_id, size)
+
+    monkeypatch.setattr(controller.lustre, "set_project_quota", fail_once)
+    with pytest.raises(OSError):
+        controller.create("resumed")
+    creating = next(r for r in controller.volumes.catalog if r.name == "resumed")
+    assert creating.state == "creating"
+    assert (controller.root("safe") / creating.directory).is_dir()
+    volume_id = controller.create("resumed")
+    ready = controller.volumes.get(volume_id).record
+    assert ready.directory == creating.directory and ready.project_id == creating.project_id
+
+
+def test_a_failed_removal_is_reported_and_keeps_the_quota_and_project_id(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("busy", 2 * GiB)
+    volume = controller.volumes.get(volume_id)
+    directory = controller.root("safe") / volume.record.directory
+    claim = controller.root("safe") / f".lustre-csi/projects/{volume.record.project_id}"
+    # A mount on the volume's directory makes it impossible to remove (or move) for now.
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        with pytest.raises(FailedPrecondition, match="Device or resource busy"):
+            controller.volumes.delete(volume_id)
+        quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+        assert quota.block_hard_limit_bytes == 2 * GiB
+        assert claim.exists() and directory.is_dir()
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+    controller.volumes.delete(volume_id)  # the retry finishes it
+    assert not directory.exists() and not claim.exists()
+    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+    assert quota.block_hard_limit_bytes == 0

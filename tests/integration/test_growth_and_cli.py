@@ -53,7 +53,7 @@ def test_controller_get_volume_reports_a_missing_directory(driver: DriverProcess
     volume = client.create_volume("watched", GiB, {"fsname": "cond"})
     request = csi_pb2.ControllerGetVolumeRequest(volume_id=volume.volume_id)
     assert not client.controller.ControllerGetVolume(request).status.volume_condition.abnormal
-    shutil.rmtree(driver.state_dir / "filesystems/cond/root/watched")
+    shutil.rmtree(driver.state_dir / "filesystems/cond/root" / volume.volume_context["subdir"])
     condition = client.controller.ControllerGetVolume(request).status.volume_condition
     assert condition.abnormal and "missing" in condition.message
 

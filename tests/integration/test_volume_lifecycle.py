@@ -37,8 +37,11 @@ def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> 
     volume = client.create_volume("life", 2 * GiB, {"fsname": "itest"})
     assert volume.capacity_bytes == 2 * GiB
     context = dict(volume.volume_context)
-    assert context == {"fsname": "itest", "mgsNids": "0@lo", "subdir": "life", "kind": "shared"}
-    tree = driver.state_dir / "filesystems" / "itest" / "root" / "life"
+    subdir = context.pop("subdir")
+    assert context == {"fsname": "itest", "mgsNids": "0@lo", "kind": "shared"}
+    assert subdir.startswith("csi-volumes/life-")  # a directory the driver made, not adopted
+    context["subdir"] = subdir
+    tree = driver.state_dir / "filesystems" / "itest" / "root" / subdir
     assert tree.is_dir()
 
     staging, target = _paths(driver, "life")
@@ -98,7 +101,7 @@ def test_stale_mounts_are_repaired_not_reported_as_success(driver: DriverProcess
     client.publish(volume.volume_id, staging, target, context)
     # The server side replaces the volume's directory (a restore, say): both mounts now show a
     # deleted directory, which is what a stale mount looks like from the node.
-    tree = driver.state_dir / "filesystems" / "itest" / "root" / "stale"
+    tree = driver.state_dir / "filesystems" / "itest" / "root" / context["subdir"]
     tree.rename(tree.with_name("stale.old"))
     tree.mkdir()
     (tree / "restored.txt").write_text("restored")
