@@ -82,7 +82,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     # -- stage --------------------------------------------------------------------------------
     def NodeStageVolume(self, request, context):
         volume_id = check_volume_id_field(request.volume_id)
-        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        staging = self._paths.staging_path(
+            request.staging_target_path, "staging_target_path", volume_id
+        )
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")
         options = check_capability(request.volume_capability, "volume_capability")
@@ -101,16 +103,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
 
     def NodeUnstageVolume(self, request, context):
         volume_id = check_volume_id_field(request.volume_id)
-        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        staging = self._paths.staging_path(
+            request.staging_target_path, "staging_target_path", volume_id
+        )
         with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
-            self._unmount_all(staging)
+            self._unmount_ours(staging, "staging_target_path")
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish ------------------------------------------------------------------------------
     def NodePublishVolume(self, request, context):
         volume_id = check_volume_id_field(request.volume_id)
-        target = self._paths.check(request.target_path, "target_path")
-        staging = self._paths.check(request.staging_target_path, "staging_target_path")
+        target = self._paths.target_path(request.target_path, "target_path")
+        staging = self._paths.staging_path(
+            request.staging_target_path, "staging_target_path", volume_id
+        )
         if not request.HasField("volume_capability"):
             raise InvalidArgument("volume_capability is required")
         check_capability(request.volume_capability, "volume_capability")
@@ -144,9 +150,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
 
     def NodeUnpublishVolume(self, request, context):
         check_volume_id_field(request.volume_id)
-        target = self._paths.check(request.target_path, "target_path")
+        target = self._paths.target_path(request.target_path, "target_path")
         with self._inflight.claim(f"path:{target}"):
-            self._unmount_all(target)
+            self._unmount_ours(target, "target_path")
             if os.path.isdir(target):
                 try:
                     os.rmdir(target)
@@ -217,7 +223,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         # that is not there, whatever its shape.
         if volume_path and not os.path.lexists(volume_path):
             raise NotFound(f"volume_path {volume_path} does not exist")
-        return self._paths.check(volume_path, "volume_path")
+        return self._paths.volume_path(volume_path, "volume_path")
 
     def _published_elsewhere(self, staged: MountEntry, staging: str, target: str) -> str | None:
         """Another path in our kubelet dirs that shows the same tree as the staging mount."""
@@ -242,7 +248,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             return None
         if self._broken(top):
             log.warning("repairing stale mount at %s", path)
-            self._unmount_all(path)
+            self._unmount_ours(path, field)
             return None
         if not ours(top):
             raise FailedPrecondition(
@@ -258,10 +264,25 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def _broken(entry: MountEntry) -> bool:
         return entry.source_deleted or is_stale(entry.mount_point)
 
-    def _unmount_all(self, path: str) -> None:
-        """Remove every mount stacked at `path`; lazily when it is stale (it cannot be synced)."""
-        for entry in reversed(mounts_at(self._table, path)):
-            self._host.unmount(path, lazy=self._broken(entry))
+    def _unmount_ours(self, path: str, field: str) -> None:
+        """Remove the mounts stacked at `path`, top first, as long as each one is ours.
+
+        Ours: a Lustre mount or a bind of one (the recognizer knows both). Anything else at a
+        kubelet path (a secret's tmpfs, another driver's volume) is left alone and refused: an
+        unstage or unpublish never takes away a mount this driver did not make. A stale mount
+        is detached lazily (it cannot be synced).
+        """
+        for _ in range(len(mounts_at(self._table, path))):
+            entries = mounts_at(self._table, path)
+            if not entries:
+                return
+            top = entries[-1]
+            if self._recognizer.lustre_source(top) is None:
+                raise FailedPrecondition(
+                    f"{field} {path} holds a mount that is not a Lustre volume of this driver "
+                    f"({top.fstype} {top.source}); it is left mounted: unmount it first"
+                )
+            self._host.unmount(path, lazy=self._broken(top))
 
 
 def _same_tree(a: MountEntry, b: MountEntry) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,11 @@ GiB = 1 << 30
 def _top(path: str | Path):
     entries = mounts_at(ProcMountTable(), str(path))
     return entries[-1] if entries else None
+
+
+def _tree(driver: DriverProcess, context: dict[str, str]) -> Path:
+    """The volume's directory in the local server set's tree."""
+    return driver.state_dir / "filesystems" / context["fsname"] / "root" / context["subdir"]
 
 
 def _staged_and_published(
@@ -90,3 +96,60 @@ def test_repeated_stages_never_stack_mounts_whatever_the_spelling(driver: Driver
     assert len(mounts_at(ProcMountTable(), staging)) == 1
     client.unstage(volume.volume_id, staging)
     assert _top(staging) is None
+
+
+# -- item 4: only our own mounts, only kubelet's CSI paths --------------------------------------
+def _tmpfs_with_secret(path: str | Path) -> Path:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    token = Path(path) / "token"
+    token.write_text("s3cr3t")
+    return token
+
+
+def test_unpublish_and_unstage_never_unmount_a_secret_under_the_kubelet_dir(
+    driver: DriverProcess,
+) -> None:
+    client = driver.client()
+    # A tmpfs at paths of the CSI layout: unpublish/unstage must refuse, not unmount it.
+    target = driver.target_path("pv-secret", pod_uid="pod-2")
+    staging = driver.staging_path("v1:shared:itest:secret")
+    tokens = [_tmpfs_with_secret(target), _tmpfs_with_secret(staging)]
+    with pytest.raises(grpc.RpcError) as refused:
+        client.unpublish("v1:shared:itest:secret", target)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not a Lustre volume" in (refused.value.details() or "")
+    with pytest.raises(grpc.RpcError) as refused:
+        client.unstage("v1:shared:itest:secret", staging)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # A pod's real secret volume, and the kubelet root itself: not CSI paths at all.
+    secret_volume = driver.kubelet_dir / "pods/pod-2/volumes/kubernetes.io~secret/token"
+    tokens.append(_tmpfs_with_secret(secret_volume))
+    for path in (secret_volume, driver.kubelet_dir, driver.kubelet_dir / "pods/pod-2"):
+        with pytest.raises(grpc.RpcError) as refused:
+            client.unpublish("v1:shared:itest:secret", str(path))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for token in tokens:
+        assert token.read_text() == "s3cr3t"
+        assert _top(token.parent).fstype == "tmpfs"
+
+
+def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
+    driver: DriverProcess,
+) -> None:
+    client = driver.client()
+    volume = client.create_volume("under", GiB, {"fsname": "itest"})
+    staging = driver.staging_path(volume.volume_id)
+    token = _tmpfs_with_secret(staging)  # something else was mounted there first
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stage(volume.volume_id, staging, dict(volume.volume_context))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    subprocess.run(  # stack our volume on top, as an old driver version might have
+        ["mount", "--bind", str(_tree(driver, dict(volume.volume_context))), staging],
+        check=True,
+    )
+    with pytest.raises(grpc.RpcError) as refused:  # ours is taken off, the tmpfs stays
+        client.unstage(volume.volume_id, staging)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert len(mounts_at(ProcMountTable(), staging)) == 1
+    assert _top(staging).fstype == "tmpfs" and token.read_text() == "s3cr3t"

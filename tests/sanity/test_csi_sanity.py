@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sanity.serve_for_sanity import SANITY_DIR
 from tests.support.driver import REPO, DriverProcess
 
 CSI_SANITY = REPO / ".cache" / "bin" / "csi-sanity"
@@ -32,9 +33,12 @@ def _documented_skips() -> dict[str, str]:
 @pytest.mark.sanity
 def test_csi_sanity_passes_with_only_documented_skips(tmp_path: Path) -> None:
     assert CSI_SANITY.exists(), "csi-sanity is missing: run hack/setup.sh"
-    driver = DriverProcess(tmp_path)
-    mount_dir = driver.kubelet_dir / "sanity-target"
-    staging_dir = driver.kubelet_dir / "sanity-staging"
+    # Kubelet's own layouts cannot be given to csi-sanity (it fixes the last components):
+    # serve_for_sanity adds csi-sanity's two shapes below the kubelet root for this run.
+    driver = DriverProcess(tmp_path, module="tests.sanity.serve_for_sanity")
+    (driver.kubelet_dir / SANITY_DIR).mkdir()
+    mount_dir = driver.kubelet_dir / SANITY_DIR / "mount"  # csi-sanity makes these two
+    staging_dir = driver.kubelet_dir / SANITY_DIR / "staging"
     report = tmp_path / "junit.xml"
     with driver:
         result = subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -12,12 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csi.client import CsiClient
+from csi.paths import kubelet_staging_path, kubelet_target_path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class DriverProcess:
-    def __init__(self, workdir: Path, *, mode: str = "all", extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        mode: str = "all",
+        extra_args: Sequence[str] = (),
+        module: str = "csi.cli",
+    ) -> None:
         self.workdir = workdir
         self.socket = workdir / "csi.sock"
         self.state_dir = workdir / "state"
@@ -27,7 +34,7 @@ class DriverProcess:
         self.argv = [
             sys.executable,
             "-m",
-            "csi.cli",
+            module,
             "--log-level",
             "info",
             "serve",
@@ -64,12 +71,13 @@ class DriverProcess:
 
     def staging_path(self, volume_id: str) -> str:
         """Where kubelet stages `volume_id` (csi_attacher.go), made as kubelet makes it."""
-        return _made(kubelet_staging_path(self.kubelet_dir, volume_id), whole=True)
+        return _made(Path(kubelet_staging_path(str(self.kubelet_dir), volume_id)), whole=True)
 
     def target_path(self, pv_name: str, pod_uid: str = "pod-1") -> str:
         """Where kubelet publishes PV `pv_name` into a pod (csi_mounter.go); kubelet makes the
         parent, the driver the directory itself."""
-        return _made(kubelet_target_path(self.kubelet_dir, pv_name, pod_uid), whole=False)
+        target = kubelet_target_path(str(self.kubelet_dir), pv_name, pod_uid)
+        return _made(Path(target), whole=False)
 
     def client(self) -> CsiClient:
         return CsiClient(str(self.socket))
@@ -103,18 +111,6 @@ def in_private_mount_namespace() -> bool:
         return os.readlink("/proc/self/ns/mnt") != os.readlink(f"/proc/{os.getppid()}/ns/mnt")
     except OSError:
         return os.environ.get("LUSTRE_CSI_PRIVATE_MOUNTS") == "1"
-
-
-DRIVER_NAME = "lustre.csi.io"
-
-
-def kubelet_staging_path(kubelet_dir: Path, volume_id: str) -> Path:
-    volume_sha = hashlib.sha256(volume_id.encode()).hexdigest()
-    return kubelet_dir / "plugins/kubernetes.io/csi" / DRIVER_NAME / volume_sha / "globalmount"
-
-
-def kubelet_target_path(kubelet_dir: Path, pv_name: str, pod_uid: str = "pod-1") -> Path:
-    return kubelet_dir / "pods" / pod_uid / "volumes/kubernetes.io~csi" / pv_name / "mount"
 
 
 def _made(path: Path, *, whole: bool) -> str:

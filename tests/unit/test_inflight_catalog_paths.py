@@ -117,20 +117,23 @@ def test_node_paths_must_stay_inside_the_kubelet_dirs(tmp_path: Path) -> None:
     kubelet = tmp_path / "kubelet"
     (kubelet / "pods").mkdir(parents=True)
     outside = tmp_path / "elsewhere"
-    outside.mkdir()
+    (outside / "volumes/kubernetes.io~csi/pv/mount").mkdir(parents=True)
     (kubelet / "pods" / "escape").symlink_to(outside)
+    (kubelet / "pods/uid/volumes/kubernetes.io~csi/pv").mkdir(parents=True)
+    (kubelet / "pods/uid/volumes/kubernetes.io~csi/pv/mount").symlink_to(outside)
     policy = PathPolicy([str(kubelet)])
-    assert policy.check(f"{kubelet}/pods/new/mount", "target_path") == f"{kubelet}/pods/new/mount"
+    good = f"{kubelet}/pods/new/volumes/kubernetes.io~csi/pv/mount"
+    assert policy.target_path(good, "target_path") == good
     for bad in [
         "",
         "relative/path",
         f"{kubelet}/pods/../../elsewhere",
-        f"{kubelet}//pods",
-        f"/{kubelet}/pods/new/mount",  # '//' in front survives normpath
+        f"{kubelet}//pods/new/volumes/kubernetes.io~csi/pv/mount",
+        f"/{good}",  # '//' in front survives normpath
         str(outside),
-        f"{kubelet}/pods/escape",
-        f"{kubelet}/pods/escape/mount",
-        f"{kubelet}/pods/x\n",
+        f"{kubelet}/pods/escape/volumes/kubernetes.io~csi/pv/mount",
+        f"{kubelet}/pods/uid/volumes/kubernetes.io~csi/pv/mount",
+        f"{good}\n",
     ]:
         with pytest.raises(InvalidArgument, match="target_path"):
-            policy.check(bad, "target_path")
+            policy.target_path(bad, "target_path")

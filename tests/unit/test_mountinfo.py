@@ -47,8 +47,7 @@ def test_a_mount_point_whose_name_is_not_utf8_does_not_break_reading_the_table(
     odd = b"/mnt/caf\xe9 \\x"  # Latin-1 e-acute, an escaped space and backslash
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_bytes(
-        SAMPLE.encode()
-        + b"\n901 22 0:60 / /mnt/caf\xe9\\040\\134x rw,nosuid - tmpfs tmpfs rw\n"
+        SAMPLE.encode() + b"\n901 22 0:60 / /mnt/caf\xe9\\040\\134x rw,nosuid - tmpfs tmpfs rw\n"
     )
     entries = ProcMountTable(mountinfo).entries()
     assert [e.mount_id for e in entries] == [22, 812, 813, 900, 901]
