@@ -28,10 +28,16 @@ def write_json_atomic(path: Path, document: Any, *, durable: bool = True) -> Non
         raise
 
 
-def read_json(path: Path) -> Any | None:
-    """The document at `path`, or None when there is none."""
+def read_json(path: Path, *, follow_symlinks: bool = True) -> Any | None:
+    """The document at `path`, or None when there is none.
+
+    ValueError for a file that is not JSON (empty, torn by hand, not UTF-8); OSError as the
+    open raises it (with `follow_symlinks=False`, ELOOP for a symlink).
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        with path.open(encoding="utf-8") as handle:
-            return json.load(handle)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -13,12 +13,21 @@ Layout below a file system's root (what the driver owns there):
   earlier, lost record left behind is ever adopted (or later deleted) as a volume's.
 - `.lustre-csi/volumes/<subdir>.json`: the records; `.lustre-csi/projects/<id>`: project id
   claims.
+
+Records are not trusted as read: anyone who can write the file system can write one. Each
+is checked on load (`parse_record`): its file name, volume id, kind, fsname and subdir must
+agree, its directory must be exactly one the driver names (`csi-volumes/<subdir>-<token>`),
+types and state must be right. A record that fails (empty, corrupt, forged) is skipped with a
+WARNING naming the file: it never breaks the other records or any call, and nothing is ever
+deleted for it.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -27,11 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from csi.atomicfile import read_json, write_json_atomic
+from csi.errors import DriverError
+from csi.lustre.client import MAX_PROJECT_ID
+from csi.volume_id import parse_volume_id, subdir_for_name
+
+log = logging.getLogger(__name__)
 
 RECORDS_DIR = ".lustre-csi/volumes"
 PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
 FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
 VOLUMES_DIR = "csi-volumes"  # parent of every volume directory the driver makes
+RECORD_STATES = ("creating", "ready", "deleting")
+_TOKEN = re.compile(r"^[0-9a-f]{16}$")
 
 
 def new_directory(subdir: str) -> str:
@@ -68,6 +84,78 @@ def record_path(mountpoint: Path, subdir: str) -> Path:
     return mountpoint / RECORDS_DIR / f"{subdir}.json"
 
 
+class InvalidRecord(ValueError):
+    """A record file that is not one this driver wrote (the message says what is wrong)."""
+
+
+_TYPES: dict[str, type] = {
+    "name": str,
+    "volume_id": str,
+    "kind": str,
+    "fsname": str,
+    "subdir": str,
+    "capacity_bytes": int,
+    "project_id": int,
+    "parameters": dict,
+    "state": str,
+    "directory": str,
+}
+
+
+def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
+    """The record in `document`, read from file system `fsname`'s `<subdir>.json`, checked.
+
+    InvalidRecord unless every field has its type, the id parses and names this file system
+    and this file's subdir, the name maps to that subdir, the state is known and the
+    directory is exactly `csi-volumes/<subdir>-<token>`: nothing in a record can point a
+    later deletion outside the driver's own directories.
+    """
+    if not isinstance(document, dict):
+        raise InvalidRecord(f"not a JSON object but {type(document).__name__}")
+    for key, kind in _TYPES.items():
+        value = document.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidRecord(f"{key} is {value!r}, not a {kind.__name__}")
+    try:
+        parsed = parse_volume_id(document["volume_id"])
+    except DriverError as exc:
+        raise InvalidRecord(f"volume_id: {exc}") from None
+    expected = {"kind": parsed.kind, "fsname": fsname, "subdir": subdir}
+    for key, value in expected.items():
+        if document[key] != value or getattr(parsed, key) != value:
+            raise InvalidRecord(
+                f"{key} {document[key]!r} (id {document['volume_id']!r}) does not match the "
+                f"record's place ({value!r})"
+            )
+    if subdir_for_name(document["name"]) != subdir:
+        raise InvalidRecord(f"name {document['name']!r} does not belong to subdir {subdir!r}")
+    if document["state"] not in RECORD_STATES:
+        raise InvalidRecord(f"state {document['state']!r} is not one of {RECORD_STATES}")
+    if not 0 < document["capacity_bytes"] < 1 << 63:
+        raise InvalidRecord(f"capacity_bytes {document['capacity_bytes']} is out of range")
+    if not FIRST_PROJECT_ID <= document["project_id"] <= MAX_PROJECT_ID:
+        raise InvalidRecord(f"project_id {document['project_id']} is out of range")
+    prefix = f"{VOLUMES_DIR}/{subdir}-"
+    directory = document["directory"]
+    if not directory.startswith(prefix) or not _TOKEN.match(directory[len(prefix) :]):
+        raise InvalidRecord(f"directory {directory!r} is not {prefix}<token>")
+    return VolumeRecord.from_json(document)
+
+
+def read_record(path: Path, fsname: str) -> VolumeRecord | None:
+    """The checked record at `path`; None (with a WARNING naming the file) for a bad one,
+    and None for a missing one."""
+    subdir = path.name[: -len(".json")]
+    try:
+        document = read_json(path, follow_symlinks=False)
+        if document is None and not os.path.lexists(path):
+            return None  # removed meanwhile, or never there
+        return parse_record(document, fsname=fsname, subdir=subdir)
+    except (OSError, ValueError) as exc:
+        log.warning("skipping volume record %s: %s", path, exc)
+        return None
+
+
 class VolumeCatalog:
     """Index over the records of every file system loaded so far."""
 
@@ -87,11 +175,29 @@ class VolumeCatalog:
 
     def load(self, fsname: str, mountpoint: Path) -> None:
         """Index every record on one file system (once, on first use after start)."""
-        records = []
+        records: list[VolumeRecord] = []
+        claimed: dict[int, VolumeRecord] = {}
         for path in sorted((mountpoint / RECORDS_DIR).glob("*.json")):
-            document = read_json(path)
-            if document is not None:
-                records.append(VolumeRecord.from_json(document))
+            record = read_record(path, fsname)
+            if record is None:
+                continue
+            rival = claimed.get(record.project_id)
+            if rival is not None:
+                # Two records, one project id: only the one the claim file names keeps it
+                # (and may ever clear its quota); the other is not trusted.
+                if self.project_holder(mountpoint, record.project_id) != record.volume_id:
+                    log.warning(
+                        "skipping volume record %s: project id %d belongs to %s",
+                        path, record.project_id, rival.volume_id,
+                    )
+                    continue
+                log.warning(
+                    "skipping volume record of %s: project id %d belongs to %s",
+                    rival.volume_id, record.project_id, record.volume_id,
+                )
+                records.remove(rival)
+            claimed[record.project_id] = record
+            records.append(record)
         with self._guard:
             if fsname in self._loaded:
                 return
@@ -127,6 +233,15 @@ class VolumeCatalog:
             with os.fdopen(fd, "w") as claim:
                 claim.write(volume_id)
             return project_id
+
+    @staticmethod
+    def project_holder(mountpoint: Path, project_id: int) -> str:
+        """The volume id a project id's claim file names ('' when unclaimed or unreadable)."""
+        try:
+            with open(mountpoint / PROJECTS_DIR / str(project_id), encoding="utf-8") as claim:
+                return claim.read().strip()
+        except (OSError, ValueError):
+            return ""
 
     @staticmethod
     def release_project_id(mountpoint: Path, project_id: int) -> None:

@@ -212,3 +212,47 @@ def test_a_failed_removal_is_reported_and_keeps_the_quota_and_project_id(
     assert not directory.exists() and not claim.exists()
     quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
     assert quota.block_hard_limit_bytes == 0
+
+
+# -- item 2: records are checked as read --------------------------------------------------------
+def test_a_forged_record_never_makes_delete_volume_remove_anything_outside(
+    controller: Replica,
+) -> None:
+    controller.create("team-a")
+    outside = _write(controller.state_dir / "outside" / "keep.txt", "not the driver's")
+    records = controller.root("safe") / ".lustre-csi/volumes"
+    forged = {
+        "name": "evil", "volume_id": "v1:shared:safe:evil", "kind": "shared", "fsname": "safe",
+        "capacity_bytes": GiB, "project_id": 4242, "parameters": {}, "state": "ready",
+    }
+    # Seen from the controller's mount (<state>/controller-mounts-c/safe), ../../outside is
+    # <state>/outside; the second names it by its absolute path.
+    _write(records / "evil.json", json.dumps({**forged, "subdir": "../../outside",
+                                              "directory": "../../outside"}))
+    _write(records / "evil2.json", json.dumps({**forged, "volume_id": "v1:shared:safe:evil2",
+                                               "name": "evil2", "subdir": str(outside.parent),
+                                               "directory": str(outside.parent)}))
+    fresh = Replica(controller.state_dir, "c")
+    try:
+        fresh.volumes.delete("v1:shared:safe:evil")
+        fresh.volumes.delete("v1:shared:safe:evil2")
+    finally:
+        fresh.unmount_all()
+    assert outside.read_text() == "not the driver's"
+
+
+def test_an_empty_record_does_not_break_calls_on_its_file_system_after_a_restart(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = controller.create("kept")
+    _write(controller.root("safe") / ".lustre-csi/volumes/torn.json", "")
+    restarted = Replica(controller.state_dir, "c")
+    try:
+        with caplog.at_level("WARNING", logger="csi.catalog"):
+            assert restarted.volumes.get(kept).record.name == "kept"
+        assert ".lustre-csi/volumes/torn.json" in caplog.text
+        assert [r.name for r in restarted.volumes.list_page("", 0)[0]] == ["kept"]
+        restarted.create("another")
+        restarted.volumes.delete(kept)
+    finally:
+        restarted.unmount_all()
