@@ -137,25 +137,53 @@ class VolumeService:
                 if existing.state == "deleting":
                     raise InProgress(f"volume {name!r} is being deleted; retry once it is gone")
                 size = existing.capacity_bytes
-            record = existing or VolumeRecord(
-                name=name,
-                volume_id=volume_id,
-                kind=params.kind,
-                fsname=params.fsname,
-                subdir=subdir_for_name(name),
-                capacity_bytes=size,
-                project_id=self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
-                parameters=params.fingerprint(),
-                directory=new_directory(subdir_for_name(name)),
-            )
-            self._reserve(record, already_counted=existing is not None)
-            # The record goes down before any effect; the directory and quota follow.
-            self._catalog.write(mountpoint, record)
+            if existing is not None:
+                record = existing
+                self._reserve(record, already_counted=True)
+            else:
+                record = self._new_record(name, volume_id, size, params, mountpoint)
             self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
             self._catalog.write(mountpoint, ready)
             log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
             return LocatedVolume(ready, endpoint, mountpoint)
+
+    def _new_record(
+        self, name: str, volume_id: str, size: int, params: VolumeParameters, mountpoint: Path
+    ) -> VolumeRecord:
+        """Reserve room for a new volume, then claim its project id and write its record.
+
+        The project id is claimed only once there is room, and it lives in the record from
+        then on (a retry reuses it): attempts that end in InProgress or CapacityExhausted
+        claim nothing, and a failed first write gives the claim back.
+        """
+        subdir = subdir_for_name(name)
+        provisional = VolumeRecord(
+            name=name,
+            volume_id=volume_id,
+            kind=params.kind,
+            fsname=params.fsname,
+            subdir=subdir,
+            capacity_bytes=size,
+            project_id=0,  # none claimed yet; only the size counts while room is made
+            parameters=params.fingerprint(),
+            directory=new_directory(subdir),
+        )
+        self._reserve(provisional, already_counted=False)
+        try:
+            project_id = self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id)
+        except BaseException:
+            self._catalog.release_hold(provisional)
+            raise
+        record = replace(provisional, project_id=project_id)
+        try:
+            # The record goes down before any effect; the directory and quota follow.
+            self._catalog.write(mountpoint, record)
+        except BaseException:
+            self._catalog.release_hold(provisional)
+            self._catalog.release_project_id(mountpoint, project_id)
+            raise
+        return record
 
     def _reserve(self, record: VolumeRecord, *, already_counted: bool) -> None:
         """Count the record's size against its file system and make the provider find room."""
@@ -297,11 +325,12 @@ class VolumeService:
                 self._provider.ensure_capacity(
                     record.fsname, self._catalog.reserved_bytes(record.fsname)
                 )
-            except (InProgress, CapacityExhausted):
+                self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
+                self._catalog.write(mountpoint, grown)
+            except BaseException:
+                # Whatever failed, the volume is still its old size: so is the index.
                 self._catalog.hold(record)
                 raise
-            self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
-            self._catalog.write(mountpoint, grown)
             log.info("expanded volume %s to %d bytes", volume_id, size)
             return replace(volume, record=grown)
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from csi.command import SubprocessRunner
-from csi.errors import AlreadyExists, FailedPrecondition
+from csi.errors import (
+    AlreadyExists,
+    CapacityExhausted,
+    ExternalCommandFailed,
+    FailedPrecondition,
+    InProgress,
+)
 from csi.lustre.client import LustreClient
 from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
 from csi.mounts import HostMounts, ProcMountTable
@@ -256,3 +262,51 @@ def test_an_empty_record_does_not_break_calls_on_its_file_system_after_a_restart
         restarted.volumes.delete(kept)
     finally:
         restarted.unmount_all()
+
+
+# -- item 13: failed expansions and refused creates -----------------------------------------------
+def _claims(controller: Replica) -> list[str]:
+    return sorted(p.name for p in (controller.root("safe") / ".lustre-csi/projects").iterdir())
+
+
+def test_a_failed_expand_leaves_the_volume_at_its_old_size(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume_id = controller.create("grow", GiB)
+
+    def refuse(*args: object) -> None:
+        raise ExternalCommandFailed("lfs setquota: Connection timed out")
+
+    monkeypatch.setattr(controller.lustre, "set_project_quota", refuse)
+    with pytest.raises(ExternalCommandFailed):
+        controller.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
+    assert controller.volumes.get(volume_id).record.capacity_bytes == GiB
+    assert controller.volumes.catalog.reserved_bytes("safe") == GiB
+    monkeypatch.setattr(controller.sets, "ensure_capacity", _in_progress)
+    with pytest.raises(InProgress):
+        controller.volumes.expand(volume_id, CapacityRange(required_bytes=3 * GiB))
+    assert controller.volumes.get(volume_id).record.capacity_bytes == GiB
+    assert controller.volumes.catalog.reserved_bytes("safe") == GiB
+
+
+def _in_progress(*args: object) -> None:
+    raise InProgress("OSTs are being added")
+
+
+def test_create_retries_that_end_in_resource_exhausted_or_in_progress_claim_no_project_ids(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller.create("first")
+    before = _claims(controller)
+    for _ in range(3):
+        with pytest.raises(CapacityExhausted):
+            controller.create("huge", 100 * GiB)
+    monkeypatch.setattr(controller.sets, "ensure_capacity", _in_progress)
+    for _ in range(3):
+        with pytest.raises(InProgress):
+            controller.create("later", GiB)
+    assert _claims(controller) == before
+    assert controller.volumes.catalog.reserved_bytes("safe") == GiB
+    monkeypatch.undo()
+    later = controller.volumes.get(controller.create("later", GiB)).record
+    assert _claims(controller) == sorted([*before, str(later.project_id)])
