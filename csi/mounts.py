@@ -151,8 +151,10 @@ class HostMounts:
         if flags:
             self._runner.run(["mount", "-o", ",".join(["remount", "bind", *flags]), target]).check()
 
-    def unmount(self, target: str, *, lazy: bool = False) -> None:
-        if _libc_umount(target, lazy=lazy):
+    def unmount(self, target: str, *, lazy: bool = False, nofollow: bool = False) -> None:
+        """umount2(2) `target` (detached when `lazy`; a final symlink is not followed when
+        `nofollow`), umount(8) when the syscall fails, for its error message."""
+        if _libc_umount(target, lazy=lazy, nofollow=nofollow):
             return
         argv = ["umount", *(["-l"] if lazy else []), target]
         self._runner.run(argv).check()
@@ -161,7 +163,7 @@ class HostMounts:
 # Bind mounts and unmounts are plain syscalls: calling them directly instead of forking
 # mount(8) halves NodePublishVolume's latency. Any failure falls back to mount(8)/umount(8),
 # whose error messages are the ones users know.
-_MS_REMOUNT, _MS_BIND, _MNT_DETACH = 32, 4096, 2
+_MS_REMOUNT, _MS_BIND, _MNT_DETACH, _UMOUNT_NOFOLLOW = 32, 4096, 2, 8
 
 
 @functools.cache
@@ -185,5 +187,6 @@ def _libc_bind(source: str, target: str, flags: Sequence[str]) -> bool:
     return True
 
 
-def _libc_umount(target: str, *, lazy: bool) -> bool:
-    return _load_libc().umount2(os.fsencode(target), _MNT_DETACH if lazy else 0) == 0
+def _libc_umount(target: str, *, lazy: bool, nofollow: bool = False) -> bool:
+    flags = (_MNT_DETACH if lazy else 0) | (_UMOUNT_NOFOLLOW if nofollow else 0)
+    return _load_libc().umount2(os.fsencode(target), flags) == 0

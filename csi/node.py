@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 from csi.capabilities import check_capability, is_readonly_mode
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -18,7 +21,7 @@ from csi.lustre.client import LustreClient
 from csi.lustre.mount_options import merge_mount_options
 from csi.lustre_mounts import LustreMountRecognizer, same_source
 from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
-from csi.paths import PathPolicy
+from csi.paths import HeldPath, PathPolicy, fd_path
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.volume_id import check_volume_id_field
 from csi.volume_stats import VolumeStatsReader
@@ -89,15 +92,30 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise InvalidArgument("volume_capability is required")
         options = check_capability(request.volume_capability, "volume_capability")
         source = mount_source_from_context(request.volume_context)
-        with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
+        field = "staging_target_path"
+        with (
+            self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"),
+            self._hold(staging, field, make_parents=True) as held,
+        ):
             if self._healthy_mount_of_ours(
-                staging,
-                "staging_target_path",
+                held,
+                field,
                 lambda entry: same_source(self._recognizer.lustre_source(entry) or "", source),
             ):
                 return csi_pb2.NodeStageVolumeResponse()
-            os.makedirs(staging, exist_ok=True)
-            self._lustre.mount(source, staging, merge_mount_options(options, readonly=False))
+            held.make_dir()
+            with _opened(held) as staging_fd:
+                self._lustre.mount(
+                    source, fd_path(staging_fd), merge_mount_options(options, readonly=False)
+                )
+            staged = self._top_mount(staging)
+            if staged is None or not same_source(
+                self._recognizer.lustre_source(staged) or "", source
+            ):
+                raise FailedPrecondition(
+                    f"mounting {source} did not leave it at {field} {staging}; "
+                    "was the path changed meanwhile?"
+                )
             log.info("staged %s (%s) at %s", volume_id, source, staging)
         return csi_pb2.NodeStageVolumeResponse()
 
@@ -106,8 +124,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         staging = self._paths.staging_path(
             request.staging_target_path, "staging_target_path", volume_id
         )
-        with self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"):
-            self._unmount_ours(staging, "staging_target_path")
+        field = "staging_target_path"
+        with (
+            self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"),
+            self._hold(staging, field, make_parents=False) as held,
+        ):
+            if held is not None:  # None: its directories are gone, so nothing is mounted
+                self._unmount_ours(held, field)
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish ------------------------------------------------------------------------------
@@ -121,14 +144,17 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise InvalidArgument("volume_capability is required")
         check_capability(request.volume_capability, "volume_capability")
         readonly = request.readonly or is_readonly_mode(request.volume_capability)
-        with self._inflight.claim(f"path:{target}"):
+        with (
+            self._inflight.claim(f"path:{target}"),
+            self._hold(target, "target_path", make_parents=True) as held,
+        ):
             staged = self._top_mount(staging)
             if staged is None or self._broken(staged) or not self._recognizer.lustre_source(staged):
                 raise FailedPrecondition(
                     f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
                 )
             top = self._healthy_mount_of_ours(
-                target, "target_path", lambda entry: _same_tree(entry, staged)
+                held, "target_path", lambda entry: _same_tree(entry, staged)
             )
             if top is not None:
                 if top.readonly != readonly:
@@ -141,25 +167,33 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                         f"volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is "
                         f"already published at {elsewhere}"
                     )
-            if os.path.lexists(target) and not os.path.isdir(target):
-                raise FailedPrecondition(f"target_path {target} exists and is not a directory")
-            os.makedirs(target, exist_ok=True)
-            self._host.bind(staging, target, readonly=readonly)
+            held.make_dir()
+            with (
+                self._hold(staging, "staging_target_path", make_parents=False) as staged_held,
+                _opened(staged_held) as staging_fd,
+                _opened(held) as target_fd,
+            ):
+                self._host.bind(fd_path(staging_fd), fd_path(target_fd), readonly=readonly)
             log.info("published %s at %s%s", volume_id, target, " (ro)" if readonly else "")
         return csi_pb2.NodePublishVolumeResponse()
 
     def NodeUnpublishVolume(self, request, context):
         check_volume_id_field(request.volume_id)
         target = self._paths.target_path(request.target_path, "target_path")
-        with self._inflight.claim(f"path:{target}"):
-            self._unmount_ours(target, "target_path")
-            if os.path.isdir(target):
-                try:
-                    os.rmdir(target)
-                except OSError as exc:
-                    raise FailedPrecondition(
-                        f"target_path {target} could not be removed after unmount: {exc.strerror}"
-                    ) from exc
+        with (
+            self._inflight.claim(f"path:{target}"),
+            self._hold(target, "target_path", make_parents=False) as held,
+        ):
+            if held is None:  # its directories are gone: nothing is mounted or left to remove
+                return csi_pb2.NodeUnpublishVolumeResponse()
+            self._unmount_ours(held, "target_path")
+            try:
+                if held.exists():
+                    held.remove_dir()
+            except OSError as exc:
+                raise FailedPrecondition(
+                    f"target_path {target} could not be removed after unmount: {exc.strerror}"
+                ) from exc
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # -- stats and expansion ------------------------------------------------------------------
@@ -235,7 +269,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         return None
 
     def _healthy_mount_of_ours(
-        self, path: str, field: str, ours: Callable[[MountEntry], bool]
+        self, held: HeldPath, field: str, ours: Callable[[MountEntry], bool]
     ) -> MountEntry | None:
         """What is mounted at `path` already, for an idempotent stage or publish.
 
@@ -243,18 +277,22 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         not, is unmounted (the caller mounts again) and None returned; a healthy foreign mount
         is refused rather than hidden under ours.
         """
-        top = self._top_mount(path)
+        top = self._top_mount(held.path)
         if top is None:
             return None
         if self._broken(top):
-            log.warning("repairing stale mount at %s", path)
-            self._unmount_ours(path, field)
+            log.warning("repairing stale mount at %s", held.path)
+            self._unmount_ours(held, field)
             return None
         if not ours(top):
             raise FailedPrecondition(
-                f"{field} {path} already holds another mount ({top.source}); unmount it first"
+                f"{field} {held.path} already holds another mount ({top.source}); unmount it first"
             )
         return top
+
+    def _hold(self, path: str, field: str, *, make_parents: bool) -> ContextManager[Any]:
+        held = self._paths.hold(path, field, make_parents=make_parents)
+        return held if held is not None else nullcontext()
 
     def _top_mount(self, path: str) -> MountEntry | None:
         entries = mounts_at(self._table, path)
@@ -264,7 +302,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def _broken(entry: MountEntry) -> bool:
         return entry.source_deleted or is_stale(entry.mount_point)
 
-    def _unmount_ours(self, path: str, field: str) -> None:
+    def _unmount_ours(self, held: HeldPath, field: str) -> None:
         """Remove the mounts stacked at `path`, top first, as long as each one is ours.
 
         Ours: a Lustre mount or a bind of one (the recognizer knows both). Anything else at a
@@ -272,6 +310,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         unstage or unpublish never takes away a mount this driver did not make. A stale mount
         is detached lazily (it cannot be synced).
         """
+        path = held.path
         for _ in range(len(mounts_at(self._table, path))):
             entries = mounts_at(self._table, path)
             if not entries:
@@ -282,7 +321,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     f"{field} {path} holds a mount that is not a Lustre volume of this driver "
                     f"({top.fstype} {top.source}); it is left mounted: unmount it first"
                 )
-            self._host.unmount(path, lazy=self._broken(top))
+            # Through the held parent, not following a symlink put in the mount point's place.
+            self._host.unmount(held.at, lazy=self._broken(top), nofollow=True)
+
+
+@contextmanager
+def _opened(held: HeldPath | None) -> Iterator[int]:
+    """An O_PATH descriptor of the held directory itself, closed afterwards."""
+    if held is None:
+        raise FailedPrecondition("the path's directories are gone; call NodeStageVolume first")
+    fd = held.open_dir()
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _same_tree(a: MountEntry, b: MountEntry) -> bool:

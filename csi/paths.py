@@ -14,15 +14,23 @@ already normal: no '..', '.', empty components (a leading '//' too, which normpa
 control characters. A staging path of the current layout must name the volume it is given
 with (kubelet hashes the volume id into it), so one volume's staging path cannot be passed
 off as another's.
+
+A path that passes is then held, not trusted by name: `PathPolicy.hold` walks it from the
+kubelet root one component at a time with O_PATH|O_NOFOLLOW (a symlink anywhere is refused,
+and one swapped in later cannot redirect what is already held) and refuses a walk that
+crosses a mount point (another pod's volume, a tmpfs) between the root and the path. Mounts,
+unmounts, mkdir and rmdir then go through the held parent directory (`/proc/<pid>/fd/<n>/...`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 
 from csi.errors import InvalidArgument
 from csi.identity import DRIVER_NAME
@@ -36,6 +44,7 @@ NAME = "<name>"
 DRIVER = "<driver>"
 VOLUME_SHA256 = "<sha256 of the volume id>"
 _NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9._~]{0,252}")
+_WALK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -105,22 +114,49 @@ class PathPolicy:
                     continue
                 parts = tuple(trimmed[len(root) + 1 :].split("/"))
                 if any(self._matches(layout, parts, volume_id) for layout in self._kinds(kinds)):
-                    return self._not_redirected(real + "/" + "/".join(parts), path, field)
+                    return real + "/" + "/".join(parts)
         raise InvalidArgument(
             f"{field}: {path!r} is not a {' or '.join(kinds)} path kubelet gives this driver "
             f"(expected {self._describe(kinds)})"
         )
 
-    def _not_redirected(self, canonical: str, path: str, field: str) -> str:
-        if os.path.islink(canonical):
-            raise InvalidArgument(f"{field}: {path!r} is a symlink; give the real path")
-        resolved = _resolve_existing_prefix(canonical)
-        if not any(resolved.startswith(root + "/") for root in self._roots):
-            raise InvalidArgument(
-                f"{field}: {path!r} is outside the directories this node plugin serves "
-                f"({', '.join(self._roots)})"
-            )
-        return canonical
+    def hold(self, path: str, field: str, *, make_parents: bool) -> HeldPath | None:
+        """Hold the parent directory of a checked `path` (from the methods above) open.
+
+        Walks from the kubelet root with O_PATH|O_NOFOLLOW, one component at a time, making
+        missing parents when `make_parents` (as kubelet would; None when they are missing and
+        not to be made). Refuses a symlink on the way, and a walk that crosses a mount point.
+        """
+        root = next((r for r in self._roots if path.startswith(r + "/")), None)
+        if root is None:
+            raise InvalidArgument(f"{field}: {path!r} is not below a kubelet root")
+        *parents, name = path[len(root) + 1 :].split("/")
+        fd = os.open(root, _WALK_FLAGS)
+        try:
+            root_mount = _mount_id(fd)
+            walked = root
+            for part in parents:
+                walked += "/" + part
+                try:
+                    child = _open_dir_at(fd, part, walked, field)
+                except FileNotFoundError:
+                    if not make_parents:
+                        os.close(fd)
+                        return None
+                    with contextlib.suppress(FileExistsError):  # made meanwhile: checked below
+                        os.mkdir(part, 0o750, dir_fd=fd)
+                    child = _open_dir_at(fd, part, walked, field)
+                os.close(fd)
+                fd = child
+                if _mount_id(fd) != root_mount:
+                    raise InvalidArgument(
+                        f"{field}: {path!r} crosses the mount point {walked} (another volume "
+                        "or file system inside the kubelet directory); refusing to follow it"
+                    )
+            return HeldPath(path, fd, name, field)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _kinds(self, kinds: tuple[str, ...]) -> list[PathLayout]:
         return [layout for layout in self._layouts if layout.kind in kinds]
@@ -154,13 +190,82 @@ class PathPolicy:
         return " or ".join(shapes)
 
 
-def _resolve_existing_prefix(path: str) -> str:
-    """realpath of the nearest existing ancestor, joined with the not-yet-existing rest."""
-    head, rest = path, []
-    while not os.path.lexists(head):
-        head, tail = os.path.split(head)
-        rest.append(tail)
-    return os.path.join(os.path.realpath(head), *reversed(rest))
+class HeldPath:
+    """A checked path whose parent directory is held open (O_PATH): see `PathPolicy.hold`.
+
+    `at` names the final component inside the held parent (`/proc/<pid>/fd/<n>/<name>`), so
+    whatever is done through it happens in that directory even if a component of the
+    path's spelling is renamed or replaced by a symlink meanwhile. /proc/<pid> rather than
+    /proc/self, so the same name works for a mount(8) or umount(8) child process.
+    """
+
+    def __init__(self, path: str, parent_fd: int, name: str, field: str) -> None:
+        self.path = path
+        self.name = name
+        self._parent_fd = parent_fd
+        self._field = field
+        self.at = f"/proc/{os.getpid()}/fd/{parent_fd}/{name}"
+
+    def exists(self) -> bool:
+        try:
+            os.stat(self.name, dir_fd=self._parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def make_dir(self) -> None:
+        """Make the final directory (the CSI spec leaves a target path to the driver)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.name, 0o750, dir_fd=self._parent_fd)
+        os.close(self.open_dir())  # a directory, not a symlink or a file
+
+    def open_dir(self) -> int:
+        """An O_PATH descriptor of the final directory itself (caller closes it)."""
+        return _open_dir_at(self._parent_fd, self.name, self.path, self._field)
+
+    def remove_dir(self) -> None:
+        os.rmdir(self.name, dir_fd=self._parent_fd)
+
+    def close(self) -> None:
+        if self._parent_fd >= 0:
+            os.close(self._parent_fd)
+            self._parent_fd = -1
+
+    def __enter__(self) -> HeldPath:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def fd_path(fd: int) -> str:
+    """A name for an open descriptor that mount(2) and a child process both resolve to it."""
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def _open_dir_at(dir_fd: int, name: str, spelled: str, field: str) -> int:
+    try:
+        return os.open(name, _WALK_FLAGS, dir_fd=dir_fd)
+    except (NotADirectoryError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise InvalidArgument(
+            f"{field}: {spelled} is a symlink or not a directory; give the real path"
+        ) from exc
+
+
+def _mount_id(fd: int) -> int:
+    """The id of the mount `fd` lies on (/proc/self/fdinfo, Linux 3.15+)."""
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(f"no mnt_id in /proc/self/fdinfo/{fd}")
 
 
 def kubelet_staging_path(kubelet_dir: str, volume_id: str, driver_name: str = DRIVER_NAME) -> str:

@@ -153,3 +153,54 @@ def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert len(mounts_at(ProcMountTable(), staging)) == 1
     assert _top(staging).fstype == "tmpfs" and token.read_text() == "s3cr3t"
+
+
+# -- item 8: no way into another volume: symlinks, mount points on the way ----------------------
+def test_a_symlink_on_the_way_cannot_publish_into_another_pods_volume(
+    driver: DriverProcess,
+) -> None:
+    client, _, _, _, victim_target = _staged_and_published(driver, "victim")
+    evil = client.create_volume("evil", GiB, {"fsname": "itest"})
+    evil_context = dict(evil.volume_context)
+    evil_staging = driver.staging_path(evil.volume_id)
+    client.stage(evil.volume_id, evil_staging, evil_context)
+    evil_target = Path(driver.target_path("pv-evil", pod_uid="pod-evil"))
+    evil_target.parent.rmdir()
+    evil_target.parent.symlink_to(victim_target)  # .../pv-evil -> the victim's mounted volume
+    with pytest.raises(grpc.RpcError) as refused:
+        client.publish(evil.volume_id, evil_staging, str(evil_target), evil_context)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "symlink" in (refused.value.details() or "")
+    assert list(Path(victim_target).iterdir()) == []  # nothing made inside the victim's volume
+    assert len(mounts_at(ProcMountTable(), victim_target)) == 1
+
+
+def test_paths_that_cross_a_mount_point_inside_the_kubelet_dir_are_refused(
+    driver: DriverProcess,
+) -> None:
+    client = driver.client()
+    volume = client.create_volume("cross", GiB, {"fsname": "itest"})
+    context = dict(volume.volume_context)
+    staging = driver.staging_path(volume.volume_id)
+    client.stage(volume.volume_id, staging, context)
+    # Another volume (a tmpfs here) mounted over a directory on the way to the target path.
+    target = Path(driver.target_path("pv-cross", pod_uid="pod-3"))
+    _tmpfs_with_secret(target.parent)
+    with pytest.raises(grpc.RpcError) as refused:
+        client.publish(volume.volume_id, staging, str(target), context)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "crosses the mount point" in (refused.value.details() or "")
+    assert not target.exists()
+    # The same on the staging side, and for an unstage.
+    plugins = driver.kubelet_dir / "plugins/kubernetes.io/csi/lustre.csi.io"
+    other = client.create_volume("cross-2", GiB, {"fsname": "itest"})
+    client.unstage(volume.volume_id, staging)
+    _tmpfs_with_secret(plugins)
+    for call in (
+        lambda: client.stage(other.volume_id, driver.staging_path(other.volume_id), context),
+        lambda: client.unstage(other.volume_id, driver.staging_path(other.volume_id)),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _top(plugins).fstype == "tmpfs"

@@ -131,9 +131,20 @@ def test_node_paths_must_stay_inside_the_kubelet_dirs(tmp_path: Path) -> None:
         f"{kubelet}//pods/new/volumes/kubernetes.io~csi/pv/mount",
         f"/{good}",  # '//' in front survives normpath
         str(outside),
-        f"{kubelet}/pods/escape/volumes/kubernetes.io~csi/pv/mount",
-        f"{kubelet}/pods/uid/volumes/kubernetes.io~csi/pv/mount",
         f"{good}\n",
     ]:
         with pytest.raises(InvalidArgument, match="target_path"):
             policy.target_path(bad, "target_path")
+    # Symlinks on the way, or in the mount point's place, are found when the path is held.
+    for redirected in [
+        f"{kubelet}/pods/escape/volumes/kubernetes.io~csi/pv/mount",
+        f"{kubelet}/pods/uid/volumes/kubernetes.io~csi/pv/mount",
+    ]:
+        checked = policy.target_path(redirected, "target_path")
+        with pytest.raises(InvalidArgument, match="symlink"):
+            held = policy.hold(checked, "target_path", make_parents=True)
+            assert held is not None
+            with held:
+                held.make_dir()
+    assert not (outside / "volumes/kubernetes.io~csi/pv/mount").is_symlink()
+    assert list((outside / "volumes/kubernetes.io~csi/pv/mount").iterdir()) == []

@@ -105,3 +105,34 @@ def test_outside_paths_and_bad_spellings_are_refused(tmp_path: Path, kubelet: st
     ]:
         with pytest.raises(InvalidArgument, match="target_path"):
             policy.target_path(bad, "target_path")
+
+
+def test_a_symlink_swapped_in_after_the_check_does_not_redirect_the_held_path(
+    tmp_path: Path, kubelet: str
+) -> None:
+    policy = PathPolicy([kubelet])
+    target = policy.target_path(kubelet_target_path(kubelet, "pvc-1", "uid-1"), "target_path")
+    held = policy.hold(target, "target_path", make_parents=True)
+    assert held is not None
+    with held:
+        # Between the check and the mount, the parent is moved away and a symlink to
+        # somewhere else put in its place.
+        parent = Path(target).parent
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        parent.rename(parent.with_name("moved"))
+        parent.symlink_to(elsewhere)
+        held.make_dir()
+    assert (parent.with_name("moved") / "mount").is_dir()  # made where the check looked
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_missing_parents_are_made_only_when_asked(kubelet: str) -> None:
+    policy = PathPolicy([kubelet])
+    target = kubelet_target_path(kubelet, "pvc-1", "uid-1")
+    assert policy.hold(target, "target_path", make_parents=False) is None
+    held = policy.hold(target, "target_path", make_parents=True)
+    assert held is not None
+    with held:
+        assert not held.exists()
+    assert Path(target).parent.is_dir()
