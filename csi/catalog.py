@@ -25,6 +25,7 @@ deleted for it.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from csi.atomicfile import read_json, write_json_atomic
-from csi.errors import DriverError
+from csi.errors import DriverError, InProgress
 from csi.lustre.client import MAX_PROJECT_ID
 from csi.volume_id import parse_volume_id, subdir_for_name
 
@@ -142,16 +143,30 @@ def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
     return VolumeRecord.from_json(document)
 
 
-def read_record(path: Path, fsname: str) -> VolumeRecord | None:
-    """The checked record at `path`; None (with a WARNING naming the file) for a bad one,
-    and None for a missing one."""
+def read_record(path: Path, fsname: str, *, skip_io_errors: bool = True) -> VolumeRecord | None:
+    """The checked record at `path`; None for a missing one, and None (with a WARNING naming
+    the file) for a bad one.
+
+    `skip_io_errors=False`: a read that fails for a reason other than the file itself (EIO,
+    a server away) raises InProgress instead, so one volume's lookup never mistakes a
+    transient failure for "no such volume".
+    """
     subdir = path.name[: -len(".json")]
     try:
         document = read_json(path, follow_symlinks=False)
-        if document is None and not os.path.lexists(path):
-            return None  # removed meanwhile, or never there
+    except OSError as exc:
+        if skip_io_errors or exc.errno in (errno.ELOOP, errno.EISDIR):
+            log.warning("skipping volume record %s: %s", path, exc)
+            return None
+        raise InProgress(f"reading volume record {path} failed ({exc}); retry") from exc
+    except ValueError as exc:
+        log.warning("skipping volume record %s: %s", path, exc)
+        return None
+    if document is None and not os.path.lexists(path):
+        return None  # removed meanwhile, or never there
+    try:
         return parse_record(document, fsname=fsname, subdir=subdir)
-    except (OSError, ValueError) as exc:
+    except InvalidRecord as exc:
         log.warning("skipping volume record %s: %s", path, exc)
         return None
 
@@ -163,6 +178,8 @@ class VolumeCatalog:
         self._by_id: dict[str, VolumeRecord] = {}
         self._sorted_ids: list[str] = []
         self._loaded: set[str] = set()
+        # Ids indexed from memory only (a size being reserved), not from a record on disk.
+        self._held: set[str] = set()
         # Per file system: the next project id to hand out and the bytes reserved, kept as
         # running figures so neither costs more with more volumes.
         self._next_project_id: dict[str, int] = {}
@@ -175,6 +192,50 @@ class VolumeCatalog:
 
     def load(self, fsname: str, mountpoint: Path) -> None:
         """Index every record on one file system (once, on first use after start)."""
+        records = self._read_all(fsname, mountpoint)
+        with self._guard:
+            if fsname in self._loaded:
+                return
+            for record in records:
+                self._index(record)
+            self._loaded.add(fsname)
+
+    def reload(self, fsname: str, mountpoint: Path) -> None:
+        """Make the index of one file system what its records say now.
+
+        For a replica that was not the active one: another replica may have created or
+        deleted volumes meanwhile. In-flight reservations (holds) are kept.
+        """
+        records = self._read_all(fsname, mountpoint)
+        with self._guard:
+            for volume_id in [
+                v for v, r in self._by_id.items() if r.fsname == fsname and v not in self._held
+            ]:
+                self._unindex(volume_id)
+            for record in records:
+                if record.volume_id not in self._held:
+                    self._index(record)
+            self._loaded.add(fsname)
+
+    def read(self, mountpoint: Path, fsname: str, volume_id: str) -> VolumeRecord | None:
+        """The record of `volume_id` as the file system has it now (None: none, or a bad one)."""
+        subdir = parse_volume_id(volume_id).subdir
+        record = read_record(record_path(mountpoint, subdir), fsname, skip_io_errors=False)
+        return record if record is not None and record.volume_id == volume_id else None
+
+    def sync(self, fsname: str, volume_id: str, record: VolumeRecord | None) -> None:
+        """Index what the file system said about one volume (`read`): the record, or none."""
+        with self._guard:
+            if volume_id in self._held:
+                return
+            if record is None:
+                self._unindex(volume_id)
+            else:
+                self._index(record)
+
+    @staticmethod
+    def _read_all(fsname: str, mountpoint: Path) -> list[VolumeRecord]:
+        """Every valid record of a file system (bad ones skipped, see `parse_record`)."""
         records: list[VolumeRecord] = []
         claimed: dict[int, VolumeRecord] = {}
         for path in sorted((mountpoint / RECORDS_DIR).glob("*.json")):
@@ -185,7 +246,7 @@ class VolumeCatalog:
             if rival is not None:
                 # Two records, one project id: only the one the claim file names keeps it
                 # (and may ever clear its quota); the other is not trusted.
-                if self.project_holder(mountpoint, record.project_id) != record.volume_id:
+                if VolumeCatalog.project_holder(mountpoint, record.project_id) != record.volume_id:
                     log.warning(
                         "skipping volume record %s: project id %d belongs to %s",
                         path, record.project_id, rival.volume_id,
@@ -198,16 +259,12 @@ class VolumeCatalog:
                 records.remove(rival)
             claimed[record.project_id] = record
             records.append(record)
-        with self._guard:
-            if fsname in self._loaded:
-                return
-            for record in records:
-                self._index(record)
-            self._loaded.add(fsname)
+        return records
 
     def forget_file_system(self, fsname: str) -> None:
         with self._guard:
             for volume_id in [v for v, r in self._by_id.items() if r.fsname == fsname]:
+                self._held.discard(volume_id)
                 self._unindex(volume_id)
             self._loaded.discard(fsname)
             self._next_project_id.pop(fsname, None)
@@ -250,21 +307,31 @@ class VolumeCatalog:
     def write(self, mountpoint: Path, record: VolumeRecord) -> None:
         write_json_atomic(record_path(mountpoint, record.subdir), record.to_json())
         with self._guard:
+            self._held.discard(record.volume_id)
             self._index(record)
 
     def hold(self, record: VolumeRecord) -> None:
         """Index a record in memory only: its size counts as reserved while growth is checked."""
         with self._guard:
+            self._held.add(record.volume_id)
             self._index(record)
 
     def release_hold(self, record: VolumeRecord) -> None:
         with self._guard:
+            self._held.discard(record.volume_id)
             self._unindex(record.volume_id)
+
+    def restore(self, record: VolumeRecord) -> None:
+        """Index a record as it is on disk again, replacing a hold (a change that failed)."""
+        with self._guard:
+            self._held.discard(record.volume_id)
+            self._index(record)
 
     def remove(self, mountpoint: Path, record: VolumeRecord) -> None:
         record_path(mountpoint, record.subdir).unlink(missing_ok=True)
         self.release_project_id(mountpoint, record.project_id)
         with self._guard:
+            self._held.discard(record.volume_id)
             self._unindex(record.volume_id)
 
     def get(self, volume_id: str) -> VolumeRecord | None:

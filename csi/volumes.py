@@ -129,7 +129,7 @@ class VolumeService:
         with self._inflight.claim(f"name:{name}", f"id:{volume_id}"):
             endpoint = self._provider.ensure_file_system(params.fsname, params.template)
             mountpoint = self._loaded_mount(endpoint)
-            existing = self._catalog.get(volume_id)
+            existing = self._current(mountpoint, params.fsname, volume_id)
             if existing is not None:
                 self._check_compatible(existing, name, requested, params)
                 if existing.state == "ready":
@@ -251,10 +251,31 @@ class VolumeService:
         except NotFound as exc:
             raise NotFound(f"volume {volume_id!r} does not exist") from exc
         mountpoint = self._loaded_mount(endpoint)
-        record = self._catalog.get(volume_id)
+        record = self._current(mountpoint, parsed.fsname, volume_id)
         if record is None or record.state != "ready":
             raise NotFound(f"volume {volume_id!r} does not exist")
         return LocatedVolume(record, endpoint, mountpoint)
+
+    def _current(self, mountpoint: Path, fsname: str, volume_id: str) -> VolumeRecord | None:
+        """The volume's record as its file system has it now; the index follows it.
+
+        The index alone may be behind: another controller replica can have created or deleted
+        the volume since this one indexed the file system (a leader change). One small read;
+        a volume the index did not know means the whole file system's index is behind, so
+        it is reloaded once.
+        """
+        indexed = self._catalog.get(volume_id)
+        record = self._catalog.read(mountpoint, fsname, volume_id)
+        if record is not None and indexed is None:
+            log.info("volume %s was made by another replica; reloading %s", volume_id, fsname)
+            self._catalog.reload(fsname, mountpoint)
+        self._catalog.sync(fsname, volume_id, record)
+        return record
+
+    def reload(self, fsname: str) -> None:
+        """Re-read a file system's records (a replica that becomes the active one calls this)."""
+        mountpoint = self._mounts.mountpoint(self._provider.ensure_file_system(fsname, None))
+        self._catalog.reload(fsname, mountpoint)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
         return self._provider.ensure_file_system(record.fsname, None)
@@ -277,7 +298,7 @@ class VolumeService:
             except NotFound:
                 return
             mountpoint = self._loaded_mount(endpoint)
-            record = self._catalog.get(volume_id)
+            record = self._current(mountpoint, parsed.fsname, volume_id)
             if record is None:
                 return  # no record of this id: nothing here is this volume's to delete
             if record.kind == "dedicated":
@@ -329,7 +350,7 @@ class VolumeService:
                 self._catalog.write(mountpoint, grown)
             except BaseException:
                 # Whatever failed, the volume is still its old size: so is the index.
-                self._catalog.hold(record)
+                self._catalog.restore(record)
                 raise
             log.info("expanded volume %s to %d bytes", volume_id, size)
             return replace(volume, record=grown)

@@ -21,6 +21,7 @@ from csi.errors import (
     ExternalCommandFailed,
     FailedPrecondition,
     InProgress,
+    NotFound,
 )
 from csi.lustre.client import LustreClient
 from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
@@ -310,3 +311,39 @@ def test_create_retries_that_end_in_resource_exhausted_or_in_progress_claim_no_p
     monkeypatch.undo()
     later = controller.volumes.get(controller.create("later", GiB)).record
     assert _claims(controller) == sorted([*before, str(later.project_id)])
+
+
+# -- item 12: two replicas over one file system -------------------------------------------------
+def test_a_volume_made_by_one_replica_is_found_expanded_and_deleted_by_the_other(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    first, second = replicas
+    before = first.create("before")
+    assert [r.name for r in second.volumes.list_page("", 0)[0]] == ["before"]  # b indexed
+    volume_id = first.create("after", GiB)  # ... then a leader change
+    record = first.volumes.get(volume_id).record
+    directory = first.root("safe") / record.directory
+    claim = first.root("safe") / f".lustre-csi/projects/{record.project_id}"
+
+    assert second.volumes.get(volume_id).record.directory == record.directory
+    assert second.create("after", GiB) == volume_id  # the same volume, not a second one
+    assert second.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
+    assert {r.name for r in second.volumes.list_page("", 0)[0]} == {"before", "after"}
+    second.volumes.delete(volume_id)
+    assert not directory.exists() and not claim.exists()
+    mountpoint = second.volumes.get(before).mountpoint
+    assert second.lustre.project_quota(mountpoint, record.project_id).block_hard_limit_bytes == 0
+
+
+def test_a_volume_deleted_by_one_replica_is_gone_for_the_other(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    first, second = replicas
+    volume_id = first.create("short-lived")
+    assert second.volumes.get(volume_id).record.name == "short-lived"
+    first.volumes.delete(volume_id)
+    with pytest.raises(NotFound):
+        second.volumes.get(volume_id)
+    with pytest.raises(NotFound):
+        second.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
+    assert second.volumes.catalog.reserved_bytes("safe") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,26 @@ def test_two_records_claiming_one_project_id_leave_it_to_the_claims_holder(
         assert [r.volume_id for r in _loaded(tmp_path)] == ["v1:shared:fs:owner"]
     assert "v1:shared:fs:aaa" in caplog.text or str(bad) in caplog.text
     assert record_path(tmp_path, "aaa") == bad
+
+
+def test_reload_catches_up_with_another_replica_and_keeps_in_flight_reservations(
+    tmp_path: Path,
+) -> None:
+    def record(name: str, project_id: int) -> VolumeRecord:
+        return VolumeRecord(
+            name=name, volume_id=f"v1:shared:fs:{name}", kind="shared", fsname="fs",
+            subdir=name, capacity_bytes=100, project_id=project_id, state="ready",
+            directory=new_directory(name),
+        )
+
+    active, standby = VolumeCatalog(), VolumeCatalog()
+    active.load("fs", tmp_path)
+    standby.load("fs", tmp_path)
+    active.write(tmp_path, record("made", 1000))
+    active.write(tmp_path, record("dropped", 1001))
+    standby.reload("fs", tmp_path)
+    standby.hold(replace(record("in-flight", 1002), state="creating"))
+    active.remove(tmp_path, record("dropped", 1001))
+    standby.reload("fs", tmp_path)
+    assert sorted(r.name for r in standby) == ["in-flight", "made"]
+    assert standby.reserved_bytes("fs") == 200
