@@ -20,7 +20,14 @@ from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre.mount_options import merge_mount_options
 from csi.lustre_mounts import LustreMountRecognizer, same_source
-from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
+from csi.mounts import (
+    BIND_DEFAULT_OPTIONS,
+    HostMounts,
+    MountEntry,
+    MountTable,
+    is_stale,
+    mounts_at,
+)
 from csi.paths import HeldPath, PathPolicy, fd_path
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.volume_id import check_volume_id_field
@@ -144,14 +151,19 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise InvalidArgument("volume_capability is required")
         check_capability(request.volume_capability, "volume_capability")
         readonly = request.readonly or is_readonly_mode(request.volume_capability)
+        source = mount_source_from_context(request.volume_context)
+        # Shared on the staging path: publishes of one volume run side by side, but never
+        # beside an unstage (or a stage) of it, which would pull the mount from under the bind.
         with (
-            self._inflight.claim(f"path:{target}"),
+            self._inflight.claim(f"path:{target}", shared=(f"path:{staging}",)),
+            self._hold(staging, "staging_target_path", make_parents=False) as staged_held,
             self._hold(target, "target_path", make_parents=True) as held,
         ):
-            staged = self._top_mount(staging)
-            if staged is None or self._broken(staged) or not self._recognizer.lustre_source(staged):
+            staged = self._staged_mount_of(volume_id, staging, source, staged_held)
+            if staged.readonly and not readonly:
                 raise FailedPrecondition(
-                    f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
+                    f"volume {volume_id} is staged read-only at {staging}; it cannot be "
+                    "published read-write"
                 )
             top = self._healthy_mount_of_ours(
                 held, "target_path", lambda entry: _same_tree(entry, staged)
@@ -168,12 +180,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                         f"already published at {elsewhere}"
                     )
             held.make_dir()
-            with (
-                self._hold(staging, "staging_target_path", make_parents=False) as staged_held,
-                _opened(staged_held) as staging_fd,
-                _opened(held) as target_fd,
-            ):
-                self._host.bind(fd_path(staging_fd), fd_path(target_fd), readonly=readonly)
+            # The staged mount's own restrictions go with the bind (a remount sets them all).
+            flags = [*BIND_DEFAULT_OPTIONS, *(f for f in ("noexec",) if f in staged.options)]
+            with _opened(staged_held) as staging_fd, _opened(held) as target_fd:
+                self._host.bind(
+                    fd_path(staging_fd), fd_path(target_fd), readonly=readonly, options=flags
+                )
+            self._check_bind(held, staged, readonly)
             log.info("published %s at %s%s", volume_id, target, " (ro)" if readonly else "")
         return csi_pb2.NodePublishVolumeResponse()
 
@@ -289,6 +302,39 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                 f"{field} {held.path} already holds another mount ({top.source}); unmount it first"
             )
         return top
+
+    def _staged_mount_of(
+        self, volume_id: str, staging: str, source: str, staged_held: HeldPath | None
+    ) -> MountEntry:
+        """The healthy mount at `staging`, which must be the Lustre source the volume names.
+
+        Whatever else is there (nothing, a stale mount, another volume, a foreign file system)
+        is refused: a publish binds only the volume it was asked for into a pod.
+        """
+        staged = self._top_mount(staging) if staged_held is not None else None
+        if staged is None or self._broken(staged):
+            raise FailedPrecondition(
+                f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
+            )
+        staged_source = self._recognizer.lustre_source(staged)
+        if staged_source is None or not same_source(staged_source, source):
+            raise FailedPrecondition(
+                f"staging_target_path {staging} holds {staged_source or staged.source}, not "
+                f"volume {volume_id} ({source}); refusing to publish another volume's data"
+            )
+        return staged
+
+    def _check_bind(self, held: HeldPath, staged: MountEntry, readonly: bool) -> None:
+        """The new top mount at the target must show the staged tree, in the mode asked."""
+        made = self._top_mount(held.path)
+        if made is not None and _same_tree(made, staged) and made.readonly == readonly:
+            return
+        if made is not None and self._recognizer.lustre_source(made) is not None:
+            self._host.unmount(held.at, lazy=True, nofollow=True)
+        raise FailedPrecondition(
+            f"the bind mount at target_path {held.path} does not show the staged volume; "
+            "it was undone (was a path changed meanwhile?)"
+        )
 
     def _hold(self, path: str, field: str, *, make_parents: bool) -> ContextManager[Any]:
         held = self._paths.hold(path, field, make_parents=make_parents)

@@ -10,16 +10,123 @@ import errno
 import os
 import stat
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from csi.client import CsiClient
-from csi.mounts import ProcMountTable, mounts_at
+from csi.client import CsiClient, mount_capability
+from csi.command import SubprocessRunner
+from csi.errors import DriverError
+from csi.lustre.client import LustreClient
+from csi.lustre_mounts import LocalTreeRecognizer
+from csi.mounts import HostMounts, ProcMountTable, mounts_at
+from csi.node import NodeServicer
+from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
+from csi.rpc import csi_pb2
+from csi.volume_stats import VolumeStatsReader
+from provisioner.api import ServerSetTemplate
+from provisioner.local import LOCAL_NID, LocalServerSets
+from provisioner.local_lustre import LocalLustreCommands
 from tests.support.driver import DriverProcess
 
 GiB = 1 << 30
+
+
+# -- the node service in this process, for the tests that inject a fault ------------------------
+@dataclass
+class InProcessNode:
+    servicer: NodeServicer
+    kubelet: Path
+    sets: LocalServerSets
+
+    def volume(self, name: str) -> tuple[str, dict[str, str]]:
+        """A volume directory made behind the controller's back: (volume id, context)."""
+        (self.sets.namespace_root("itest") / name).mkdir(exist_ok=True)
+        return f"v1:shared:itest:{name}", {"fsname": "itest", "mgsNids": "0@lo", "subdir": name}
+
+    def staging(self, volume_id: str) -> str:
+        path = Path(kubelet_staging_path(str(self.kubelet), volume_id))
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def target(self, pv_name: str, pod_uid: str = "pod-1") -> str:
+        path = Path(kubelet_target_path(str(self.kubelet), pv_name, pod_uid))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def stage(self, volume_id: str, staging: str, context: dict[str, str], **capability) -> None:
+        self.servicer.NodeStageVolume(
+            csi_pb2.NodeStageVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=staging,
+                volume_capability=mount_capability(**capability),
+                volume_context=context,
+            ),
+            None,
+        )
+
+    def unstage(self, volume_id: str, staging: str) -> None:
+        self.servicer.NodeUnstageVolume(
+            csi_pb2.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging),
+            None,
+        )
+
+    def publish(self, volume_id: str, staging: str, target: str, context: dict[str, str]) -> None:
+        self.servicer.NodePublishVolume(
+            csi_pb2.NodePublishVolumeRequest(
+                volume_id=volume_id,
+                staging_target_path=staging,
+                target_path=target,
+                volume_capability=mount_capability(),
+                volume_context=context,
+            ),
+            None,
+        )
+
+    def unpublish(self, volume_id: str, target: str) -> None:
+        self.servicer.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target), None
+        )
+
+    def stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+        return self.servicer.NodeGetVolumeStats(
+            csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path), None
+        )
+
+
+def _in_process_node(tmp_path: Path, **overrides) -> InProcessNode:
+    state, kubelet = tmp_path / "state", tmp_path / "kubelet"
+    kubelet.mkdir()
+    sets = LocalServerSets(state)
+    sets.ensure_file_system("itest", ServerSetTemplate())
+    runner = LocalLustreCommands(sets, SubprocessRunner())
+    lustre = LustreClient(runner)
+    parts = {
+        "node_id": "n",
+        "lustre": lustre,
+        "host": HostMounts(runner),
+        "table": ProcMountTable(),
+        "recognizer": LocalTreeRecognizer(state / "filesystems", LOCAL_NID),
+        "paths": PathPolicy([str(kubelet)]),
+        "stats": VolumeStatsReader(lustre),
+        **overrides,
+    }
+    return InProcessNode(NodeServicer(**parts), kubelet, sets)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> InProcessNode:
+    return _in_process_node(tmp_path)
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(DriverError) as failed:
+        call()
+    return failed.value.code
 
 
 def _top(path: str | Path):
@@ -204,3 +311,87 @@ def test_paths_that_cross_a_mount_point_inside_the_kubelet_dir_are_refused(
             call()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _top(plugins).fstype == "tmpfs"
+
+
+# -- item 6: a publish binds only the volume asked for ------------------------------------------
+def test_a_volume_cannot_be_published_from_another_volumes_staging_mount(
+    node: InProcessNode,
+) -> None:
+    a_id, a_context = node.volume("alpha")
+    b_id, b_context = node.volume("beta")
+    (node.sets.namespace_root("itest") / "alpha" / "alpha-only.txt").write_text("alpha data")
+    a_staging = node.staging(a_id)
+    node.stage(a_id, a_staging, a_context)
+    target = node.target("pv-beta")
+    # B's publish naming A's staging path (current layout: hashed from A's id).
+    assert _code(lambda: node.publish(b_id, a_staging, target, b_context)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    # The older layout names a PV, not a volume id: the staged mount's source decides.
+    older = node.kubelet / "plugins/kubernetes.io/csi/pv/pv-alpha/globalmount"
+    older.mkdir(parents=True)
+    node.stage(a_id, str(older), a_context)
+    assert _code(lambda: node.publish(b_id, str(older), target, b_context)) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert _top(target) is None and not (Path(target) / "alpha-only.txt").exists()
+    node.publish(a_id, str(older), target, a_context)  # its own volume still publishes
+    assert (Path(target) / "alpha-only.txt").read_text() == "alpha data"
+
+
+class GatedBinds(HostMounts):
+    """Real bind mounts, except that each waits for a gate: a publish caught mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__(SubprocessRunner())
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def bind(self, source: str, target: str, **kwargs) -> None:
+        self.entered.set()
+        assert self.gate.wait(10)
+        super().bind(source, target, **kwargs)
+
+
+def test_an_unstage_cannot_pull_the_staging_mount_from_under_a_publish(tmp_path: Path) -> None:
+    gated = GatedBinds()
+    node = _in_process_node(tmp_path, host=gated)
+    volume_id, context = node.volume("shared-staging")
+    staging = node.staging(volume_id)
+    node.stage(volume_id, staging, context)
+    targets = [node.target("pv-1", pod_uid) for pod_uid in ("pod-1", "pod-2")]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(node.publish, volume_id, staging, targets[0], context)
+        assert gated.entered.wait(10)
+        # Mid-publish: an unstage of the same staging path is turned away (retry later) ...
+        assert _code(lambda: node.unstage(volume_id, staging)) == grpc.StatusCode.ABORTED
+        # ... while a second pod's publish of the same volume is not held up by the first.
+        second = pool.submit(node.publish, volume_id, staging, targets[1], context)
+        gated.gate.set()
+        first.result(10)
+        second.result(10)
+    for target in targets:
+        assert _top(target) is not None and _top(target).device == _top(staging).device
+    assert _top(staging) is not None
+
+
+class MisdirectedBinds(HostMounts):
+    """Binds the file system's root instead of the staged volume: a source swapped mid-way."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(SubprocessRunner())
+        self._root = root
+
+    def bind(self, source: str, target: str, **kwargs) -> None:
+        super().bind(str(self._root), target, **kwargs)
+
+
+def test_a_bind_that_does_not_show_the_staged_volume_is_undone(tmp_path: Path) -> None:
+    fs_root = tmp_path / "state/filesystems/itest/root"
+    node = _in_process_node(tmp_path, host=MisdirectedBinds(fs_root))
+    volume_id, context = node.volume("checked")
+    staging, target = node.staging(volume_id), node.target("pv-checked")
+    node.stage(volume_id, staging, context)
+    assert _code(lambda: node.publish(volume_id, staging, target, context)) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert _top(target) is None  # the whole file system is not left in the pod

@@ -33,6 +33,23 @@ def test_a_failed_claim_of_several_keys_holds_none() -> None:
         pass
 
 
+def test_shared_claims_run_together_but_never_beside_an_exclusive_one() -> None:
+    # Publishes share their staging path; an unstage of it must wait for all of them.
+    keys = InFlightKeys()
+    publishes = (keys.claim("target-1", shared=["staging"]), keys.claim("t-2", shared=["staging"]))
+    with publishes[0], publishes[1]:
+        assert len(keys) == 3
+        with pytest.raises(OperationInFlight, match="staging"), keys.claim("staging"):
+            pass
+    with keys.claim("staging"):
+        unpublish = keys.claim("target-3", shared=["staging"])
+        with pytest.raises(OperationInFlight, match="staging"), unpublish:
+            pass
+    assert len(keys) == 0
+    with keys.claim("staging"):  # all released
+        pass
+
+
 def test_concurrent_claims_of_one_key_admit_exactly_one() -> None:
     keys = InFlightKeys()
     inside = threading.Barrier(8, timeout=5)
