@@ -12,7 +12,13 @@ Layout below a file system's root (what the driver owns there):
   name can only be one the driver made for that record, and no directory an admin or an
   earlier, lost record left behind is ever adopted (or later deleted) as a volume's.
 - `.lustre-csi/volumes/<subdir>.json`: the records; `.lustre-csi/projects/<id>`: project id
-  claims.
+  claims (each names the volume id holding it).
+- `.lustre-csi/trash/<subdir>-<token>`: a deleted volume's directory, moved there by one
+  rename inside DeleteVolume and removed by a background worker; the record (state
+  deleting, with the trash path) stays until the removal is done, then the quota and the
+  project id go. A worker takes a record for that last step by renaming it to
+  `<subdir>.json.removing-<token>` (one rename wins, so two replicas never release the same
+  project id twice); a taken record left by a crash is finished by the next scan.
 
 Records are not trusted as read: anyone who can write the file system can write one. Each
 is checked on load (`parse_record`): its file name, volume id, kind, fsname and subdir must
@@ -47,6 +53,8 @@ RECORDS_DIR = ".lustre-csi/volumes"
 PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
 FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
 VOLUMES_DIR = "csi-volumes"  # parent of every volume directory the driver makes
+TRASH_DIR = ".lustre-csi/trash"  # deleted volumes' directories, until they are removed
+_TAKEN = ".json.removing-"  # `<subdir>.json.removing-<token>`: a record taken for release
 RECORD_STATES = ("creating", "ready", "deleting")
 _TOKEN = re.compile(r"^[0-9a-f]{16}$")
 
@@ -54,6 +62,11 @@ _TOKEN = re.compile(r"^[0-9a-f]{16}$")
 def new_directory(subdir: str) -> str:
     """A fresh volume directory path (below the root) for a volume whose id names `subdir`."""
     return f"{VOLUMES_DIR}/{subdir}-{secrets.token_hex(8)}"
+
+
+def trash_for(directory: str) -> str:
+    """Where a volume's directory goes when the volume is deleted (same file system)."""
+    return f"{TRASH_DIR}/{directory.rsplit('/', 1)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ class VolumeRecord:
     # The volume's directory below the file-system root (`csi-volumes/<subdir>-<token>`),
     # named here before it is made: the volume_context `subdir` the node mounts.
     directory: str = ""
+    # While deleting: where the directory was moved to (`.lustre-csi/trash/...`).
+    trash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,10 +155,15 @@ def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
     directory = document["directory"]
     if not directory.startswith(prefix) or not _TOKEN.match(directory[len(prefix) :]):
         raise InvalidRecord(f"directory {directory!r} is not {prefix}<token>")
+    trash = document.get("trash", "")
+    if trash not in ("", trash_for(directory)):
+        raise InvalidRecord(f"trash {trash!r} is not {trash_for(directory)!r}")
     return VolumeRecord.from_json(document)
 
 
-def read_record(path: Path, fsname: str, *, skip_io_errors: bool = True) -> VolumeRecord | None:
+def read_record(
+    path: Path, fsname: str, *, subdir: str = "", skip_io_errors: bool = True
+) -> VolumeRecord | None:
     """The checked record at `path`; None for a missing one, and None (with a WARNING naming
     the file) for a bad one.
 
@@ -151,7 +171,7 @@ def read_record(path: Path, fsname: str, *, skip_io_errors: bool = True) -> Volu
     a server away) raises InProgress instead, so one volume's lookup never mistakes a
     transient failure for "no such volume".
     """
-    subdir = path.name[: -len(".json")]
+    subdir = subdir or path.name[: -len(".json")]
     try:
         document = read_json(path, follow_symlinks=False)
     except OSError as exc:
@@ -222,6 +242,47 @@ class VolumeCatalog:
         subdir = parse_volume_id(volume_id).subdir
         record = read_record(record_path(mountpoint, subdir), fsname, skip_io_errors=False)
         return record if record is not None and record.volume_id == volume_id else None
+
+    def take_for_removal(
+        self, mountpoint: Path, fsname: str, subdir: str
+    ) -> list[tuple[Path, VolumeRecord]]:
+        """Take a deleted volume's record (and any a crashed taker left) for the last step.
+
+        Each is renamed to a name of this caller's: of two replicas finishing the same
+        removal, one rename wins and only the winner releases the quota and project id.
+        The caller removes the taken file when done.
+        """
+        leftovers = sorted((mountpoint / RECORDS_DIR).glob(f"{subdir}{_TAKEN}*"))
+        candidates = [record_path(mountpoint, subdir), *leftovers]
+        taken = []
+        for path in candidates:
+            mine = path.with_name(f"{subdir}{_TAKEN}{secrets.token_hex(8)}")
+            try:
+                os.rename(path, mine)
+            except FileNotFoundError:
+                continue  # another taker has it, or it was never there
+            record = read_record(mine, fsname, subdir=subdir)
+            if record is None or record.state != "deleting":
+                log.warning("dropping taken volume record %s: not a deleted volume's", mine)
+                mine.unlink(missing_ok=True)
+                continue
+            taken.append((mine, record))
+        return taken
+
+    def pending_removals(self, fsname: str, mountpoint: Path) -> list[str]:
+        """Ids of the deleted volumes of a file system whose removal is not finished."""
+        with self._guard:
+            pending = {
+                r.volume_id
+                for r in self._by_id.values()
+                if r.fsname == fsname and r.state == "deleting"
+            }
+        for path in (mountpoint / RECORDS_DIR).glob(f"*{_TAKEN}*"):
+            subdir = path.name.split(_TAKEN, 1)[0]
+            record = read_record(path, fsname, subdir=subdir)
+            if record is not None:
+                pending.add(record.volume_id)
+        return sorted(pending)
 
     def sync(self, fsname: str, volume_id: str, record: VolumeRecord | None) -> None:
         """Index what the file system said about one volume (`read`): the record, or none."""

@@ -114,7 +114,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
     def ControllerGetVolume(self, request, context):
         check_volume_id_field(request.volume_id)
         volume = self._volumes.get(request.volume_id)
-        record, present = volume.record, volume.directory_present
+        record, present = volume.record, self._volumes.directory_present(volume)
         condition = csi_pb2.VolumeCondition(
             abnormal=not present,
             message="ok"

@@ -20,15 +20,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import stat
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.catalog import VOLUMES_DIR, VolumeCatalog, VolumeRecord, new_directory
+from csi.bounded import BoundedCalls
+from csi.catalog import (
+    TRASH_DIR,
+    VOLUMES_DIR,
+    VolumeCatalog,
+    VolumeRecord,
+    new_directory,
+    trash_for,
+)
 from csi.errors import (
     AlreadyExists,
     CapacityExhausted,
+    DriverError,
     FailedPrecondition,
     InProgress,
     InvalidArgument,
@@ -63,10 +74,6 @@ class LocatedVolume:
     record: VolumeRecord
     endpoint: FileSystemEndpoint
     mountpoint: Path
-
-    @property
-    def directory_present(self) -> bool:
-        return (self.mountpoint / self.record.directory).is_dir()
 
 
 @dataclass(frozen=True)
@@ -106,13 +113,23 @@ class VolumeService:
         lustre: LustreClient,
         *,
         default_volume_bytes: int = 1 << 30,
+        bounded: BoundedCalls | None = None,
+        background_removals: bool = True,
     ) -> None:
+        """`background_removals=False`: deleted trees are removed only by
+        `run_pending_removals` (tests); otherwise by a thread, started when needed."""
         self._provider = provider
         self._mounts = mounts
         self._lustre = lustre
         self._catalog = VolumeCatalog()
         self._inflight = InFlightKeys()
         self._default_volume_bytes = default_volume_bytes
+        self._bounded = bounded or BoundedCalls()
+        self._removals = RemovalQueue(self.finish_removal, background=background_removals)
+        if background_removals:
+            threading.Thread(
+                target=self.resume_removals, name="resume-removals", daemon=True
+            ).start()
 
     @property
     def catalog(self) -> VolumeCatalog:
@@ -209,18 +226,11 @@ class VolumeService:
             raise FailedPrecondition(
                 f"volume {record.volume_id}: its record names no directory of lustre-csi's"
             )
-        _ensure_owned_parent(mountpoint / VOLUMES_DIR)
         directory = mountpoint / record.directory
-        try:
-            directory.mkdir(mode=0o777)
-        except FileExistsError:
-            if not made_before or not directory.is_dir() or directory.is_symlink():
-                raise FailedPrecondition(
-                    f"{record.directory} on {record.fsname} exists but lustre-csi did not "
-                    "make it for this volume; it is left alone"
-                ) from None
-        # mkdir honours the umask; a volume root must be writable by the pod's user.
-        directory.chmod(0o777)
+        self._bounded.run(
+            f"mkdir {record.directory} on {record.fsname}",
+            lambda: _make_directory(mountpoint, record, made_before=made_before),
+        )
         self._lustre.assign_project(str(directory), record.project_id)
         self._lustre.set_project_quota(str(mountpoint), record.project_id, record.capacity_bytes)
 
@@ -265,17 +275,29 @@ class VolumeService:
         it is reloaded once.
         """
         indexed = self._catalog.get(volume_id)
-        record = self._catalog.read(mountpoint, fsname, volume_id)
+        record = self._bounded.run(
+            f"read the record of {volume_id}",
+            lambda: self._catalog.read(mountpoint, fsname, volume_id),
+        )
         if record is not None and indexed is None:
             log.info("volume %s was made by another replica; reloading %s", volume_id, fsname)
-            self._catalog.reload(fsname, mountpoint)
+            self._bounded.run(
+                f"reload the records of {fsname}", lambda: self._catalog.reload(fsname, mountpoint)
+            )
         self._catalog.sync(fsname, volume_id, record)
         return record
 
     def reload(self, fsname: str) -> None:
         """Re-read a file system's records (a replica that becomes the active one calls this)."""
-        mountpoint = self._mounts.mountpoint(self._provider.ensure_file_system(fsname, None))
-        self._catalog.reload(fsname, mountpoint)
+        mountpoint = self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+        self._bounded.run(
+            f"reload the records of {fsname}", lambda: self._catalog.reload(fsname, mountpoint)
+        )
+
+    def directory_present(self, volume: LocatedVolume) -> bool:
+        """Whether the volume's directory is there (bounded: the stat may hang)."""
+        path = volume.mountpoint / volume.record.directory
+        return self._bounded.run(f"stat {volume.record.directory}", path.is_dir)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
         return self._provider.ensure_file_system(record.fsname, None)
@@ -308,27 +330,97 @@ class VolumeService:
                 self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
                 log.info("deleted volume %s with its file system", volume_id)
                 return
-            if record.state != "deleting":
-                record = replace(record, state="deleting")
+            if record.state != "deleting" or not record.trash:
+                record = replace(record, state="deleting", trash=trash_for(record.directory))
                 self._catalog.write(mountpoint, record)
-            self._remove_directory(mountpoint, record)
-            # Only now, with the directory gone, may the quota and the project id go.
-            self._lustre.clear_project_quota(str(mountpoint), record.project_id)
-            self._catalog.remove(mountpoint, record)
-            log.info("deleted volume %s", volume_id)
+            deleting = record
+            # One rename, inside the call: the volume is unreachable under its name at once,
+            # however large its tree. A failure is reported; the record keeps everything.
+            self._bounded.run(
+                f"move {record.directory} of {record.fsname} to the trash",
+                lambda: _move_to_trash(mountpoint, deleting),
+            )
+            try:
+                small = self._bounded.run(
+                    f"remove {record.trash} of {record.fsname}",
+                    lambda: _remove_tree(mountpoint / deleting.trash, volume_id, small_only=True),
+                )
+            except (OSError, DriverError) as exc:
+                log.warning("volume %s: removal will be retried in the background: %s",
+                            volume_id, exc)
+                small = False
+            if small:
+                self._release(mountpoint, parsed.fsname, volume_id, parsed.subdir)
+                log.info("deleted volume %s", volume_id)
+            else:
+                self._removals.add(parsed.fsname, volume_id)
+                log.info("volume %s: moved to %s; its removal goes on in the background",
+                         volume_id, record.trash)
 
-    @staticmethod
-    def _remove_directory(mountpoint: Path, record: VolumeRecord) -> None:
-        directory = mountpoint / record.directory
+    # -- background removal -----------------------------------------------------------------
+    def _release(self, mountpoint: Path, fsname: str, volume_id: str, subdir: str) -> bool:
+        """With the directory gone: the quota, the project id and the record go.
+
+        False when there was nothing left to release (another replica finished it)."""
+        taken = self._catalog.take_for_removal(mountpoint, fsname, subdir)
+        for path, record in taken:
+            # Only the holder of the claim may clear a project's quota or give its id back.
+            if self._catalog.project_holder(mountpoint, record.project_id) == record.volume_id:
+                self._lustre.clear_project_quota(str(mountpoint), record.project_id)
+                self._catalog.release_project_id(mountpoint, record.project_id)
+            path.unlink(missing_ok=True)
+        self._catalog.sync(fsname, volume_id, None)
+        return bool(taken)
+
+    def finish_removal(self, fsname: str, volume_id: str) -> None:
+        """Remove a deleted volume's directory from the trash, then release what it held."""
+        parsed = parse_volume_id(volume_id)
+        with self._inflight.claim(f"id:{volume_id}"):
+            try:
+                endpoint = self._provider.ensure_file_system(fsname, None)
+            except NotFound:
+                return  # the file system went, and the volume with it
+            mountpoint = self._loaded_mount(endpoint)
+            record = self._catalog.read(mountpoint, fsname, volume_id)
+            if record is not None:
+                if record.state != "deleting":
+                    return  # not a deleted volume: nothing to remove
+                if not record.trash:
+                    record = replace(record, trash=trash_for(record.directory))
+                    self._catalog.write(mountpoint, record)
+                _move_to_trash(mountpoint, record)
+        if record is not None:
+            # The long part, outside the claim: calls for this volume id are not held up.
+            _remove_tree(mountpoint / record.trash, volume_id, small_only=False)
+        with self._inflight.claim(f"id:{volume_id}"):
+            if self._release(mountpoint, fsname, volume_id, parsed.subdir):
+                log.info("deleted volume %s: directory removed, quota and project id released",
+                         volume_id)
+
+    def run_pending_removals(self) -> int:
+        """Run every queued removal once, now, in this thread; how many are still pending."""
+        return self._removals.run_all()
+
+    def resume_removals(self) -> None:
+        """Queue the unfinished removals of every file system (after a restart).
+
+        Loading a file system queues its removals; those not loadable now (not Ready) are
+        queued when first used.
+        """
         try:
-            shutil.rmtree(directory)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise FailedPrecondition(
-                f"volume {record.volume_id}: removing {record.directory} failed ({exc}); the "
-                "volume, its quota and project id are kept, and DeleteVolume will retry"
-            ) from exc
+            fsnames = self._provider.list_file_systems()
+        except Exception as exc:  # a start-up scan must never stop the controller
+            log.warning("pending removals not checked: %s", exc)
+            return
+        for fsname in fsnames:
+            try:
+                self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+            except Exception as exc:
+                log.info("file system %s: pending removals not checked yet: %s", fsname, exc)
+
+    def stop(self) -> None:
+        """Stop the background removals (what is left resumes at the next start)."""
+        self._removals.stop()
 
     # -- expand -------------------------------------------------------------------------------
     def expand(self, volume_id: str, requested: CapacityRange) -> LocatedVolume:
@@ -372,10 +464,178 @@ class VolumeService:
         )
 
     def _loaded_mount(self, endpoint: FileSystemEndpoint) -> Path:
-        mountpoint = self._mounts.mountpoint(endpoint)
-        if not self._catalog.is_loaded(endpoint.fsname):
-            self._catalog.load(endpoint.fsname, mountpoint)
+        """The controller's mount of the file system, its records indexed (bounded: a dead
+        MDS makes this UNAVAILABLE instead of holding the thread)."""
+        fsname = endpoint.fsname
+
+        def mount_and_load() -> tuple[Path, bool]:
+            mountpoint = self._mounts.mountpoint(endpoint)
+            if self._catalog.is_loaded(fsname):
+                return mountpoint, False
+            self._catalog.load(fsname, mountpoint)
+            return mountpoint, True
+
+        mountpoint, loaded = self._bounded.run(f"mount {fsname}", mount_and_load)
+        if loaded:
+            for volume_id in self._catalog.pending_removals(fsname, mountpoint):
+                self._removals.add(fsname, volume_id)
         return mountpoint
+
+
+def _make_directory(mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
+    _ensure_owned_parent(mountpoint / VOLUMES_DIR)
+    directory = mountpoint / record.directory
+    try:
+        directory.mkdir(mode=0o777)
+    except FileExistsError:
+        if not made_before or not directory.is_dir() or directory.is_symlink():
+            raise FailedPrecondition(
+                f"{record.directory} on {record.fsname} exists but lustre-csi did not "
+                "make it for this volume; it is left alone"
+            ) from None
+    # mkdir honours the umask; a volume root must be writable by the pod's user.
+    directory.chmod(0o777)
+
+
+def _move_to_trash(mountpoint: Path, record: VolumeRecord) -> None:
+    """Rename the volume's directory into the trash (same file system: atomic). Idempotent."""
+    parent = mountpoint / VOLUMES_DIR
+    try:
+        if stat.S_ISLNK(os.lstat(parent).st_mode):
+            raise FailedPrecondition(f"{VOLUMES_DIR} on {record.fsname} is a symlink; refusing")
+    except FileNotFoundError:
+        return  # no volume directory was ever made here
+    (mountpoint / TRASH_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(mountpoint / record.directory, mountpoint / record.trash)
+    except FileNotFoundError:
+        pass  # moved already (or never made)
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"volume {record.volume_id}: moving {record.directory} away failed ({exc}); the "
+            "volume, its quota and project id are kept, and DeleteVolume will retry"
+        ) from exc
+
+
+PROGRESS_EVERY = 10_000  # entries between progress lines of a long removal
+SMALL_TREE = 64  # top-level entries (files only) a DeleteVolume removes itself
+
+
+def _remove_tree(path: Path, volume_id: str, *, small_only: bool) -> bool:
+    """Remove a tree without following symlinks; False (nothing removed) when `small_only`
+    and the tree is not a few plain files. Raises OSError when something cannot be removed."""
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return True
+    try:
+        if small_only:
+            with os.scandir(top) as entries:
+                names: list[str] = []
+                for entry in entries:
+                    if len(names) == SMALL_TREE or entry.is_dir(follow_symlinks=False):
+                        return False
+                    names.append(entry.name)
+            for name in names:
+                os.unlink(name, dir_fd=top)
+        else:
+            _remove_below(top, path, volume_id)
+    finally:
+        os.close(top)
+    path.rmdir()
+    return True
+
+
+def _remove_below(top: int, path: Path, volume_id: str) -> None:
+    """Everything below the directory open at `top` (fd-relative, so a symlink swapped in
+    by a pod still using the volume cannot lead outside it), with progress in the log."""
+    started = time.monotonic()
+    removed = 0
+    log.info("volume %s: removing %s", volume_id, path)
+    walk = os.fwalk(".", topdown=False, follow_symlinks=False, dir_fd=top)
+    for _, directories, files, here in walk:
+        for name in files:
+            os.unlink(name, dir_fd=here)
+        for name in directories:
+            try:
+                os.rmdir(name, dir_fd=here)
+            except NotADirectoryError:
+                os.unlink(name, dir_fd=here)  # a symlink to a directory
+        before, removed = removed, removed + len(files) + len(directories)
+        if removed // PROGRESS_EVERY != before // PROGRESS_EVERY:
+            log.info(
+                "volume %s: %d entries removed so far (%.0f s)",
+                volume_id, removed, time.monotonic() - started,
+            )
+    log.info("volume %s: removed %d entries in %.1f s", volume_id, removed,
+             time.monotonic() - started)
+
+
+class RemovalQueue:
+    """Deleted volumes whose directories are still to be removed, worked off by one thread.
+
+    A removal that fails is retried with a growing delay (up to five minutes); what is
+    queued is also on disk (records in state deleting), so a restart loses nothing.
+    """
+
+    def __init__(self, finish: Callable[[str, str], None], *, background: bool) -> None:
+        self._finish = finish
+        self._due: dict[tuple[str, str], tuple[float, int]] = {}  # -> (not before, failures)
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._background = background
+
+    def add(self, fsname: str, volume_id: str) -> None:
+        with self._wake:
+            self._due.setdefault((fsname, volume_id), (0.0, 0))
+            if self._background and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="volume-removals", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def run_all(self) -> int:
+        with self._wake:
+            items = list(self._due)
+        for item in items:
+            self._run(item)
+        with self._wake:
+            return len(self._due)
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def _run(self, item: tuple[str, str]) -> None:
+        try:
+            self._finish(*item)
+        except Exception as exc:  # any failure is retried, and logged
+            with self._wake:
+                failures = self._due.get(item, (0.0, 0))[1] + 1
+                delay = min(300.0, 2.0**failures)
+                self._due[item] = (time.monotonic() + delay, failures)
+            log.warning("volume %s: removal failed (%s); retrying in %.0f s", item[1], exc, delay)
+            return
+        with self._wake:
+            self._due.pop(item, None)
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping:
+                    now = time.monotonic()
+                    ready = [item for item, (due, _) in self._due.items() if due <= now]
+                    if ready:
+                        break
+                    waits = [due - now for due, _ in self._due.values()]
+                    self._wake.wait(min(waits) if waits else None)
+                if self._stopping:
+                    return
+            for item in ready:
+                self._run(item)
 
 
 def _ensure_owned_parent(parent: Path) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from csi.bounded import BoundedCalls, CallTimedOut
 from csi.command import SubprocessRunner
 from csi.errors import (
     AlreadyExists,
@@ -49,7 +51,11 @@ class Replica:
             ProcMountTable(),
             LocalTreeRecognizer(state_dir / "filesystems", LOCAL_NID),
         )
-        self.volumes = VolumeService(self.sets, self.mounts, self.lustre)
+        # Removals are run by the test (run_pending_removals), not by a thread, so what a
+        # test sees right after DeleteVolume is what the RPC itself did.
+        self.volumes = VolumeService(
+            self.sets, self.mounts, self.lustre, background_removals=False
+        )
         self.state_dir = state_dir
 
     def root(self, fsname: str) -> Path:
@@ -347,3 +353,131 @@ def test_a_volume_deleted_by_one_replica_is_gone_for_the_other(
     with pytest.raises(NotFound):
         second.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
     assert second.volumes.catalog.reserved_bytes("safe") == 0
+
+
+# -- item 18: long deletions outside the RPC, bounded file-system calls ------------------------
+def _fill(directory: Path, dirs: int = 3, files: int = 5) -> None:
+    for d in range(dirs):
+        for f in range(files):
+            _write(directory / f"d{d}" / f"f{f}.bin", "x" * 100)
+
+
+def test_delete_volume_moves_a_large_tree_away_and_removes_it_in_the_background(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("large", 2 * GiB)
+    volume = controller.volumes.get(volume_id)
+    directory = controller.root("safe") / volume.record.directory
+    claim = controller.root("safe") / f".lustre-csi/projects/{volume.record.project_id}"
+    _fill(directory)
+
+    controller.volumes.delete(volume_id)  # answers without walking the tree
+    assert not directory.exists()  # unreachable under its name at once
+    pending = json.loads((controller.root("safe") / ".lustre-csi/volumes/large.json").read_text())
+    assert pending["state"] == "deleting"
+    trash = controller.root("safe") / pending["trash"]
+    assert (trash / "d0" / "f0.bin").exists()  # the data waits in the trash ...
+    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+    assert quota.block_hard_limit_bytes == 2 * GiB  # ... and keeps its quota and project id
+    assert claim.exists()
+    with pytest.raises(NotFound):
+        controller.volumes.get(volume_id)
+    assert controller.volumes.list_page("", 0)[0] == []
+    controller.volumes.delete(volume_id)  # a repeated DeleteVolume is fine
+    with pytest.raises(InProgress, match="being deleted"):
+        controller.create("large", 2 * GiB)
+
+    assert controller.volumes.run_pending_removals() == 0
+    assert not trash.exists() and not claim.exists()
+    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+    assert quota.block_hard_limit_bytes == 0
+    assert controller.volumes.catalog.reserved_bytes("safe") == 0
+    assert not (controller.root("safe") / ".lustre-csi/volumes/large.json").exists()
+    controller.create("large", 2 * GiB)  # the name is free again
+
+
+def test_pending_removals_resume_after_a_restart(controller: Replica) -> None:
+    volume_id = controller.create("interrupted")
+    record = controller.volumes.get(volume_id).record
+    _fill(controller.root("safe") / record.directory)
+    controller.volumes.delete(volume_id)  # ... and the controller stops before the removal
+    restarted = Replica(controller.state_dir, "c")
+    try:
+        restarted.volumes.resume_removals()
+        assert restarted.volumes.run_pending_removals() == 0
+        assert list((restarted.root("safe") / ".lustre-csi/trash").iterdir()) == []
+        claims = restarted.root("safe") / ".lustre-csi/projects"
+        assert not (claims / str(record.project_id)).exists()
+    finally:
+        restarted.unmount_all()
+
+
+def test_a_background_removal_that_fails_keeps_the_quota_and_is_retried(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("stuck", 2 * GiB)
+    volume = controller.volumes.get(volume_id)
+    _fill(controller.root("safe") / volume.record.directory)
+    inner = controller.root("safe") / volume.record.directory / "d0"
+    subprocess.run(["mount", "--bind", str(inner), str(inner)], check=True)
+    controller.volumes.delete(volume_id)
+    trash = controller.root("safe") / ".lustre-csi/trash" / volume.record.directory.split("/")[1]
+    try:
+        assert controller.volumes.run_pending_removals() == 1  # EBUSY: still pending
+        quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+        assert quota.block_hard_limit_bytes == 2 * GiB
+    finally:
+        subprocess.run(["umount", str(trash / "d0")], check=True)
+    assert controller.volumes.run_pending_removals() == 0
+    assert not trash.exists()
+    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
+    assert quota.block_hard_limit_bytes == 0
+
+
+def test_two_replicas_finishing_one_removal_release_it_once(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    first, second = replicas
+    volume_id = first.create("both")
+    record = first.volumes.get(volume_id).record
+    _fill(first.root("safe") / record.directory)
+    first.volumes.delete(volume_id)
+    second.volumes.resume_removals()  # the other replica finds the same pending removal
+    assert second.volumes.run_pending_removals() == 0
+    assert first.volumes.run_pending_removals() == 0
+    metadata = first.root("safe") / ".lustre-csi"
+    assert list((metadata / "volumes").glob("both.json*")) == []
+    assert not (metadata / "projects" / str(record.project_id)).exists()
+    assert list((metadata / "trash").iterdir()) == []
+    # A volume that gets the released id afterwards keeps its claim: nobody releases it twice.
+    successor = first.volumes.get(first.create("successor")).record
+    second.volumes.resume_removals()
+    assert second.volumes.run_pending_removals() == 0
+    claim = metadata / "projects" / str(successor.project_id)
+    assert claim.read_text() == successor.volume_id
+
+
+def test_a_hung_file_system_answers_unavailable_instead_of_holding_the_thread(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume_id = controller.create("alive")
+    hung = threading.Event()
+    real = controller.mounts.mountpoint
+
+    def hang(endpoint):  # type: ignore[no-untyped-def]
+        hung.wait()
+        return real(endpoint)
+
+    service = VolumeService(
+        controller.sets, controller.mounts, controller.lustre,
+        bounded=BoundedCalls(timeout_s=0.2), background_removals=False,
+    )
+    monkeypatch.setattr(controller.mounts, "mountpoint", hang)
+    try:
+        with pytest.raises(CallTimedOut):
+            service.get(volume_id)
+        with pytest.raises(CallTimedOut):
+            service.delete(volume_id)
+    finally:
+        hung.set()
+    assert service.get(volume_id).record.name == "alive"  # nothing was lost meanwhile
