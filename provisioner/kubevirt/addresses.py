@@ -4,8 +4,10 @@ A Lustre server is known by its NID (`<ip>@tcp`), written into the MGS configura
 first mount, so a server must keep its IP across restarts and node moves (DESIGN.md, "NIDs
 must not change"). The reconciler allocates one address per server from the pool in the
 spec, records it in `status.servers[]` *before* creating the VM, and builds the VM's
-cloud-init network data and MAC from that record. Nothing here remembers anything: the
-status is the system of record, and allocation is a pure function of the pool and the
+cloud-init network data and MAC from that record. Before that record is written, the address
+is claimed in the one claims object (`AddressClaimStore`, a ConfigMap), so a claim is atomic
+across file systems; the status stays the record of which server has which address, and
+allocation is a pure function of the pool and the
 addresses already taken (by this and every other LustreFileSystem, as claimed in the claims
 object, see `AddressClaims`).
 
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from provisioner.kubevirt.kube import CONFIG_MAPS, Kube
 
 STORAGE_MAC_PREFIX = (0x02, 0x4C)  # locally administered, unicast
 MANAGEMENT_MAC_PREFIX = (0x02, 0x4D)
@@ -151,6 +156,61 @@ def _as_int(address: str) -> int | None:
         return int(ipaddress.IPv4Address(address))
     except ValueError:
         return None  # not an IPv4 address: it cannot take one of ours
+
+
+CLAIMS_NAME = "lustre-csi-address-claims"
+
+
+@dataclass(frozen=True)
+class AddressClaims:
+    """Every storage address handed out, in one object: address -> "<file system>/<server>".
+
+    One object for all file systems, so a claim is one write guarded by the object's
+    resourceVersion: of two leaders (or two passes) that read the same claims and pick the
+    same free address, one write wins and the other gets a Conflict, reads again and picks
+    another. No address can be given to two file systems.
+    """
+
+    owners: Mapping[str, str]
+    version: str  # the object's resourceVersion; "" when it does not exist yet
+
+    def taken_by_others(self, fs: str) -> set[str]:
+        return {a for a, owner in self.owners.items() if owner.partition("/")[0] != fs}
+
+    def held_by(self, fs: str) -> dict[str, str]:
+        """Server name -> address, for the claims of file system `fs`."""
+        return {owner.partition("/")[2]: a for a, owner in self.owners.items()
+                if owner.partition("/")[0] == fs}
+
+
+class AddressClaimStore:
+    """The claims as a ConfigMap in the driver's namespace, written with optimistic locking."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str = CLAIMS_NAME) -> None:
+        self._kube = kube
+        self.namespace = namespace
+        self.name = name
+
+    def read(self) -> AddressClaims:
+        found = self._kube.get(CONFIG_MAPS, self.name, self.namespace)
+        if found is None:
+            return AddressClaims({}, "")
+        data = found.get("data") or {}
+        return AddressClaims({str(k): str(v) for k, v in data.items()},
+                             str(found["metadata"]["resourceVersion"]))
+
+    def write(self, read: AddressClaims, owners: Mapping[str, str]) -> AddressClaims:
+        """Replace the claims read as `read` by `owners`; ConflictError if they changed since."""
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
+                                    "labels": {"app.kubernetes.io/name": "lustre-csi"}}
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                "data": dict(owners)}
+        if read.version:
+            metadata["resourceVersion"] = read.version
+            written = self._kube.replace(CONFIG_MAPS, self.name, body, self.namespace)
+        else:
+            written = self._kube.create(CONFIG_MAPS, body, self.namespace)  # Conflict if raced
+        return AddressClaims(dict(owners), str(written["metadata"]["resourceVersion"]))
 
 
 def _mac(prefix: tuple[int, int], address: str) -> str:

@@ -64,6 +64,7 @@ VIRTUAL_MACHINE_INSTANCES = Resource(
 PVCS = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True)
 PVS = Resource("", "v1", "persistentvolumes", "PersistentVolume", False)
 SECRETS = Resource("", "v1", "secrets", "Secret", True)
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", True)
 PODS = Resource("", "v1", "pods", "Pod", True)
 NODES = Resource("", "v1", "nodes", "Node", False)
 EVENTS = Resource("", "v1", "events", "Event", True)

@@ -10,7 +10,7 @@ count, it adds the MDS if missing, then places each new OST on an existing OSS w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,13 +100,17 @@ def layout_status(layout: Layout, spec: FileSystemSpec) -> dict[str, Any]:
     }
 
 
-def extend_layout(layout: Layout, spec: FileSystemSpec, taken: Iterable[str]) -> Layout:
+def extend_layout(layout: Layout, spec: FileSystemSpec, taken: Iterable[str],
+                  reserved: Mapping[str, str] | None = None) -> Layout:
     """`layout` plus the MDS and the OSTs (and OSS) the spec asks for; unchanged if complete.
 
-    `taken` holds addresses used by other file systems. When the pool runs dry the result
-    carries a problem and as much of the plan as fits.
+    `taken` holds addresses used by other file systems; `reserved` maps server names to
+    addresses this file system already claimed for them (a pass that claimed, then crashed
+    before recording its plan): a new server gets its reserved address when it is free. When
+    the pool runs dry the result carries a problem and as much of the plan as fits.
     """
     used = set(taken) | layout.addresses
+    reserved = reserved or {}
     servers = list(layout.servers)
     osts = list(layout.osts)
     next_index = layout.next_ost_index
@@ -114,7 +118,9 @@ def extend_layout(layout: Layout, spec: FileSystemSpec, taken: Iterable[str]) ->
     existing = {s.name for s in layout.servers}
 
     def new_server(name: str, role: str) -> ServerRecord | None:
-        found = allocate(spec.ip_pool, used, 1)
+        mine = reserved.get(name)
+        found = ([mine] if mine and mine not in used and mine in spec.ip_pool
+                 else allocate(spec.ip_pool, used, 1))
         if not found:
             problems.append(f"spec.network.ipPool {spec.ip_pool.text!r} has no free address "
                             f"left for {name}")

@@ -9,8 +9,11 @@ only thing it keeps in memory between calls is what it has itself seen of nodes'
 1. finalizer: added before anything is created, so deletion always passes through step 7;
 2. spec: parsed and validated; a bad spec sets phase Failed with a message naming the field;
 3. layout: servers, their static addresses and the OST table are *planned* and written to
-   status (optimistic concurrency on resourceVersion) before any object is created. A crash
-   after this write leaves a plan the next pass builds; a crash before it leaves nothing;
+   status (optimistic concurrency on resourceVersion) before any object is created. Each
+   address is first claimed in the one claims object (a ConfigMap in the driver's namespace,
+   written with resourceVersion guards, see addresses.py), so no two file systems, planned by
+   two leaders at once or not, get one address. A crash after the status write leaves a plan
+   the next pass builds; a crash before it leaves at most claims the next pass reuses;
 4. children: missing PVCs, cloud-init Secrets and VMs are created (AlreadyExists is success);
    a VM whose desired spec changed (a hotplugged OST) is patched;
 5. observation: VM readiness, the VMI's storage-interface address (must be the recorded one),
@@ -27,7 +30,11 @@ only thing it keeps in memory between calls is what it has itself seen of nodes'
    would let a second copy of its Lustre targets start elsewhere;
 7. deletion: refused while PersistentVolumes of this driver still name the file system
    (condition DeletionBlocked) unless spec.forceDelete; otherwise VMs, PVCs and Secrets are
-   deleted and the finalizer removed.
+   deleted, the address claims released and the finalizer removed.
+
+Destructive steps (fencing, deleting children, releasing addresses) first confirm with the
+`guard` that this process still holds the provisioner Lease (leader.py), immediately before
+they are taken.
 
 Every action is an Event on the LustreFileSystem; every state is in its status. The return
 value is how long until the object should be looked at again regardless of watch events
@@ -46,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.kubevirt import manifests
+from provisioner.kubevirt.addresses import AddressClaimStore
 from provisioner.kubevirt.events import EventRecorder, now_rfc3339
 from provisioner.kubevirt.kube import (
     LUSTRE_FILE_SYSTEMS,
@@ -67,6 +75,7 @@ from provisioner.kubevirt.layout import (
     layout_status,
     read_layout,
 )
+from provisioner.kubevirt.leader import LeadershipGuard
 from provisioner.kubevirt.spec import FileSystemSpec, SpecError, parse_spec
 from provisioner.quantity import format_quantity
 
@@ -75,6 +84,7 @@ log = logging.getLogger(__name__)
 FINALIZER = "lustre.csi.io/server-set"
 SPEC_HASH = "lustre.csi.io/spec-hash"
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "DeletionBlocked")
+_CLAIM_ATTEMPTS = 5
 
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
@@ -114,7 +124,8 @@ class NodeDownClock:
 
 @dataclass(frozen=True)
 class ReconcilerConfig:
-    namespace: str = "lustre-csi"
+    namespace: str = "lustre-csi"  # where the server VMs, PVCs, Secrets and pods live
+    claims_namespace: str = "lustre-csi"  # the driver's: the address claims object
     driver_name: str = "lustre.csi.io"
     fence_after_seconds: float = 300.0
     deletion_retry_seconds: float = 10.0
@@ -122,10 +133,13 @@ class ReconcilerConfig:
 
 class Reconciler:
     def __init__(self, kube: Kube, config: ReconcilerConfig, events: EventRecorder,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 guard: LeadershipGuard | None = None) -> None:
         self._kube = kube
         self._config = config
         self._events = events
+        self._guard = guard
+        self._claims = AddressClaimStore(kube, config.claims_namespace)
         # Observations further apart than the whole timeout prove nothing about the time
         # between them; while a fence is pending the reconcile looks again 4 times as often.
         self.node_down = NodeDownClock(config.fence_after_seconds, monotonic)
@@ -157,13 +171,68 @@ class Reconciler:
             return None
 
         layout = read_layout(lfs.get("status"))
-        planned = extend_layout(layout, spec, _addresses_of(others))
+        claimed = self._claim_addresses(name, spec, layout, others)
+        if claimed is None:
+            return 0.0  # the claims kept changing under us: look again at once
+        planned, conflicts = claimed
         if (planned.servers, planned.osts) != (layout.servers, layout.osts):
             lfs = self._record_plan(lfs, spec, layout, planned)
             if lfs is None:
                 return 0.0  # status changed under us: look again at once
         self._ensure_children(lfs, spec, planned)
-        return self._observe(lfs, spec, planned)
+        return self._observe(lfs, spec, planned, conflicts)
+
+    def _claim_addresses(self, fs: str, spec: FileSystemSpec, layout: Layout,
+                         others: list[dict[str, Any]]) -> tuple[Layout, list[str]] | None:
+        """The layout extended as the spec asks, every address in it claimed for `fs`.
+
+        Also a problem for each recorded address another file system holds the claim of
+        (possible only for plans made before claims existed); None when the claims object
+        changed under us on every attempt.
+        """
+        for _ in range(_CLAIM_ATTEMPTS):
+            claims = self._claims.read()
+            # Statuses too: file systems planned before the claims object existed.
+            taken = claims.taken_by_others(fs) | _addresses_of(others)
+            planned = extend_layout(layout, spec, taken, claims.held_by(fs))
+            owners = dict(claims.owners)
+            conflicts = []
+            for server in planned.servers:
+                owner = owners.get(server.address, "")
+                if owner and owner.partition("/")[0] != fs:
+                    conflicts.append(
+                        f"{server.name} address {server.address} is also claimed by "
+                        f"{owner.replace('/', ' server ')}; two file systems must not share a "
+                        "NID: delete one of them or fix its status by hand")
+                    continue
+                owners[server.address] = f"{fs}/{server.name}"
+            if owners == claims.owners:
+                return planned, conflicts
+            try:
+                self._claims.write(claims, owners)
+            except ConflictError:
+                continue  # another writer claimed first: read again, pick again
+            return planned, conflicts
+        return None
+
+    def _release_addresses(self, fs: str) -> None:
+        for _ in range(_CLAIM_ATTEMPTS):
+            claims = self._claims.read()
+            owners = {a: o for a, o in claims.owners.items() if o.partition("/")[0] != fs}
+            if owners == claims.owners:
+                return
+            self._confirm(f"release the addresses of {fs}")
+            try:
+                self._claims.write(claims, owners)
+            except ConflictError:
+                continue
+            log.info("LustreFileSystem %s: address claims released", fs)
+            return
+        raise ConflictError(409, "Conflict", "address claims kept changing; will retry")
+
+    def _confirm(self, action: str) -> None:
+        if self._guard is not None:
+            self._guard.confirm(action)
 
     # -- step 3: the plan ----------------------------------------------------------------------
     def _record_plan(self, lfs: dict[str, Any], spec: FileSystemSpec, old: Layout,
@@ -249,8 +318,8 @@ class Reconciler:
                 f"updated Secret {name}; the VM reads it at its next boot"))
 
     # -- steps 5 and 6: observe, recover, report ------------------------------------------------
-    def _observe(self, lfs: dict[str, Any], spec: FileSystemSpec,
-                 layout: Layout) -> float | None:
+    def _observe(self, lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
+                 conflicts: list[str]) -> float | None:
         namespace = self._config.namespace
         fs = lfs["metadata"]["name"]
         selector = manifests.fs_selector(fs)
@@ -265,7 +334,7 @@ class Reconciler:
         fence_notes, requeue = self._fence(lfs, fs, layout)
         servers_status: list[dict[str, Any]] = []
         ready: dict[str, bool] = {}
-        problems: list[str] = []
+        problems: list[str] = list(conflicts)
         recovered: list[str] = []
         lost: list[str] = []
         for record, row in zip(layout.servers, layout_status(layout, spec)["servers"],
@@ -417,6 +486,7 @@ class Reconciler:
                 state = "missing" if nodes[node_name] is None else "NotReady"
                 evidence = (f"node {node_name} seen {state} by the provisioner for {seen:.0f}s "
                             f"(limit {limit:.0f}s)")
+            self._confirm(f"force-delete launcher pod {pod_name}")
             self._kube.delete(PODS, pod_name, self._config.namespace, grace_period_seconds=0)
             record = layout.server(server)
             address = f" and address {record.address}" if record else ""
@@ -454,6 +524,7 @@ class Reconciler:
         fs = lfs["metadata"]["name"]
         selector = manifests.fs_selector(fs)
         removed: list[str] = []
+        self._confirm(f"delete the servers, disks and cloud-init Secrets of {fs}")
         for resource in (VIRTUAL_MACHINES, PVCS):
             for item in self._kube.list(resource, namespace, selector)[0]:
                 if self._kube.delete(resource, item["metadata"]["name"], namespace):
@@ -466,6 +537,7 @@ class Reconciler:
             self._events.record(lfs, "Normal", "Deleting", f"deleted{note}: " + ", ".join(removed))
         if self._kube.list(VIRTUAL_MACHINES, namespace, selector)[0]:
             return 1.0  # VMs still shutting down (KubeVirt finalizers): wait for them
+        self._release_addresses(fs)  # only now: a VM still running still uses its address
         try:
             self._patch_meta(lfs, {"finalizers": [f for f in finalizers if f != FINALIZER]})
         except ConflictError:

@@ -11,9 +11,13 @@ dependency beyond the Kubernetes client.
     runner.stop()       # graceful: finishes the current reconcile, releases the Lease
 
 Every replica runs the elector; only the holder of the Lease runs the watches and the worker.
-A leader that fails to renew for `renew_deadline` seconds stops its loops before the lease
-can expire, and a replica that stops gracefully releases the lease so another takes over at
-its next retry instead of waiting out the lease.
+A leader that has not renewed within `renew_deadline` seconds stops acting before the lease
+can expire: a deadline timer (its own thread, so a renewal stuck in a slow API call cannot
+hold it up) ends the term, and every write of the term's reconciler goes through
+`LeaderOnlyKube`, which refuses it once the deadline has passed on our clock, even in the
+middle of a reconcile; destructive steps also confirm the Lease on the API server first (see
+leader.py). A replica that stops gracefully releases the lease so another takes over at its
+next retry instead of waiting out the lease.
 """
 
 from __future__ import annotations
@@ -38,17 +42,25 @@ from provisioner.kubevirt.kube import (
     KubeError,
     Resource,
 )
-from provisioner.kubevirt.leader import LeaseElector
+from provisioner.kubevirt.leader import (
+    LeaderOnlyKube,
+    LeadershipLost,
+    LeaseElector,
+    SessionGuard,
+)
 from provisioner.kubevirt.reconciler import Reconciler, ReconcilerConfig
 
 log = logging.getLogger(__name__)
+_ENDED = threading.Event()
+_ENDED.set()  # the "term" of a runner that has not led yet: it may not act
 WATCH_BACKOFF_START = 0.5
 WATCH_BACKOFF_MAX = 10.0
 
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    namespace: str = "lustre-csi"
+    namespace: str = "lustre-csi"  # the driver's: the Lease and the address claims
+    server_namespace: str = ""  # the server VMs, their PVCs, Secrets, pods ("": namespace)
     driver_name: str = "lustre.csi.io"
     identity: str = ""  # default: hostname + pid
     lease_name: str = "lustre-csi-provisioner"
@@ -138,26 +150,40 @@ class ProvisionerRunner:
         self._kube = kube
         self.config = config
         self.identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.server_namespace = config.server_namespace or config.namespace
         self._events = EventRecorder(kube, self.identity)
-        self.reconciler = Reconciler(kube, ReconcilerConfig(
-            namespace=config.namespace, driver_name=config.driver_name,
-            fence_after_seconds=config.fence_after_seconds,
+        self._reconciler_config = ReconcilerConfig(
+            namespace=self.server_namespace, claims_namespace=config.namespace,
+            driver_name=config.driver_name, fence_after_seconds=config.fence_after_seconds,
             deletion_retry_seconds=config.deletion_retry_seconds,
-        ), self._events)
+        )
         self._elector = LeaseElector(kube, config.namespace, config.lease_name, self.identity,
-                                     config.lease_duration_seconds)
+                                     config.lease_duration_seconds,
+                                     config.renew_deadline_seconds)
         self._stop = threading.Event()
         self._leading = threading.Event()
+        self._session_lock = threading.RLock()  # term start/stop: elector and deadline timer
         self._session_stop: threading.Event | None = None
         self._session_threads: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
+        self._deadline_thread: threading.Thread | None = None
         self.queue = WorkQueue()
+        self.reconciler = self._term_reconciler(_ENDED)
+
+    def _term_reconciler(self, stop: threading.Event) -> Reconciler:
+        """A reconciler that may act only during the term `stop` ends."""
+        guard = SessionGuard(self._elector, stop)
+        return Reconciler(LeaderOnlyKube(self._kube, guard), self._reconciler_config,
+                          self._events, guard=guard)
 
     # -- public ------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._elect, name="lustre-provisioner-elector",
                                         daemon=True)
+        self._deadline_thread = threading.Thread(target=self._enforce_deadline, daemon=True,
+                                                 name="lustre-provisioner-lease-deadline")
         self._thread.start()
+        self._deadline_thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loops (the reconcile in progress finishes), then release the Lease."""
@@ -165,6 +191,8 @@ class ProvisionerRunner:
         self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._deadline_thread is not None:
+            self._deadline_thread.join(timeout)
 
     @property
     def is_leader(self) -> bool:
@@ -175,43 +203,58 @@ class ProvisionerRunner:
 
     # -- election ----------------------------------------------------------------------------
     def _elect(self) -> None:
-        last_renew = 0.0
         while not self._stop.is_set():
             try:
                 held = self._elector.try_acquire_or_renew()
             except KubeError as error:
                 log.warning("lease round failed: %s", error)
                 held = False
-            now = time.monotonic()
-            if held:
-                last_renew = now
-                if not self._leading.is_set():
+            with self._session_lock:
+                if held and not self._leading.is_set():
                     self._start_session()
-            elif self._leading.is_set() and now - last_renew > self.config.renew_deadline_seconds:
-                log.warning("%s could not renew the lease for %.0fs: stepping down",
-                            self.identity, now - last_renew)
-                self._stop_session()
+                elif self._leading.is_set() and not self._elector.holds():
+                    self._step_down()
             self._stop.wait(self.config.retry_period_seconds)
-        if self._leading.is_set():
-            self._stop_session()
-            self._elector.release()
+        with self._session_lock:
+            if self._leading.is_set():
+                self._stop_session()
+        self._elector.release()
+
+    def _enforce_deadline(self) -> None:
+        """The renew deadline as a timer: wakes when it falls due, whatever the elector does."""
+        while not self._stop.is_set():
+            remaining = self._elector.remaining()
+            if self._leading.is_set() and (remaining is None or remaining <= 0):
+                with self._session_lock:
+                    if self._leading.is_set() and not self._elector.holds():
+                        self._step_down()
+                continue
+            wait = self.config.retry_period_seconds
+            if self._leading.is_set() and remaining is not None:
+                wait = min(wait, remaining)
+            self._stop.wait(max(wait, 0.005))
+
+    def _step_down(self) -> None:
+        log.warning("%s has not renewed lease %s within %.1fs (or lost it): stepping down",
+                    self.identity, self.config.lease_name, self.config.renew_deadline_seconds)
+        self._stop_session()
 
     def _start_session(self) -> None:
         log.info("%s is the provisioner leader", self.identity)
-        # Node observations from an earlier term have a gap while we did not lead: fencing
-        # evidence starts again from this term's own observations.
-        self.reconciler.node_down.forget()
         stop = threading.Event()
         self._session_stop = stop
+        # A reconciler per term: its node observations start afresh (there was a gap while we
+        # did not lead), and a worker of an ended term stuck in a slow call cannot act later.
+        self.reconciler = reconciler = self._term_reconciler(stop)
         self._leading.set()
         watches: list[tuple[Resource, str | None, str | None]] = [
             (LUSTRE_FILE_SYSTEMS, None, None),
-            (VIRTUAL_MACHINES, self.config.namespace, manifests.LABEL_FS),
-            (VIRTUAL_MACHINE_INSTANCES, self.config.namespace, manifests.LABEL_FS),
+            (VIRTUAL_MACHINES, self.server_namespace, manifests.LABEL_FS),
+            (VIRTUAL_MACHINE_INSTANCES, self.server_namespace, manifests.LABEL_FS),
         ]
         self._session_threads = [
-            threading.Thread(target=self._work, args=(stop,), name="lustre-provisioner-worker",
-                             daemon=True),
+            threading.Thread(target=self._work, args=(stop, reconciler),
+                             name="lustre-provisioner-worker", daemon=True),
             threading.Thread(target=self._resync, args=(stop,), name="lustre-provisioner-resync",
                              daemon=True),
             *(threading.Thread(target=self._watch, args=(stop, *w), daemon=True,
@@ -222,18 +265,18 @@ class ProvisionerRunner:
 
     def _stop_session(self) -> None:
         if self._session_stop is not None:
-            self._session_stop.set()
+            self._session_stop.set()  # from here on the term's writes are refused
+        self._leading.clear()
         self.queue.wake()
-        # The worker is joined: no reconcile may run once we stop leading. Watches notice the
-        # stop at their next event or timeout; they only feed the queue, so they are not waited.
+        # The worker is joined so a reconcile normally ends before we say we stopped. Watches
+        # notice the stop at their next event or timeout; they only feed the queue.
         for thread in self._session_threads[:1]:
             thread.join(self.config.renew_deadline_seconds)
         self._session_threads = []
-        self._leading.clear()
         log.info("%s stopped leading", self.identity)
 
     # -- loops -------------------------------------------------------------------------------
-    def _work(self, stop: threading.Event) -> None:
+    def _work(self, stop: threading.Event, reconciler: Reconciler) -> None:
         failures: dict[str, int] = {}
         while not stop.is_set():
             name = self.queue.get(stop)
@@ -241,7 +284,11 @@ class ProvisionerRunner:
                 continue
             started = time.monotonic()
             try:
-                again = self.reconciler.reconcile(name)
+                again = reconciler.reconcile(name)
+            except LeadershipLost as error:
+                log.info("reconcile of %s stopped: %s", name, error)
+                self.queue.add(name)  # for whoever leads next in this process
+                continue
             except Exception as error:  # a failed pass is retried with backoff
                 failures[name] = failures.get(name, 0) + 1
                 delay = min(30.0, 0.2 * 2 ** failures[name])

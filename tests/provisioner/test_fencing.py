@@ -15,7 +15,7 @@ import pytest
 
 from csi.errors import InProgress
 from provisioner.kubevirt.events import EventRecorder
-from provisioner.kubevirt.kube import NODES, PODS, KubeError
+from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, NODES, PODS, KubeError
 from provisioner.kubevirt.reconciler import (
     OUT_OF_SERVICE_TAINT,
     NodeDownClock,
@@ -24,6 +24,7 @@ from provisioner.kubevirt.reconciler import (
 )
 from tests.provisioner.conftest import SERVER_NAMESPACE, KubeEnv, template, wait_for
 
+POOL = "10.48.0.0/24"  # apart from other tests' pools: their address expectations hold
 NOT_READY = {"metadata": {"name": "n"}, "status": {"conditions": [
     {"type": "Ready", "status": "Unknown", "lastTransitionTime": "2000-01-01T00:00:00Z"}]}}
 READY = {"metadata": {"name": "n"}, "status": {"conditions": [
@@ -85,7 +86,7 @@ def _ready_file_system(env: KubeEnv, reconciler: Reconciler, fs: str) -> tuple[s
         with contextlib.suppress(KubeError):
             reconciler.reconcile(fs)
         try:
-            return provider.ensure_file_system(fs, template())
+            return provider.ensure_file_system(fs, template(ip_pool=POOL))
         except InProgress:
             return None
 
@@ -103,6 +104,14 @@ def _reconciler(env: KubeEnv, clock: FakeClock, fence_after: float) -> Reconcile
 def _reconcile(reconciler: Reconciler, fs: str) -> None:
     with contextlib.suppress(KubeError):  # a status write may race the stand-in: look again
         reconciler.reconcile(fs)
+
+
+def _delete(env: KubeEnv, reconciler: Reconciler, fs: str) -> None:
+    """Remove the test's file system, so later tests do not see its servers."""
+    for node in env.standin.node_names:
+        env.standin.revive_node(node)
+    env.admin.delete(LUSTRE_FILE_SYSTEMS, fs)
+    wait_for(lambda: (_reconcile(reconciler, fs), env.lfs(fs) is None)[1], 20, f"{fs} gone")
 
 
 @pytest.mark.kube
@@ -124,6 +133,7 @@ def test_a_node_claiming_to_be_down_for_hours_is_fenced_only_after_the_provision
     assert pod not in _launcher_pods(env, "fclock")
     (fenced,) = [m for m in env.events("fclock", "Fenced") if pod in m]
     assert "seen NotReady by the provisioner for 301s" in fenced
+    _delete(env, reconciler, "fclock")
 
 
 @pytest.mark.kube
@@ -142,6 +152,7 @@ def test_a_node_object_that_disappears_is_not_fenced_at_once(env: KubeEnv) -> No
     _reconcile(reconciler, "fgone")
     assert pod not in _launcher_pods(env, "fgone")
     assert any("seen missing by the provisioner" in m for m in env.events("fgone", "Fenced"))
+    _delete(env, reconciler, "fgone")
 
 
 @pytest.mark.kube
@@ -158,3 +169,4 @@ def test_the_out_of_service_taint_fences_at_once(env: KubeEnv) -> None:
     # The VM comes back elsewhere with the same address.
     wait_for(lambda: (_reconcile(reconciler, "ftaint"), env.provider().ensure_file_system(
         "ftaint", None))[1], 20, "ftaint Ready again")
+    _delete(env, reconciler, "ftaint")
