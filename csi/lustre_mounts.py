@@ -13,9 +13,21 @@ import re
 from pathlib import Path
 from typing import Protocol
 
+from csi.bounded import BoundedCalls
 from csi.keyed_locks import KeyedLocks
 from csi.lustre.client import LustreClient
-from csi.mounts import HostMounts, MountEntry, MountTable, is_stale, mounts_at
+from csi.mounts import (
+    HostMounts,
+    MountEntry,
+    MountHealth,
+    MountProbe,
+    MountTable,
+    MountUnreachable,
+    OsMountProbe,
+    mount_health,
+    mounts_at,
+    path_health,
+)
 from provisioner.api import FileSystemEndpoint
 
 
@@ -76,8 +88,13 @@ class ControllerMounts:
         host: HostMounts,
         table: MountTable,
         recognizer: LustreMountRecognizer,
+        *,
+        probe: MountProbe | None = None,
+        bounded: BoundedCalls | None = None,
     ) -> None:
         self._base = base
+        self._probe = probe or OsMountProbe()
+        self._bounded = bounded or BoundedCalls()
         self._lustre = lustre
         self._host = host
         self._table = table
@@ -89,17 +106,22 @@ class ControllerMounts:
         """The path where `endpoint` is mounted, mounting (or repairing) it first if needed."""
         source = endpoint.mount_source()
         path = self._base / endpoint.fsname
-        if self._known_good.get(endpoint.fsname) == source and not is_stale(str(path)):
+        if self._known_good.get(endpoint.fsname) == source and self._answers(path):
             return path
         with self._lock(endpoint.fsname):
             entries = mounts_at(self._table, str(path))
             current = [e for e in entries if self._recognizer.lustre_source(e) is not None]
-            healthy = (
-                current
-                and same_source(self._recognizer.lustre_source(current[-1]) or "", source)
-                and not current[-1].source_deleted
-                and not is_stale(str(path))
-            )
+            healthy = False
+            if current and same_source(self._recognizer.lustre_source(current[-1]) or "", source):
+                health, reason = mount_health(current[-1], probe=self._probe, bounded=self._bounded)
+                if health is MountHealth.UNREACHABLE:
+                    # Eviction or recovery: the mount comes back by itself; a remount would
+                    # fail the volume operations running on it.
+                    raise MountUnreachable(
+                        f"the controller's mount of {endpoint.fsname} at {path} is not "
+                        f"answering ({reason}); retry later"
+                    )
+                healthy = health is MountHealth.HEALTHY
             if not healthy:
                 for _ in entries:
                     self._host.unmount(str(path), lazy=True)
@@ -108,6 +130,10 @@ class ControllerMounts:
                 self._lustre.mount(source, str(path), CONTROLLER_MOUNT_OPTIONS)
             self._known_good[endpoint.fsname] = source
         return path
+
+    def _answers(self, path: Path) -> bool:
+        health, _ = path_health(str(path), probe=self._probe, bounded=self._bounded)
+        return health is MountHealth.HEALTHY
 
     def release(self, fsname: str) -> None:
         """Unmount a file system the controller no longer serves (a deleted dedicated one)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import enum
 import errno
 import functools
 import os
@@ -18,12 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from csi.bounded import BoundedCalls, CallTimedOut
 from csi.command import CommandRunner
+from csi.errors import InProgress
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-# errno values a dead or half-gone mount answers with on stat(2).
-_STALE_ERRNOS = {errno.ESTALE, errno.ENOTCONN, errno.EIO, errno.EHOSTDOWN}
+# What stat(2) on a mount point says about it. ESTALE/ENOTCONN: the mount is dead for good (the
+# directory was replaced on the server, the connection is gone), so unmount and mount again.
+# EIO/EHOSTDOWN: a Lustre client evicted or waiting for recovery answers these for a while and
+# then comes back; a remount would take a live volume from under running pods, so leave it.
+_STALE_ERRNOS = {errno.ESTALE, errno.ENOTCONN}
+_UNREACHABLE_ERRNOS = {errno.EIO, errno.EHOSTDOWN}
 
 
 @dataclass(frozen=True)
@@ -101,13 +108,62 @@ def mounts_at(table: MountTable, path: str) -> list[MountEntry]:
     return [entry for entry in table.entries() if entry.mount_point == normalized]
 
 
-def is_stale(path: str) -> bool:
-    """True when stat(2) on a mount point fails the way a dead mount does."""
-    try:
+class MountHealth(enum.Enum):
+    HEALTHY = "healthy"
+    STALE = "stale"  # dead for good: repair by unmounting and mounting again
+    UNREACHABLE = "unreachable"  # its server is away or recovering: leave it, retry later
+
+
+class MountUnreachable(InProgress):
+    """A mount answers EIO/EHOSTDOWN or nothing at all: its server is away or in recovery.
+
+    Retryable (UNAVAILABLE): the mount is left alone and the request succeeds once the
+    server is back.
+    """
+
+
+class MountProbe(Protocol):
+    """The file-system calls that ask a mount whether it answers (a seam for fault tests)."""
+
+    def stat(self, path: str) -> None: ...
+
+    def statvfs(self, path: str) -> os.statvfs_result: ...
+
+
+class OsMountProbe:
+    def stat(self, path: str) -> None:
         os.stat(path)
+
+    def statvfs(self, path: str) -> os.statvfs_result:
+        return os.statvfs(path)
+
+
+def mount_health(
+    entry: MountEntry, *, probe: MountProbe, bounded: BoundedCalls
+) -> tuple[MountHealth, str]:
+    """How the mount `entry` is doing, and why, from one stat(2) with a deadline.
+
+    A stat that does not answer in time is UNREACHABLE (a hung server): it never holds the
+    caller's thread for longer than the deadline.
+    """
+    if entry.source_deleted:
+        return MountHealth.STALE, "its directory was removed on the server"
+    return path_health(entry.mount_point, probe=probe, bounded=bounded)
+
+
+def path_health(path: str, *, probe: MountProbe, bounded: BoundedCalls) -> tuple[MountHealth, str]:
+    """`mount_health` from the stat alone, for a caller that has not read the mount table."""
+    try:
+        bounded.run(f"stat {path}", lambda: probe.stat(path))
+    except CallTimedOut as exc:
+        return MountHealth.UNREACHABLE, str(exc)
     except OSError as exc:
-        return exc.errno in _STALE_ERRNOS
-    return False
+        reason = f"stat answers {errno.errorcode.get(exc.errno or 0, exc.errno)}"
+        if exc.errno in _STALE_ERRNOS:
+            return MountHealth.STALE, reason
+        if exc.errno in _UNREACHABLE_ERRNOS:
+            return MountHealth.UNREACHABLE, reason
+    return MountHealth.HEALTHY, "mounted"
 
 
 # Per-mount flags (mount(2) MS_*) a bind mount can carry; they are set by remounting the bind.

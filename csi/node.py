@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from csi.bounded import BoundedCalls, CallTimedOut
 from csi.capabilities import check_capability, is_readonly_mode
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.inflight import InFlightKeys
@@ -24,8 +25,12 @@ from csi.mounts import (
     BIND_DEFAULT_OPTIONS,
     HostMounts,
     MountEntry,
+    MountHealth,
+    MountProbe,
     MountTable,
-    is_stale,
+    MountUnreachable,
+    OsMountProbe,
+    mount_health,
     mounts_at,
 )
 from csi.paths import HeldPath, PathPolicy, fd_path
@@ -45,6 +50,8 @@ NODE_CAPABILITIES = (
 )
 
 
+# A healthy Lustre mount answers stat(2) in milliseconds; past this its server is taken as away.
+NODE_STAT_TIMEOUT_S = 10.0
 # The controller keeps its records (`.lustre-csi/`) and may keep driver-owned parents of volume
 # directories next to them, all under names starting with this; none is ever a volume.
 DRIVER_METADATA_PREFIX = ".lustre-csi"
@@ -79,6 +86,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         recognizer: LustreMountRecognizer,
         paths: PathPolicy,
         stats: VolumeStatsReader,
+        probe: MountProbe | None = None,
+        bounded: BoundedCalls | None = None,
     ) -> None:
         self._node_id = node_id
         self._lustre = lustre
@@ -88,6 +97,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self._paths = paths
         self._stats = stats
         self._inflight = InFlightKeys()
+        # stat(2) of a mount point asks its servers: bounded, so a hung one answers UNAVAILABLE
+        # (or is detached, by an unpublish) instead of holding an RPC thread.
+        self._probe = probe or OsMountProbe()
+        self._bounded = bounded or BoundedCalls(timeout_s=NODE_STAT_TIMEOUT_S)
 
     # -- stage --------------------------------------------------------------------------------
     def NodeStageVolume(self, request, context):
@@ -214,12 +227,17 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         check_volume_id_field(request.volume_id)
         path = self._existing_volume_path(request.volume_path)
         top = self._top_mount(path)
-        if top is None or self._broken(top):
-            message = f"{path} is not mounted" if top is None else f"the mount at {path} is stale"
-            return csi_pb2.NodeGetVolumeStatsResponse(
-                volume_condition=csi_pb2.VolumeCondition(abnormal=True, message=message)
-            )
-        stats = self._stats.read(path)
+        if top is None:
+            return _abnormal(f"{path} is not mounted")
+        health, reason = self._health(top)
+        if health is not MountHealth.HEALTHY:
+            # Reported, never repaired here: an evicted or recovering client comes back by
+            # itself, and a stale one is repaired by the next stage or publish.
+            return _abnormal(f"the mount at {path} is {health.value} ({reason})")
+        try:
+            stats = self._stats.read(path)
+        except (OSError, CallTimedOut) as exc:
+            return _abnormal(f"the mount at {path} does not answer statfs ({exc})")
         Unit = csi_pb2.VolumeUsage.Unit
         return csi_pb2.NodeGetVolumeStatsResponse(
             usage=[
@@ -286,17 +304,25 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     ) -> MountEntry | None:
         """What is mounted at `path` already, for an idempotent stage or publish.
 
-        A healthy mount that `ours` accepts is returned (nothing to do); a stale one, ours or
-        not, is unmounted (the caller mounts again) and None returned; a healthy foreign mount
-        is refused rather than hidden under ours.
+        A healthy mount that `ours` accepts is returned (nothing to do); a stale Lustre mount
+        (ESTALE, ENOTCONN, directory gone) is unmounted (the caller mounts again) and None
+        returned; one that answers EIO/EHOSTDOWN or not at all is left alone (UNAVAILABLE:
+        retry); anything else is refused rather than hidden under ours.
         """
         top = self._top_mount(held.path)
         if top is None:
             return None
-        if self._broken(top):
-            log.warning("repairing stale mount at %s", held.path)
-            self._unmount_ours(held, field)
-            return None
+        if self._recognizer.lustre_source(top) is not None:
+            health, reason = self._health(top)
+            if health is MountHealth.UNREACHABLE:
+                raise MountUnreachable(
+                    f"{field} {held.path}: the mount there is not answering ({reason}); the "
+                    "Lustre server may be away or in recovery, so it is left alone: retry later"
+                )
+            if health is MountHealth.STALE:
+                log.warning("repairing stale mount at %s (%s)", held.path, reason)
+                self._unmount_ours(held, field)
+                return None
         if not ours(top):
             raise FailedPrecondition(
                 f"{field} {held.path} already holds another mount ({top.source}); unmount it first"
@@ -312,7 +338,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         is refused: a publish binds only the volume it was asked for into a pod.
         """
         staged = self._top_mount(staging) if staged_held is not None else None
-        if staged is None or self._broken(staged):
+        health, reason = self._health(staged) if staged is not None else (None, "")
+        if health is MountHealth.UNREACHABLE:
+            raise MountUnreachable(
+                f"the staging mount of volume {volume_id} at {staging} is not answering "
+                f"({reason}); retry later"
+            )
+        if staged is None or health is not MountHealth.HEALTHY:
             raise FailedPrecondition(
                 f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
             )
@@ -344,9 +376,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         entries = mounts_at(self._table, path)
         return entries[-1] if entries else None
 
-    @staticmethod
-    def _broken(entry: MountEntry) -> bool:
-        return entry.source_deleted or is_stale(entry.mount_point)
+    def _health(self, entry: MountEntry) -> tuple[MountHealth, str]:
+        return mount_health(entry, probe=self._probe, bounded=self._bounded)
 
     def _unmount_ours(self, held: HeldPath, field: str) -> None:
         """Remove the mounts stacked at `path`, top first, as long as each one is ours.
@@ -368,7 +399,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     f"({top.fstype} {top.source}); it is left mounted: unmount it first"
                 )
             # Through the held parent, not following a symlink put in the mount point's place.
-            self._host.unmount(held.at, lazy=self._broken(top), nofollow=True)
+            # Lazily unless it answers: a dead or hung mount cannot be synced, and a plain
+            # umount of a hung Lustre mount would wait for its server.
+            healthy = self._health(top)[0] is MountHealth.HEALTHY
+            self._host.unmount(held.at, lazy=not healthy, nofollow=True)
 
 
 @contextmanager
@@ -381,6 +415,12 @@ def _opened(held: HeldPath | None) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _abnormal(message: str) -> csi_pb2.NodeGetVolumeStatsResponse:
+    return csi_pb2.NodeGetVolumeStatsResponse(
+        volume_condition=csi_pb2.VolumeCondition(abnormal=True, message=message)
+    )
 
 
 def _same_tree(a: MountEntry, b: MountEntry) -> bool:

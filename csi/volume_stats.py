@@ -8,11 +8,14 @@ honest answer.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from csi.bounded import BoundedCalls
 from csi.errors import DriverError
 from csi.lustre.client import LustreClient
+from csi.mounts import MountProbe, OsMountProbe
+
+STATVFS_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,22 @@ class VolumeStats:
 
 
 class VolumeStatsReader:
-    def __init__(self, lustre: LustreClient) -> None:
+    def __init__(
+        self,
+        lustre: LustreClient,
+        *,
+        probe: MountProbe | None = None,
+        bounded: BoundedCalls | None = None,
+    ) -> None:
         self._lustre = lustre
+        self._probe = probe or OsMountProbe()
+        # statvfs asks every OST: a hung one must not hold the RPC thread (`lfs` has its own
+        # command timeout).
+        self._bounded = bounded or BoundedCalls(timeout_s=STATVFS_TIMEOUT_S)
 
     def read(self, path: str) -> VolumeStats:
-        fs = os.statvfs(path)
+        """Usage of the volume mounted at `path`; CallTimedOut (UNAVAILABLE) when it hangs."""
+        fs = self._bounded.run(f"statvfs {path}", lambda: self._probe.statvfs(path))
         stats = VolumeStats(
             total_bytes=fs.f_blocks * fs.f_frsize,
             used_bytes=(fs.f_blocks - fs.f_bfree) * fs.f_frsize,

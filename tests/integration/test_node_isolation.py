@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi.bounded import BoundedCalls
 from csi.client import CsiClient, mount_capability
 from csi.command import SubprocessRunner
 from csi.errors import DriverError
 from csi.lustre.client import LustreClient
 from csi.lustre_mounts import LocalTreeRecognizer
-from csi.mounts import HostMounts, ProcMountTable, mounts_at
+from csi.mounts import HostMounts, OsMountProbe, ProcMountTable, mounts_at
 from csi.node import NodeServicer
 from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 from csi.rpc import csi_pb2
@@ -105,6 +107,7 @@ def _in_process_node(tmp_path: Path, **overrides) -> InProcessNode:
     sets.ensure_file_system("itest", ServerSetTemplate())
     runner = LocalLustreCommands(sets, SubprocessRunner())
     lustre = LustreClient(runner)
+    probe, bounded = overrides.get("probe"), overrides.get("bounded")
     parts = {
         "node_id": "n",
         "lustre": lustre,
@@ -112,7 +115,7 @@ def _in_process_node(tmp_path: Path, **overrides) -> InProcessNode:
         "table": ProcMountTable(),
         "recognizer": LocalTreeRecognizer(state / "filesystems", LOCAL_NID),
         "paths": PathPolicy([str(kubelet)]),
-        "stats": VolumeStatsReader(lustre),
+        "stats": VolumeStatsReader(lustre, probe=probe, bounded=bounded),
         **overrides,
     }
     return InProcessNode(NodeServicer(**parts), kubelet, sets)
@@ -395,3 +398,103 @@ def test_a_bind_that_does_not_show_the_staged_volume_is_undone(tmp_path: Path) -
         grpc.StatusCode.FAILED_PRECONDITION
     )
     assert _top(target) is None  # the whole file system is not left in the pod
+
+
+# -- items 7 and 18: EIO is not stale; a hung mount never holds a thread for long --------------
+class FaultyProbe(OsMountProbe):
+    """The real stat/statvfs, except for the paths told to fail or to hang."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, int] = {}
+        self.hung: set[str] = set()
+        self.release = threading.Event()
+
+    def _fault(self, path: str) -> None:
+        if path in self.hung:
+            self.release.wait(30)
+        if path in self.errors:
+            raise OSError(self.errors[path], os.strerror(self.errors[path]), path)
+
+    def stat(self, path: str) -> None:
+        self._fault(path)
+        super().stat(path)
+
+    def statvfs(self, path: str) -> os.statvfs_result:
+        self._fault(path)
+        return super().statvfs(path)
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[tuple[InProcessNode, FaultyProbe]]:
+    probe = FaultyProbe()
+    bounded = BoundedCalls(timeout_s=0.2)  # a deadline, not an assertion: keeps the test short
+    node = _in_process_node(tmp_path, probe=probe, bounded=bounded)
+    try:
+        yield node, probe
+    finally:
+        probe.release.set()
+
+
+def _mount_ids(path: str) -> list[int]:
+    return [entry.mount_id for entry in mounts_at(ProcMountTable(), path)]
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.EHOSTDOWN])
+def test_an_evicted_or_recovering_mount_is_reported_and_left_alone(
+    faulty: tuple[InProcessNode, FaultyProbe], code: int
+) -> None:
+    node, probe = faulty
+    volume_id, context = node.volume("recovering")
+    staging, target = node.staging(volume_id), node.target("pv-recovering")
+    node.stage(volume_id, staging, context)
+    node.publish(volume_id, staging, target, context)
+    before = {path: _mount_ids(path) for path in (staging, target)}
+    probe.errors = {staging: code, target: code}  # the client is evicted: EIO for a while
+    assert _code(lambda: node.stage(volume_id, staging, context)) == grpc.StatusCode.UNAVAILABLE
+    publish = lambda: node.publish(volume_id, staging, target, context)  # noqa: E731
+    assert _code(publish) == grpc.StatusCode.UNAVAILABLE
+    condition = node.stats(volume_id, target).volume_condition
+    assert condition.abnormal and "unreachable" in condition.message
+    assert {path: _mount_ids(path) for path in (staging, target)} == before  # not remounted
+    probe.errors = {}  # recovery ends: the same mounts serve again
+    node.stage(volume_id, staging, context)
+    node.publish(volume_id, staging, target, context)
+    assert {path: _mount_ids(path) for path in (staging, target)} == before
+    assert not node.stats(volume_id, target).volume_condition.abnormal
+
+
+@pytest.mark.parametrize("code", [errno.ESTALE, errno.ENOTCONN])
+def test_a_dead_mount_is_still_repaired(
+    faulty: tuple[InProcessNode, FaultyProbe], code: int
+) -> None:
+    node, probe = faulty
+    volume_id, context = node.volume("dead")
+    staging = node.staging(volume_id)
+    node.stage(volume_id, staging, context)
+    before = _mount_ids(staging)
+    in_use = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)  # keeps the old mount's id taken
+    try:
+        probe.errors = {staging: code}
+        node.stage(volume_id, staging, context)  # unmounted (lazily) and mounted again
+        after = _mount_ids(staging)
+    finally:
+        os.close(in_use)
+    assert len(after) == 1 and after != before
+
+
+def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
+    faulty: tuple[InProcessNode, FaultyProbe],
+) -> None:
+    node, probe = faulty
+    volume_id, context = node.volume("hung")
+    staging, target = node.staging(volume_id), node.target("pv-hung")
+    node.stage(volume_id, staging, context)
+    node.publish(volume_id, staging, target, context)
+    probe.hung = {staging, target}  # the MDS is gone: stat and statfs never come back
+    assert _code(lambda: node.stage(volume_id, staging, context)) == grpc.StatusCode.UNAVAILABLE
+    condition = node.stats(volume_id, target).volume_condition
+    assert condition.abnormal and "did not answer" in condition.message
+    node.unpublish(volume_id, target)  # the pod goes away: the mount is detached lazily
+    assert _top(target) is None and not Path(target).exists()
+    node.unstage(volume_id, staging)
+    assert _top(staging) is None

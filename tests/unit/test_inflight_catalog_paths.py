@@ -42,8 +42,8 @@ def test_shared_claims_run_together_but_never_beside_an_exclusive_one() -> None:
         with pytest.raises(OperationInFlight, match="staging"), keys.claim("staging"):
             pass
     with keys.claim("staging"):
-        unpublish = keys.claim("target-3", shared=["staging"])
-        with pytest.raises(OperationInFlight, match="staging"), unpublish:
+        publish = keys.claim("target-3", shared=["staging"])
+        with pytest.raises(OperationInFlight, match="staging"), publish:
             pass
     assert len(keys) == 0
     with keys.claim("staging"):  # all released
