@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -112,22 +112,33 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise InvalidArgument("volume_capability is required")
         options = check_capability(request.volume_capability, "volume_capability")
         source = mount_source_from_context(request.volume_context)
+        # A volume staged for readers only is mounted read-only: no publish can write to it.
+        mount_options = merge_mount_options(
+            options, readonly=is_readonly_mode(request.volume_capability)
+        )
         field = "staging_target_path"
         with (
             self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"),
             self._hold(staging, field, make_parents=True) as held,
         ):
-            if self._healthy_mount_of_ours(
+            existing = self._healthy_mount_of_ours(
                 held,
                 field,
                 lambda entry: same_source(self._recognizer.lustre_source(entry) or "", source),
-            ):
+            )
+            if existing is not None:
+                # The spec: staged already, but with an incompatible capability -> ALREADY_EXISTS.
+                have, want = _visible_flags(existing.options), _visible_flags(mount_options)
+                if have != want:
+                    raise AlreadyExists(
+                        f"volume {volume_id} is already staged at {staging} with "
+                        f"{','.join(sorted(have))}; this request asks for "
+                        f"{','.join(sorted(want))}: unstage it first"
+                    )
                 return csi_pb2.NodeStageVolumeResponse()
             held.make_dir()
             with _opened(held) as staging_fd:
-                self._lustre.mount(
-                    source, fd_path(staging_fd), merge_mount_options(options, readonly=False)
-                )
+                self._lustre.mount(source, fd_path(staging_fd), mount_options)
             staged = self._top_mount(staging)
             if staged is None or not same_source(
                 self._recognizer.lustre_source(staged) or "", source
@@ -284,11 +295,27 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
 
     # -- helpers ------------------------------------------------------------------------------
     def _existing_volume_path(self, volume_path: str) -> str:
-        # Existence first: these calls only read, and the spec answers NOT_FOUND for a path
-        # that is not there, whatever its shape.
-        if volume_path and not os.path.lexists(volume_path):
-            raise NotFound(f"volume_path {volume_path} does not exist")
-        return self._paths.volume_path(volume_path, "volume_path")
+        """A staging or target path that is there; NotFound for anything else.
+
+        The path check comes first and looks at the spelling only, so a path outside
+        kubelet's CSI layouts answers the same whether or not it exists on the host: these
+        calls cannot be used to probe for files. (The spec's code for "no volume at this
+        path" is NOT_FOUND, which csi-sanity checks with a relative path.)
+        """
+        if not volume_path:
+            raise InvalidArgument("volume_path is required")
+        try:
+            path = self._paths.volume_path(volume_path, "volume_path")
+            held = self._paths.hold(path, "volume_path", make_parents=False)
+        except InvalidArgument as exc:
+            raise NotFound(f"no volume of this driver at volume_path: {exc}") from exc
+        if held is None:
+            raise NotFound(f"volume_path {path} does not exist")
+        with held:
+            # The mount table first: lstat of a mount point would ask a possibly hung server.
+            if self._top_mount(path) is None and not held.exists():
+                raise NotFound(f"volume_path {path} does not exist")
+        return path
 
     def _published_elsewhere(self, staged: MountEntry, staging: str, target: str) -> str | None:
         """Another path in our kubelet dirs that shows the same tree as the staging mount."""
@@ -415,6 +442,14 @@ def _opened(held: HeldPath | None) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+# Per-mount flags the mount table shows, so a second stage can be compared with the first.
+_VISIBLE_FLAGS = frozenset({"ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime"})
+
+
+def _visible_flags(options: Iterable[str]) -> frozenset[str]:
+    return _VISIBLE_FLAGS.intersection(options)
 
 
 def _abnormal(message: str) -> csi_pb2.NodeGetVolumeStatsResponse:

@@ -498,3 +498,74 @@ def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
     assert _top(target) is None and not Path(target).exists()
     node.unstage(volume_id, staging)
     assert _top(staging) is None
+
+
+# -- item 9: a second stage must match the first; stats cannot probe the host ------------------
+def test_a_second_stage_with_another_capability_is_already_exists(driver: DriverProcess) -> None:
+    client = driver.client()
+    volume = client.create_volume("twice", GiB, {"fsname": "itest"})
+    context = dict(volume.volume_context)
+    staging = driver.staging_path(volume.volume_id)
+    client.stage(volume.volume_id, staging, context)
+    client.stage(volume.volume_id, staging, context)  # the same again: idempotent
+    AccessMode = csi_pb2.VolumeCapability.AccessMode
+    for different in (
+        mount_capability(AccessMode.MULTI_NODE_READER_ONLY),
+        mount_capability(mount_flags=["noexec"]),
+        mount_capability(mount_flags=["ro"]),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            client.stage(volume.volume_id, staging, context, capability=different)
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert len(mounts_at(ProcMountTable(), staging)) == 1
+    assert not _top(staging).readonly
+    # Staged for readers only: the staging mount itself is read-only, and stays so.
+    client.unstage(volume.volume_id, staging)
+    reader = mount_capability(AccessMode.MULTI_NODE_READER_ONLY)
+    client.stage(volume.volume_id, staging, context, capability=reader)
+    assert _top(staging).readonly
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stage(volume.volume_id, staging, context)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_volume_stats_answer_the_same_for_existing_and_missing_host_files(
+    driver: DriverProcess, tmp_path: Path
+) -> None:
+    client = driver.client()
+    (tmp_path / "present").write_text("x")
+    inside = driver.kubelet_dir / "pods/pod-9/volumes/kubernetes.io~empty-dir/cache"
+    inside.mkdir(parents=True)
+    answers = []
+    for path in (
+        "/etc/passwd",
+        "/etc/no-such-file",
+        str(tmp_path / "present"),
+        str(tmp_path / "absent"),
+        str(inside),
+        str(inside.with_name("absent")),
+        "some/path",
+    ):
+        for call in (
+            lambda p=path: client.volume_stats("v1:shared:itest:x", p),
+            lambda p=path: client.node.NodeExpandVolume(
+                csi_pb2.NodeExpandVolumeRequest(volume_id="v1:shared:itest:x", volume_path=p)
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            details = (refused.value.details() or "").replace(path, "<path>")
+            answers.append((refused.value.code(), details))
+    assert len(set(answers)) == 2, answers  # one answer per call, whatever is on the host
+    assert {code for code, _ in answers} == {grpc.StatusCode.NOT_FOUND}
+
+
+def test_a_mount_point_with_a_non_utf8_name_does_not_break_node_calls(
+    driver: DriverProcess,
+) -> None:
+    odd = os.fsencode(driver.kubelet_dir) + b"/caf\xe9"
+    os.mkdir(odd)
+    subprocess.run([b"mount", b"-t", b"tmpfs", b"tmpfs", odd], check=True)
+    client, volume_id, _, _, target = _staged_and_published(driver, "utf8")
+    assert not client.volume_stats(volume_id, target).volume_condition.abnormal
+    client.unpublish(volume_id, target)
