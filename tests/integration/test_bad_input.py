@@ -93,9 +93,9 @@ def test_node_paths_and_context(driver: DriverProcess, tmp_path: os.PathLike[str
     client: CsiClient = driver.client()
     volume = client.create_volume("paths", GiB)
     context = dict(volume.volume_context)
-    inside = driver.kubelet_dir / "plugins" / "paths" / "globalmount"
+    inside = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv/paths/globalmount"
     cases = [
-        (str(tmp_path), "outside"),
+        (str(tmp_path), "not a staging path kubelet gives"),
         (f"{driver.kubelet_dir}/plugins/../../escape", "normalised"),
         ("relative/path", "absolute"),
     ]

@@ -20,8 +20,9 @@ AccessMode = csi_pb2.VolumeCapability.AccessMode
 
 
 def _paths(driver: DriverProcess, name: str) -> tuple[str, str]:
-    staging = driver.kubelet_dir / "plugins" / name / "globalmount"
-    target = driver.kubelet_dir / "pods" / "pod-1" / "volumes" / name / "mount"
+    # The layouts kubelet uses (the node plugin accepts no others).
+    staging = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv" / name / "globalmount"
+    target = driver.kubelet_dir / "pods/pod-1/volumes/kubernetes.io~csi" / name / "mount"
     staging.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     return str(staging), str(target)
@@ -87,7 +88,8 @@ def test_read_only_publish_refuses_writes_and_mode_changes(driver: DriverProcess
         client.publish(volume.volume_id, staging, target, context, readonly=False)
     assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
     reader = mount_capability(AccessMode.MULTI_NODE_READER_ONLY)
-    second = target + "-reader"
+    second = target.replace("/pod-1/", "/pod-2/")  # another pod's target path
+    Path(second).parent.mkdir(parents=True)
     client.publish(volume.volume_id, staging, second, context, capability=reader)
     assert mounts_at(ProcMountTable(), second)[-1].readonly
 
