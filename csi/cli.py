@@ -64,7 +64,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--standin-dir", default="", help="data of --lustre-tools standin")
     serve.add_argument(
-        "--metrics-address", default="", help="host:port for /metrics (off if empty)"
+        "--metrics-address",
+        default="",
+        help="[host]:port for /metrics (off if empty; no host means 127.0.0.1, so give "
+        "0.0.0.0:PORT to open them to the network)",
     )
     serve.add_argument("--workers", type=int, default=16)
     serve.add_argument(
@@ -80,7 +83,16 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="who runs the Lustre servers: the embedded local server sets, or KubeVirt VMs "
         "reconciled from LustreFileSystem resources by the embedded provisioner",
     )
-    serve.add_argument("--namespace", default="lustre-csi", help="namespace of the server VMs")
+    serve.add_argument(
+        "--namespace",
+        default="lustre-csi",
+        help="the driver's namespace: the provisioner's Lease and address claims",
+    )
+    serve.add_argument(
+        "--server-namespace",
+        default="lustre-servers",
+        help="namespace of the Lustre server VMs, their disks, cloud-init Secrets and pods",
+    )
 
 
 def _add_client(commands: argparse._SubParsersAction) -> None:
@@ -245,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server_sets=args.server_sets,
                     standin_dir=args.standin_dir,
                     namespace=args.namespace,
+                    server_namespace=args.server_namespace,
                 )
             ).serve_until_signalled()
             return 0

@@ -72,7 +72,10 @@ class DriverConfig:
     # "local": the embedded server sets; "kubevirt": LustreFileSystem resources run as VMs by
     # the embedded provisioner (needs Kubernetes credentials).
     server_sets: str = "local"
-    namespace: str = "lustre-csi"
+    namespace: str = "lustre-csi"  # the driver's own: the provisioner's Lease, address claims
+    # The server VMs, their PVCs, Secrets and launcher pods: a namespace of their own, so the
+    # provisioner's right to delete pods there (fencing) cannot touch the driver's pods.
+    server_namespace: str = "lustre-servers"
     grace_seconds: float = 10.0
 
 
@@ -179,7 +182,8 @@ class Driver:
         from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
 
         kube = RestKube(api_client(config.kubeconfig))
-        self._provisioner = ProvisionerRunner(kube, RunnerConfig(namespace=config.namespace))
+        self._provisioner = ProvisionerRunner(kube, RunnerConfig(
+            namespace=config.namespace, server_namespace=config.server_namespace))
         return KubeVirtServerSets(kube, identity=self._provisioner.identity)
 
     def is_ready(self) -> bool:
@@ -206,7 +210,9 @@ class Driver:
         self.server.start()
         if self.config.metrics_address:
             host, _, port = self.config.metrics_address.rpartition(":")
-            self._metrics_server = serve_metrics(self.metrics, host or "0.0.0.0", int(port))  # noqa: S104
+            # No host given: loopback. Metrics are opened to the network only when asked for
+            # by address (0.0.0.0:9809).
+            self._metrics_server = serve_metrics(self.metrics, host or "127.0.0.1", int(port))
         if self._readiness is not None:
             self._readiness.start()
         if self._provisioner is not None:

@@ -26,6 +26,7 @@ from tests.support.driver import REPO, DriverProcess
 from tests.support.kubevirt_standin import KubeVirtStandIn
 
 NAMESPACE = "lustre-csi"
+SERVER_NAMESPACE = "lustre-servers"  # the server VMs, as deploy/ has them
 BIN = REPO / ".cache" / "bin"
 SMALL_CLASS = {
     "apiVersion": "storage.k8s.io/v1",
@@ -112,7 +113,7 @@ def stack(
         cluster.service_account_client(NAMESPACE, "lustre-csi-controller"), work / "sa.kubeconfig"
     )
     admin = RestKube(cluster.admin_client())
-    standin = KubeVirtStandIn(admin, NAMESPACE).start()
+    standin = KubeVirtStandIn(admin, SERVER_NAMESPACE).start()
     standin_dir = work / "lustre-data"
     common = ["--lustre-tools", "standin", "--standin-dir", str(standin_dir)]
     controller = DriverProcess(
@@ -126,6 +127,8 @@ def stack(
             str(kubeconfig),
             "--namespace",
             NAMESPACE,
+            "--server-namespace",
+            SERVER_NAMESPACE,
         ],
     ).start()
     node = DriverProcess(work / "node", mode="node", extra_args=common).start()

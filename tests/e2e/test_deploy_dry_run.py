@@ -17,6 +17,7 @@ def test_deploy_base_passes_server_side_dry_run(kube_cluster: Any) -> None:
     # objects of the new CRD no kind: those two exist for real first, as after a first apply.
     kube_cluster.apply(REPO / "deploy" / "crds" / "lustrefilesystems.yaml")
     kube_cluster.ensure_namespace("lustre-csi")
+    kube_cluster.ensure_namespace("lustre-servers")
     result = kube_cluster.kubectl(
         "apply", "--dry-run=server", "-k", str(REPO / "deploy"), check=False
     )
@@ -26,6 +27,9 @@ def test_deploy_base_passes_server_side_dry_run(kube_cluster: Any) -> None:
         "daemonset.apps/lustre-csi-node",
         "csidriver.storage.k8s.io/lustre.csi.io",
         "storageclass.storage.k8s.io/lustre",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/"
+        "lustre-csi-node-status-own-node-only",
+        "role.rbac.authorization.k8s.io/lustre-csi-provisioner",
     ):
         assert kind in result.stdout
 

@@ -25,13 +25,13 @@ from tests.support.kubevirt_standin import KubeVirtStandIn
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "lustre-csi"  # the driver's own: its ServiceAccounts, the Lease
-SERVER_NAMESPACE = NAMESPACE  # where the server VMs, their PVCs, Secrets and pods live
+SERVER_NAMESPACE = "lustre-servers"  # the server VMs, their PVCs, Secrets and pods
 T = TypeVar("T")
 
 FAST = RunnerConfig(
-    namespace=NAMESPACE, lease_duration_seconds=3, renew_deadline_seconds=2.0,
-    retry_period_seconds=0.2, resync_seconds=1.0, fence_after_seconds=2.0,
-    deletion_retry_seconds=0.3, watch_timeout_seconds=5,
+    namespace=NAMESPACE, server_namespace=SERVER_NAMESPACE, lease_duration_seconds=3,
+    renew_deadline_seconds=2.0, retry_period_seconds=0.2, resync_seconds=1.0,
+    fence_after_seconds=2.0, deletion_retry_seconds=0.3, watch_timeout_seconds=5,
 )
 
 
@@ -127,7 +127,7 @@ def kube_env(kube_cluster: Any) -> Iterator[KubeEnv]:
     admin = RestKube(kube_cluster.admin_client())
     sa = RestKube(kube_cluster.service_account_client(NAMESPACE, "lustre-csi-controller"))
     _warm_up(admin)
-    standin = KubeVirtStandIn(admin, NAMESPACE).start()
+    standin = KubeVirtStandIn(admin, SERVER_NAMESPACE).start()
     env = KubeEnv(kube_cluster, admin, sa, standin)
     try:
         yield env

@@ -16,8 +16,10 @@ import pytest
 
 from csi.errors import CapacityExhausted, FailedPrecondition, InProgress, InvalidArgument
 from csi.parameters import dedicated_fsname
+from provisioner.kubevirt.addresses import CLAIMS_NAME
 from provisioner.kubevirt.events import EventRecorder
 from provisioner.kubevirt.kube import (
+    CONFIG_MAPS,
     LUSTRE_FILE_SYSTEMS,
     PODS,
     PVCS,
@@ -29,7 +31,7 @@ from provisioner.kubevirt.kube import (
 )
 from provisioner.kubevirt.manifests import fs_selector
 from provisioner.kubevirt.reconciler import Reconciler, ReconcilerConfig
-from tests.provisioner.conftest import FAST, NAMESPACE, template, wait_for
+from tests.provisioner.conftest import FAST, NAMESPACE, SERVER_NAMESPACE, template, wait_for
 
 pytestmark = pytest.mark.kube
 GIB = 1 << 30
@@ -43,14 +45,14 @@ def children(env, fs: str) -> dict[str, list[str]]:
     """
     result = {}
     for resource in (VIRTUAL_MACHINES, PVCS, SECRETS):
-        items = env.admin.list(resource, NAMESPACE, fs_selector(fs))[0]
+        items = env.admin.list(resource, SERVER_NAMESPACE, fs_selector(fs))[0]
         result[resource.kind] = sorted(i["metadata"]["name"] for i in items
                                        if not i["metadata"].get("deletionTimestamp"))
     return result
 
 
 def storage_ips(env, fs: str) -> dict[str, str]:
-    vmis = env.admin.list(VIRTUAL_MACHINE_INSTANCES, NAMESPACE, fs_selector(fs))[0]
+    vmis = env.admin.list(VIRTUAL_MACHINE_INSTANCES, SERVER_NAMESPACE, fs_selector(fs))[0]
     return {v["metadata"]["name"]: next(i["ipAddress"] for i in v["status"]["interfaces"]
                                         if i["name"] == "storage") for v in vmis}
 
@@ -95,7 +97,7 @@ def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
     # The guests came up with the recorded static addresses and MACs.
     assert storage_ips(env, "alpha") == {"alpha-mds0": "10.44.0.1", "alpha-oss0": "10.44.0.2",
                                          "alpha-oss1": "10.44.0.3"}
-    vm = env.admin.get(VIRTUAL_MACHINES, "alpha-oss0", NAMESPACE)
+    vm = env.admin.get(VIRTUAL_MACHINES, "alpha-oss0", SERVER_NAMESPACE)
     assert vm["spec"]["runStrategy"] == "Always"
     assert vm["metadata"]["ownerReferences"][0]["uid"] == lfs["metadata"]["uid"]
     storage_nic = vm["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][1]
@@ -125,7 +127,7 @@ def test_create_volume_past_free_capacity_grows_then_succeeds(env):
     # ostsPerOss 2: OST1 is hotplugged onto oss0, OST2 and OST3 boot with the new oss1.
     assert osts == [(0, "oss0", "boot"), (1, "oss0", "hotplug"), (2, "oss1", "boot"),
                     (3, "oss1", "boot")]
-    oss0 = env.admin.get(VIRTUAL_MACHINES, "grow-oss0", NAMESPACE)
+    oss0 = env.admin.get(VIRTUAL_MACHINES, "grow-oss0", SERVER_NAMESPACE)
     volumes = oss0["spec"]["template"]["spec"]["volumes"]
     assert {"name": "ost0001", "persistentVolumeClaim": {
         "claimName": "grow-ost0001", "hotpluggable": True}} in volumes
@@ -182,7 +184,8 @@ def converge(env, reconciler: Reconciler, name: str, until, timeout: float = 15.
 
 def test_killed_at_every_step_of_creation_and_growth_converges_without_leaks(env):
     provider = env.provider()
-    config = ReconcilerConfig(namespace=NAMESPACE, fence_after_seconds=FAST.fence_after_seconds)
+    config = ReconcilerConfig(namespace=SERVER_NAMESPACE,
+                              fence_after_seconds=FAST.fence_after_seconds)
 
     def fresh() -> Reconciler:
         return Reconciler(env.sa, config, EventRecorder(env.sa))
@@ -208,6 +211,8 @@ def test_killed_at_every_step_of_creation_and_growth_converges_without_leaks(env
         # Clean up, so later tests' runners do not wade through dozens of file systems.
         env.admin.delete(LUSTRE_FILE_SYSTEMS, name)
         converge(env, fresh(), name, lambda: env.lfs(name) is None)
+        claims = (env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE) or {}).get("data") or {}
+        assert not [a for a, owner in claims.items() if owner.startswith(f"{name}/")], claims
 
     def kill_at(step: int, after: bool, name: str, done: Callable[[], bool]) -> int:
         """Reconcile with a client killed at its `step`th write: 1 if it was killed, 0 if the
@@ -278,9 +283,9 @@ def test_killed_at_every_step_of_creation_and_growth_converges_without_leaks(env
 def test_node_loss_fences_the_server_and_it_returns_with_the_same_address(env):
     env.runner()
     wait_for(lambda: env.provider().ensure_file_system("fence", template()), 15, "Ready")
-    vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", NAMESPACE)
+    vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", SERVER_NAMESPACE)
     node, ips_before = vmi["status"]["nodeName"], storage_ips(env, "fence")
-    pod_before = env.admin.list(PODS, NAMESPACE, "vm.kubevirt.io/name=fence-oss0")[0]
+    pod_before = env.admin.list(PODS, SERVER_NAMESPACE, "vm.kubevirt.io/name=fence-oss0")[0]
     env.standin.kill_node(node)
 
     wait_for(lambda: env.condition("fence", "Degraded").get("status") == "True", 10, "Degraded")
@@ -293,7 +298,7 @@ def test_node_loss_fences_the_server_and_it_returns_with_the_same_address(env):
     wait_for(lambda: any(fenced_pod in m for m in env.events("fence", "Fenced")), 10,
              "Fenced event naming the launcher pod")
     wait_for(lambda: ready(env, "fence"), 10, "Ready again")
-    vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", NAMESPACE)
+    vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", SERVER_NAMESPACE)
     assert vmi["status"]["nodeName"] != node
     assert storage_ips(env, "fence") == ips_before
     claims = [v["persistentVolumeClaim"]["claimName"] for v in vmi["spec"]["volumes"]
@@ -360,8 +365,8 @@ def test_deleting_a_file_system_in_use_is_refused_until_its_volumes_are_gone(env
     message = env.condition("inuse", "DeletionBlocked")["message"]
     assert "pv-inuse-1" in message and "spec.forceDelete" in message
     assert env.events("inuse", "DeletionBlocked")
-    with pytest.raises(FailedPrecondition, match="pv-inuse-1"):
-        provider.delete_file_system("inuse")
+    with pytest.raises(FailedPrecondition, match="shared file system"):
+        provider.delete_file_system("inuse", dedicated_to="vol-1")
     time.sleep(1.0)
     assert len(children(env, "inuse")["VirtualMachine"]) == 2  # nothing was torn down
 
@@ -407,11 +412,12 @@ def test_dedicated_volume_gets_its_own_file_system_and_tears_it_down(env):
     })
     # While its PV is bound (not released), even the owner cannot delete it by accident.
     with pytest.raises((InProgress, FailedPrecondition)):
-        provider.delete_file_system(fsname)
+        provider.delete_file_system(fsname, dedicated_to=volume)
     wait_for(lambda: env.condition(fsname, "DeletionBlocked").get("status") == "True", 5)
     # The claim is deleted: the PV is Released and DeleteVolume tears the set down.
     env.admin.patch(PVS, volume, {"status": {"phase": "Released"}}, subresource="status")
-    wait_for(lambda: provider.delete_file_system(fsname) is None, 10, "teardown")
+    wait_for(lambda: provider.delete_file_system(fsname, dedicated_to=volume) is None, 10,
+             "teardown")
     assert provider.find(fsname) is None
     assert children(env, fsname)["VirtualMachine"] == []
     delete_pv(env, volume)

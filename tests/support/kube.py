@@ -481,14 +481,27 @@ class LocalKubeCluster:
         *,
         audiences: Sequence[str] | None = None,
         expiration_seconds: int = 3600,
+        bound_pod: str | None = None,
     ) -> str:
-        """A token for the ServiceAccount (created if missing) from the TokenRequest API."""
+        """A token for the ServiceAccount (created if missing) from the TokenRequest API.
+
+        With ``bound_pod`` the token is bound to that pod (in ``namespace``), as kubelet's
+        projected tokens are: the API server then puts the pod's node in the token's user
+        info (``authentication.kubernetes.io/node-name``).
+        """
         self.ensure_service_account(namespace, name)
         core = kubernetes.client.CoreV1Api(self._admin_api())
+        bound = None
+        if bound_pod is not None:
+            pod = core.read_namespaced_pod(bound_pod, namespace)
+            bound = kubernetes.client.V1BoundObjectReference(
+                api_version="v1", kind="Pod", name=bound_pod, uid=pod.metadata.uid
+            )
         request = kubernetes.client.AuthenticationV1TokenRequest(
             spec=kubernetes.client.V1TokenRequestSpec(
                 audiences=list(audiences) if audiences is not None else [],
                 expiration_seconds=expiration_seconds,
+                bound_object_ref=bound,
             )
         )
         response = core.create_namespaced_service_account_token(name, namespace, request)
