@@ -55,6 +55,7 @@ from provisioner.api import FileSystemEndpoint, ServerSetProvider
 log = logging.getLogger(__name__)
 
 QUOTA_GRANULARITY = 1 << 20  # sizes are rounded up to whole MiB, reported exactly as set
+BOUNDED_CALLS = 32  # file-system calls in flight at once (more than the RPC threads)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ class VolumeService:
         self._catalog = VolumeCatalog()
         self._inflight = InFlightKeys()
         self._default_volume_bytes = default_volume_bytes
-        self._bounded = bounded or BoundedCalls()
+        # BoundedCalls counts calls in flight, hung or not: room for every RPC thread and the
+        # removal worker at once, so only calls that really hang ever fill it.
+        self._bounded = bounded or BoundedCalls(max_stuck=BOUNDED_CALLS)
         self._removals = RemovalQueue(self.finish_removal, background=background_removals)
         if background_removals:
             threading.Thread(
