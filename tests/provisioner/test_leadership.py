@@ -134,3 +134,36 @@ def test_two_leaders_planning_at_once_never_give_one_address_to_two_file_systems
                  f"{fs} deleted")
     claims = env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE).get("data") or {}
     assert not [o for o in claims.values() if o.startswith("race-")], claims
+
+
+def test_an_address_claimed_by_another_file_system_is_reported_not_taken_over(env: KubeEnv):
+    config = ReconcilerConfig(namespace=SERVER_NAMESPACE, claims_namespace=NAMESPACE)
+    reconciler = Reconciler(env.sa, config, EventRecorder(env.sa))
+    _request(env, "dup-a")
+    wait_for(lambda: (_reconcile(reconciler, "dup-a"), addresses_of(env, "dup-a"))[1], 10,
+             "dup-a planned")
+    mds = addresses_of(env, "dup-a")[0]
+    # A claim from before (say, two leaders of an older version): someone else holds mds's.
+    claims = env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE)
+    claims["data"][mds] = "dup-b/mds0"
+    env.admin.replace(CONFIG_MAPS, CLAIMS_NAME, claims, NAMESPACE)
+    wait_for(lambda: (_reconcile(reconciler, "dup-a"), "also claimed by dup-b" in env.condition(
+        "dup-a", "Degraded").get("message", ""))[1], 10, "the shared address reported")
+    assert env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE)["data"][mds] == "dup-b/mds0"
+    env.admin.delete(LUSTRE_FILE_SYSTEMS, "dup-a")
+    wait_for(lambda: (_reconcile(reconciler, "dup-a"), env.lfs("dup-a") is None)[1], 20,
+             "dup-a deleted")
+    claims = env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE)["data"]
+    assert claims.get(mds) == "dup-b/mds0"  # not dup-a's to release
+    del claims[mds]
+    env.admin.replace(CONFIG_MAPS, CLAIMS_NAME, {**env.admin.get(
+        CONFIG_MAPS, CLAIMS_NAME, NAMESPACE), "data": claims}, NAMESPACE)
+
+
+def addresses_of(env: KubeEnv, fs: str) -> list[str]:
+    return [s["address"] for s in ((env.lfs(fs) or {}).get("status") or {}).get("servers", [])]
+
+
+def _reconcile(reconciler: Reconciler, fs: str) -> None:
+    with contextlib.suppress(KubeError):
+        reconciler.reconcile(fs)
