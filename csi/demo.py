@@ -108,7 +108,7 @@ def run_demo(state_dir: Path | None) -> int:
 def _walk(root: Path, driver: Driver, client: CsiClient) -> None:
     step = Progress()
     kubelet = root / "kubelet"
-    staging = str(kubelet / "plugins/lustre.csi.io/demo-volume/globalmount")
+    staging = str(kubelet / "plugins/kubernetes.io/csi/pv/demo-volume/globalmount")
     target = str(kubelet / "pods/demo-pod/volumes/kubernetes.io~csi/demo-volume/mount")
     os.makedirs(staging, exist_ok=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
