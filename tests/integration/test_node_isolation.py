@@ -24,8 +24,8 @@ from csi.client import CsiClient, mount_capability
 from csi.command import SubprocessRunner
 from csi.errors import DriverError
 from csi.lustre.client import LustreClient
-from csi.lustre_mounts import LocalTreeRecognizer
-from csi.mounts import HostMounts, OsMountProbe, ProcMountTable, mounts_at
+from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
+from csi.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTable, mounts_at
 from csi.node import NodeServicer
 from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 from csi.rpc import csi_pb2
@@ -569,3 +569,34 @@ def test_a_mount_point_with_a_non_utf8_name_does_not_break_node_calls(
     client, volume_id, _, _, target = _staged_and_published(driver, "utf8")
     assert not client.volume_stats(volume_id, target).volume_condition.abnormal
     client.unpublish(volume_id, target)
+
+
+def test_the_controllers_own_mount_is_left_alone_while_its_servers_recover(
+    tmp_path: Path,
+) -> None:
+    probe = FaultyProbe()
+    sets = LocalServerSets(tmp_path / "state")
+    endpoint = sets.ensure_file_system("itest", ServerSetTemplate())
+    runner = LocalLustreCommands(sets, SubprocessRunner())
+    mounts = ControllerMounts(
+        tmp_path / "controller-mounts",
+        LustreClient(runner),
+        HostMounts(runner),
+        ProcMountTable(),
+        LocalTreeRecognizer(tmp_path / "state" / "filesystems", LOCAL_NID),
+        probe=probe,
+        bounded=BoundedCalls(timeout_s=0.2),
+    )
+    path = str(mounts.mountpoint(endpoint))
+    before = _mount_ids(path)
+    probe.errors = {path: errno.EIO}
+    with pytest.raises(MountUnreachable):
+        mounts.mountpoint(endpoint)
+    assert _mount_ids(path) == before  # volume operations running on it are not cut off
+    in_use = os.open(path, os.O_RDONLY | os.O_DIRECTORY)  # keeps the old mount's id taken
+    try:
+        probe.errors = {path: errno.ESTALE}
+        assert str(mounts.mountpoint(endpoint)) == path
+        assert len(_mount_ids(path)) == 1 and _mount_ids(path) != before
+    finally:
+        os.close(in_use)
