@@ -16,6 +16,7 @@ from typing import Any
 
 from csi.bounded import BoundedCalls, CallTimedOut
 from csi.capabilities import check_capability, is_readonly_mode
+from csi.catalog import VOLUMES_DIR
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
@@ -71,6 +72,11 @@ def mount_source_from_context(context: Mapping[str, str]) -> str:
             f"volume_context subdir {subdir!r} is inside the driver's own metadata "
             f"({DRIVER_METADATA_PREFIX}*: volume records and project ids of every volume); "
             "a volume cannot be mounted from there"
+        )
+    if subdir == VOLUMES_DIR:
+        raise InvalidArgument(
+            f"volume_context subdir {subdir!r} is the parent of every volume the driver makes; "
+            f"name one volume's directory ({VOLUMES_DIR}/<name>-<token>) instead"
         )
     return f"{context['mgsNids']}:/{context['fsname']}" + (f"/{subdir}" if subdir else "")
 
