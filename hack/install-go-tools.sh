@@ -3,13 +3,18 @@
 #   csi-sanity                                   kubernetes-csi conformance suite (pinned below)
 #   kube-apiserver, kube-controller-manager, kubectl   from hack/kube/go.mod (k8s.io/kubernetes)
 #   etcd                                         from hack/etcd/go.mod (go.etcd.io/etcd/server/v3)
+# and, only when named (the node tier, tests/node, via hack/node/build.sh):
+#   kubelet, kube-scheduler                      from hack/kube/go.mod, like kube-apiserver
+#   containerd, ctr, containerd-shim-runc-v2     github.com/containerd/containerd/v2 (pinned below)
 #
-# Usage: hack/install-go-tools.sh [--force] [TOOL...]     (default: all tools)
+# Usage: hack/install-go-tools.sh [--force] [TOOL...]     (default: all but the node tools)
 #
 # Idempotent: each binary has a stamp file (.cache/bin/.stamps/TOOL) holding a hash of its
 # inputs (version, wrapper go.mod/go.sum, Go version, build flags); a tool whose stamp matches
 # is not rebuilt, so a second run takes seconds. Go's own module and build caches (outside the
-# repo) are used as they are, so a fresh clone on a machine that built before is quick too.
+# repo) are used as they are, and every binary is also kept in /var/cache/lustre-csi/go-bin/
+# <hash>/ (LUSTRE_CSI_GO_BIN_CACHE overrides it), so a fresh clone on a machine that built it
+# before copies it instead of building.
 #
 # Versions live in one place each: csi-sanity below, Kubernetes in hack/kube/go.mod
 # (regenerate it with hack/kube/bump.sh vX.Y.Z), etcd in hack/etcd/go.mod.
@@ -17,6 +22,9 @@ set -euo pipefail
 
 CSI_SANITY_MODULE="github.com/kubernetes-csi/csi-test/v5"
 CSI_SANITY_VERSION="v5.6.0"
+# containerd 2.x: kubelet after 1.35 does not support containerd 1.x.
+CONTAINERD_MODULE="github.com/containerd/containerd/v2"
+CONTAINERD_VERSION="v2.4.2"
 MIN_GO_MINOR=26 # k8s.io/kubernetes v1.37 needs Go 1.26
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +33,7 @@ STAMP_DIR="${BIN_DIR}/.stamps"
 KUBE_MOD_DIR="${REPO}/hack/kube"
 ETCD_MOD_DIR="${REPO}/hack/etcd"
 ALL_TOOLS=(csi-sanity etcd kube-apiserver kube-controller-manager kubectl)
+EXTRA_TOOLS=(kube-scheduler kubelet containerd ctr containerd-shim-runc-v2)
 
 SCRIPT_NAME=install-go-tools
 # shellcheck source=hack/lib/go-tools.sh
@@ -59,6 +68,8 @@ for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
     kube_ldflags+=" -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${kube_minor}"
     kube_ldflags+=" -X ${pkg}.gitTreeState=clean"
 done
+# What `containerd --version` reports (containerd's Makefile sets the same variable).
+containerd_ldflags="-s -w -X ${CONTAINERD_MODULE}/version.Version=${CONTAINERD_VERSION}"
 
 # --- helpers ------------------------------------------------------------------------------
 mkdir -p "$BIN_DIR" "$STAMP_DIR"
@@ -98,6 +109,10 @@ ensure() {
         echo "${tool} ${version}: up to date"
         return 0
     fi
+    if restore_from_cache "$tool" "$hash"; then
+        echo "${tool} ${version}: copied from ${GO_BIN_CACHE}/${hash}"
+        return 0
+    fi
     echo "building ${tool} ${version}..."
     start=$SECONDS
     out="${tmp_dir}/${tool}"
@@ -110,12 +125,18 @@ ensure() {
     [[ -x "$out" ]] || die "building ${tool} produced no binary"
     mv -f "$out" "${BIN_DIR}/${tool}"
     printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}"
+    save_to_cache "$tool" "$hash"
     echo "  done ${tool} ${version} in $((SECONDS - start))s"
 }
 
 build_csi_sanity() {
     GOBIN="$tmp_dir" "$GO" install "${common_build_flags[@]}" \
         "${CSI_SANITY_MODULE}/cmd/csi-sanity@${CSI_SANITY_VERSION}"
+}
+
+build_module_command() {
+    local pkg="$1" ldflags="$2"
+    GOBIN="$tmp_dir" "$GO" install "${common_build_flags[@]}" -ldflags="$ldflags" "$pkg"
 }
 
 build_in_module() {
@@ -133,9 +154,13 @@ for tool in "${selected[@]}"; do
             ensure etcd "$etcd_version" "$ETCD_MOD_DIR" \
                 build_in_module "$ETCD_MOD_DIR" go.etcd.io/etcd/server/v3 "-s -w"
             ;;
-        kube-apiserver | kube-controller-manager | kubectl)
+        kube-apiserver | kube-controller-manager | kubectl | kube-scheduler | kubelet)
             ensure "$tool" "$kube_version" "$KUBE_MOD_DIR" \
                 build_in_module "$KUBE_MOD_DIR" "k8s.io/kubernetes/cmd/${tool}" "$kube_ldflags"
+            ;;
+        containerd | ctr | containerd-shim-runc-v2)
+            ensure "$tool" "$CONTAINERD_VERSION" "" build_module_command \
+                "${CONTAINERD_MODULE}/cmd/${tool}@${CONTAINERD_VERSION}" "$containerd_ldflags"
             ;;
     esac
 done

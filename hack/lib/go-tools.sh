@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # named, common_build_flags and GO are read by the caller
 # Shared by hack/install-go-tools.sh and hack/install-sidecars.sh (sourced, not run).
-# The caller sets SCRIPT_NAME, ALL_TOOLS, MIN_GO_MINOR, BIN_DIR and STAMP_DIR first.
+# The caller sets SCRIPT_NAME, ALL_TOOLS, MIN_GO_MINOR, BIN_DIR and STAMP_DIR first, and may set
+# EXTRA_TOOLS: tools built only when named (the node tier's), never by default.
 
 die() {
     echo "${SCRIPT_NAME}: $*" >&2
@@ -9,12 +10,13 @@ die() {
 }
 
 usage() {
-    echo "usage: $0 [--force] [TOOL...]   (tools: ${ALL_TOOLS[*]})"
+    echo "usage: $0 [--force] [TOOL...]   (default: ${ALL_TOOLS[*]}; also: ${EXTRA_TOOLS[*]:-none})"
 }
 
 # parse_tool_args "$@": sets force (0/1), selected (tools to build) and named (1 when the
 # caller named tools, 0 when it asked for all of them).
 parse_tool_args() {
+    [[ -v EXTRA_TOOLS ]] || EXTRA_TOOLS=()
     force=0
     selected=()
     named=0
@@ -32,10 +34,10 @@ parse_tool_args() {
                 ;;
             *)
                 known=0
-                for t in "${ALL_TOOLS[@]}"; do
+                for t in "${ALL_TOOLS[@]}" "${EXTRA_TOOLS[@]}"; do
                     if [[ "$t" == "$arg" ]]; then known=1; fi
                 done
-                [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]})"
+                [[ $known -eq 1 ]] || die "unknown tool '${arg}' (tools: ${ALL_TOOLS[*]} ${EXTRA_TOOLS[*]})"
                 selected+=("$arg")
                 ;;
         esac
@@ -79,4 +81,34 @@ is_up_to_date() {
     local tool="$1" hash="$2"
     [[ $force -eq 0 && -x "${BIN_DIR}/${tool}" && -f "${STAMP_DIR}/${tool}" ]] \
         && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
+}
+
+# --- the machine-wide binary cache ----------------------------------------------------------
+# Besides .cache/bin, every built binary is kept in GO_BIN_CACHE/<inputs hash>/<tool> (outside
+# the clone), so a fresh clone or a CI job on a machine that built it before copies it in
+# seconds instead of building again. The hash names every input, so an entry never goes stale;
+# a directory holds the binary only once it is complete (written under a temp name, renamed).
+GO_BIN_CACHE="${LUSTRE_CSI_GO_BIN_CACHE:-/var/cache/lustre-csi/go-bin}"
+
+# restore_from_cache TOOL HASH: install GO_BIN_CACHE/HASH/TOOL into BIN_DIR with its stamp;
+# fails (status 1) when the cache has no such entry.
+restore_from_cache() {
+    local tool="$1" hash="$2" cached="${GO_BIN_CACHE}/$2/$1"
+    [[ $force -eq 0 && -x "$cached" ]] || return 1
+    cp -f "$cached" "${BIN_DIR}/.${tool}.restore" || return 1
+    mv -f "${BIN_DIR}/.${tool}.restore" "${BIN_DIR}/${tool}" || return 1
+    printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}" || return 1
+}
+
+# save_to_cache TOOL HASH: copy BIN_DIR/TOOL into GO_BIN_CACHE/HASH/. A cache that cannot be
+# written (not root, read-only) is reported and otherwise ignored: it only saves time.
+save_to_cache() {
+    local tool="$1" hash="$2" dir="${GO_BIN_CACHE}/$2"
+    if mkdir -p "$dir" 2> /dev/null \
+        && cp -f "${BIN_DIR}/${tool}" "${dir}/.${tool}.tmp.$$" 2> /dev/null \
+        && mv -f "${dir}/.${tool}.tmp.$$" "${dir}/${tool}"; then
+        return 0
+    fi
+    rm -f "${dir}/.${tool}.tmp.$$" 2> /dev/null || true
+    echo "  (could not keep ${tool} in ${GO_BIN_CACHE}; only .cache/bin has it)"
 }
