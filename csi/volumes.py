@@ -10,9 +10,15 @@ idempotent by the volume name, so a crash anywhere is finished by the next attem
 
 A volume's directory is one the driver made (see csi.catalog for the layout): it is created
 with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
-record holds before the mkdir, so an existing directory is never adopted. DeleteVolume
-releases the quota and the project id only once the directory is really gone; a removal
-that fails is reported and the next DeleteVolume retries it.
+record holds before the mkdir, so an existing directory is never adopted.
+
+DeleteVolume marks the record `deleting` (with a trash path), renames the directory into the
+trash in one step (a failure is reported and the next DeleteVolume retries it) and answers;
+a tree of more than a few plain files is removed by a background worker (`RemovalQueue`),
+which releases the quota and the project id only once the directory is really gone. A
+dedicated volume's whole file system is deleted instead, if the provider confirms it is
+dedicated to that volume. File-system calls that may hang on a dead server run in
+`BoundedCalls` and answer UNAVAILABLE at their deadline.
 """
 
 from __future__ import annotations
