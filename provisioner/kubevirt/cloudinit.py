@@ -3,19 +3,29 @@
 The VM's root disk is a containerDisk, so it is fresh at every boot: everything that must
 survive lives on the target PVCs, and the script below re-derives the server's state from them
 each time. It is safe to run any number of times, at boot and from a timer (which is how a
-hotplugged OST is picked up on a running OSS):
+hotplugged OST is picked up on a running OSS); a run that finds nothing to do says so.
 
-- LNet: configured on the storage interface only when its NID is not up yet.
+- LNet: `options lnet networks=<net>(<storage interface>)` is written before any Lustre module
+  loads, because `modprobe lustre` brings LNet up by itself on the first interface, which in a
+  KubeVirt VM is the management NIC: the MGS would record the pod-network address as the
+  server's NID. Targets are not mounted while LNet has any NID off the storage interface.
 - Targets: every disk whose serial names a target (`MDT0000`, `OST000a`: Lustre's own hex
   index) is formatted only when `blkid` finds no file system on it at all, then mounted
-  unless already mounted. A disk holding anything else (another file system, or a Lustre
-  target of another name) is never touched; the health check then fails and says why.
-- Multiple-mount protection (`tune2fs -O mmp`) is enabled at format time, so a fenced VM that
-  is in fact still running cannot mount the same target twice.
-- Project quota: enabled once, on the MGS, only when not already enabled (`lctl set_param -P`
-  writes the MGS configuration log; repeating it would only add records).
+  (`mount -t lustre_tgt`, Lustre 2.17's type for server targets) unless already mounted; all
+  pending targets mount in parallel (after an unclean stop each waits ~44 s for MMP). A disk
+  holding anything else (another file system, or a Lustre target of another name) is never
+  touched; the health check then fails and says why.
+- Multiple-mount protection is enabled in the mkfs itself (`--mkfsoptions="-O mmp"`), so no
+  crash can leave a target formatted without it, and checked before every mount: a target
+  without it (formatted by an older script, or by hand) gets it, with a log line. With MMP, a
+  fenced VM that is in fact still running cannot mount the same target twice.
+- Project quota: enabled on the MGS for every target, and `root_prj_enable` with it (root is
+  exempt from project quota otherwise, and pods often write as root); each `lctl set_param -P`
+  only when the MGS params log lacks it (repeating it would only add records). A fresh MGS has
+  no params log: `llog_print` then fails with "llog type is not specified!", which means empty.
 - Health (`/usr/local/sbin/lustre-health`, the VM's readiness probe through the guest agent):
-  `lctl get_param -n health_check` is `healthy` and every target disk present is mounted.
+  `lctl get_param -n health_check` is `healthy`, LNet has the storage NID, and every target
+  disk present is mounted.
 
 The user data does not list the OSTs: a server's targets are its disks, so growth never has to
 rewrite a Secret that a running VM has already read.
@@ -44,64 +54,140 @@ TARGET_SCRIPT = r"""#!/bin/bash
 set -euo pipefail
 . /etc/lustre-csi/server.env
 log() { logger -t lustre-targets -- "$*"; echo "lustre-targets: $*"; }
+mounted() { grep -Eqs "^[^ ]+ $1 lustre(_tgt)? " /proc/mounts; }
+nid="${STORAGE_IP}@${LNET_NET}"
+if [ "$LNET_NET" = tcp0 ]; then nid="${STORAGE_IP}@tcp"; fi   # as LNet prints it
+changed=0
 
-modprobe lustre
-if ! lnetctl net show --net "$LNET_NET" 2>/dev/null | grep -q "nid: ${STORAGE_IP}@"; then
+# LNet on the storage interface only, set BEFORE any Lustre module loads: `modprobe lustre`
+# brings LNet up by itself, on the first interface (the management NIC, eth0) unless told
+# otherwise, and the MGS would record that address as this server's NID for good.
+lnet_option="options lnet networks=${LNET_NET}(${STORAGE_IFACE})"
+if [ "$(cat /etc/modprobe.d/lustre-csi-lnet.conf 2>/dev/null)" != "$lnet_option" ]; then
+    echo "$lnet_option" > /etc/modprobe.d/lustre-csi-lnet.conf
+fi
+if [ ! -d /sys/module/lustre ]; then
+    log "loading Lustre with LNet $LNET_NET on $STORAGE_IFACE ($STORAGE_IP)"
+    modprobe lustre
+    changed=1
+fi
+nids="$(lctl list_nids 2>/dev/null || true)"
+if ! grep -qxF "$nid" <<<"$nids"; then
     log "configuring LNet $LNET_NET on $STORAGE_IFACE ($STORAGE_IP)"
     lnetctl lnet configure
     lnetctl net add --net "$LNET_NET" --if "$STORAGE_IFACE"
+    nids="$(lctl list_nids)"
+    changed=1
+fi
+foreign="$(grep -vxF "$nid" <<<"$nids" | grep -v '@lo$' || true)"
+if [ -n "$foreign" ]; then
+    # A target mounted now would register these NIDs with the MGS: mount nothing.
+    log "refusing to mount targets: LNet has NIDs off the storage interface: ${foreign//$'\n'/ }"
+    exit 1
 fi
 
+# Targets: format only a blank disk, refuse one holding anything but this target, make sure
+# multiple-mount protection is on, then mount them all at once (after an unclean stop each
+# waits ~44 s for MMP: in parallel, readiness does not add those waits up).
 shopt -s nullglob
+pending=()
 for dev in __DEVICE_GLOBS__; do
     serial="${dev: -7}"                      # MDT0000 / OST000a
     kind="${serial:0:3}"
     index=$((16#${serial:3}))
     target="${FSNAME}-${serial}"
     mnt="/lustre/${target}"
-    if grep -qs " ${mnt} lustre " /proc/mounts; then
+    if mounted "$mnt"; then
         continue
     fi
-    if [ -z "$(blkid -p -o value -s TYPE "$dev" || true)" ]; then
+    found="$(blkid -p -o value -s TYPE "$dev" || true)"
+    if [ -z "$found" ]; then
         log "formatting blank $dev as $target"
+        # MMP at format time, in the same mke2fs: no crash can leave a target without it.
         if [ "$kind" = MDT ]; then
-            mkfs.lustre --fsname="$FSNAME" --mgs --mdt --index="$index" "$dev"
+            mkfs.lustre --fsname="$FSNAME" --mgs --mdt --index="$index" \
+                --mkfsoptions="-O mmp" "$dev"
         else
-            mkfs.lustre --fsname="$FSNAME" --ost --index="$index" --mgsnode="$MGS_NID" "$dev"
+            mkfs.lustre --fsname="$FSNAME" --ost --index="$index" --mgsnode="$MGS_NID" \
+                --mkfsoptions="-O mmp" "$dev"
         fi
-        tune2fs -O mmp "$dev"
+        changed=1
     elif ! tunefs.lustre --dryrun "$dev" 2>/dev/null \
             | grep -Eq "^Target: +${FSNAME}[-:]${serial}$"; then
-        log "refusing $dev: it holds data that is not $target"
+        log "refusing $dev: it holds data that is not $target ($found)"
         continue
     fi
+    if ! dumpe2fs -h "$dev" 2>/dev/null | grep -Eq '^Filesystem features:.* mmp( |$)'; then
+        log "enabling multiple-mount protection on $target ($dev): it had none"
+        tune2fs -O mmp "$dev"
+        changed=1
+    fi
+    pending+=("$dev $target $mnt")
+done
+declare -A mounting=()
+for entry in "${pending[@]}"; do
+    read -r dev target mnt <<<"$entry"
     mkdir -p "$mnt"
     log "mounting $target"
-    mount -t lustre "$dev" "$mnt"
+    mount -t lustre_tgt "$dev" "$mnt" &
+    mounting[$!]="$target"
+    changed=1
+done
+failed=0
+for pid in "${!mounting[@]}"; do
+    if ! wait "$pid"; then
+        log "mounting ${mounting[$pid]} failed (the timer retries)"
+        failed=1
+    fi
 done
 
-if [ "$ROLE" = mds ]; then
+if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
     # Persistent (-P) parameters live in the MGS "params" log: set each one only if absent.
-    params="$(lctl --device MGS llog_print params 2>/dev/null || true)"
-    for pattern in "${FSNAME}-OST*" "${FSNAME}-MDT*"; do
-        if ! grep -qF "parameter: osd-*.${pattern}.quota_slave.enabled, value: p" <<<"$params"; then
-            log "enabling project quota on $pattern"
-            lctl set_param -P "osd-*.${pattern}.quota_slave.enabled=p"
+    # A fresh MGS has no params log yet: llog_print then says "llog type is not specified!"
+    # (or ENOENT) and the log is empty; any other failure is retried, not taken as empty.
+    if ! params="$(lctl --device MGS llog_print params 2>&1)"; then
+        if grep -Eq "llog type is not specified|No such file" <<<"$params"; then
+            params=""
+        else
+            log "cannot read the MGS params log, retrying later: $params"
+            exit 1
+        fi
+    fi
+    # Project quota on every target; root_prj_enable: root is exempt from project quota by
+    # default, and pods often write as root.
+    for setting in "osd-*.${FSNAME}-OST*.quota_slave.enabled=p" \
+                   "osd-*.${FSNAME}-MDT*.quota_slave.enabled=p" \
+                   "osd-*.${FSNAME}-OST*.quota_slave.root_prj_enable=1" \
+                   "osd-*.${FSNAME}-MDT*.quota_slave.root_prj_enable=1"; do
+        if ! grep -qF "parameter: ${setting%%=*}, value: ${setting#*=} " <<<"$params"; then
+            log "setting $setting"
+            lctl set_param -P "$setting"
+            changed=1
         fi
     done
+fi
+
+if [ "$failed" -ne 0 ]; then
+    exit 1
+fi
+if [ "$changed" -eq 0 ]; then
+    log "nothing to do: LNet $nid up, every target mounted"
 fi
 """.replace("__DEVICE_GLOBS__", _DEVICE_GLOBS)
 
 HEALTH_SCRIPT = r"""#!/bin/bash
-# lustre-csi readiness: Lustre healthy and every target disk of this server mounted.
+# lustre-csi readiness: Lustre healthy, LNet on the storage address, every target disk mounted.
 set -uo pipefail
 . /etc/lustre-csi/server.env
 health="$(lctl get_param -n health_check 2>/dev/null)"
 if [ "$health" != healthy ]; then echo "health_check: ${health:-unavailable}"; exit 1; fi
+nid="${STORAGE_IP}@${LNET_NET}"
+if [ "$LNET_NET" = tcp0 ]; then nid="${STORAGE_IP}@tcp"; fi
+if ! lctl list_nids 2>/dev/null | grep -qxF "$nid"; then echo "LNet: no NID $nid"; exit 1; fi
 shopt -s nullglob
 for dev in __DEVICE_GLOBS__; do
     mnt="/lustre/${FSNAME}-${dev: -7}"
-    grep -qs " ${mnt} lustre " /proc/mounts || { echo "not mounted: $mnt"; exit 1; }
+    grep -Eqs "^[^ ]+ ${mnt} lustre(_tgt)? " /proc/mounts || { echo "not mounted: $mnt"; exit 1; }
 done
 exit 0
 """.replace("__DEVICE_GLOBS__", _DEVICE_GLOBS)
