@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from csi.catalog import VolumeCatalog, VolumeRecord
+from csi.catalog import VolumeCatalog, VolumeRecord, new_directory
 from csi.errors import InvalidArgument, OperationInFlight
 from csi.inflight import InFlightKeys
 from csi.paths import PathPolicy
@@ -85,6 +85,7 @@ def _record(n: int, fsname: str = "fs", size: int = 10, state: str = "ready") ->
         capacity_bytes=size,
         project_id=1000 + n,
         state=state,
+        directory=new_directory(f"n{n:05d}"),  # records name the directory the driver made
     )
 
 
