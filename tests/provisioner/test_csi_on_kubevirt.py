@@ -93,9 +93,10 @@ def test_create_volume_boots_and_grows_a_file_system(env: KubeEnv, tmp_path: Pat
         assert again.volume_id == big.volume_id
 
         # The node side mounts it with the context the PV would carry.
-        staging = driver.kubelet_dir / "staging"
-        target = driver.kubelet_dir / "pods" / "p" / "mount"
-        staging.mkdir()
+        # The layouts kubelet uses (the node plugin accepts no others).
+        staging = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv/big/globalmount"
+        target = driver.kubelet_dir / "pods/p/volumes/kubernetes.io~csi/big/mount"
+        staging.mkdir(parents=True)
         target.parent.mkdir(parents=True)
         context = dict(big.volume_context)
         client.stage(big.volume_id, str(staging), context)
@@ -105,5 +106,14 @@ def test_create_volume_boots_and_grows_a_file_system(env: KubeEnv, tmp_path: Pat
         assert stats.usage[0].total == 3 * GiB
         client.unpublish(big.volume_id, str(target))
         client.unstage(big.volume_id, str(staging))
+
+        # A made-up dedicated id naming this shared file system deletes nothing: the
+        # LustreFileSystem stays (it names no volume in spec.dedicatedTo), and so do volumes.
+        client.delete_volume("v1:dedicated:csikv:anything")
+        client.delete_volume("v1:dedicated:csikv:big")
+        survivor = env.lfs("csikv")
+        assert survivor is not None and not survivor["metadata"].get("deletionTimestamp")
+        assert len(client.list_volumes().entries) == 2
+
         client.delete_volume(big.volume_id)
         client.delete_volume(first.volume_id)
