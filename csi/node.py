@@ -143,15 +143,23 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     )
                 return csi_pb2.NodeStageVolumeResponse()
             held.make_dir()
+            before = {entry.mount_id for entry in self._table.entries()}
             with _opened(held) as staging_fd:
                 self._lustre.mount(source, fd_path(staging_fd), mount_options)
             staged = self._top_mount(staging)
             if staged is None or not same_source(
                 self._recognizer.lustre_source(staged) or "", source
             ):
+                # mount.lustre resolves the target to a name again (realpath): if that name
+                # led elsewhere meanwhile, take back whatever of ours it mounted there.
+                for entry in self._table.entries():
+                    if entry.mount_id not in before and same_source(
+                        self._recognizer.lustre_source(entry) or "", source
+                    ):
+                        self._host.unmount(entry.mount_point, lazy=True)
                 raise FailedPrecondition(
-                    f"mounting {source} did not leave it at {field} {staging}; "
-                    "was the path changed meanwhile?"
+                    f"mounting {source} did not leave it at {field} {staging}; it was undone "
+                    "(was the path changed meanwhile?)"
                 )
             log.info("staged %s (%s) at %s", volume_id, source, staging)
         return csi_pb2.NodeStageVolumeResponse()

@@ -11,7 +11,7 @@ import os
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -609,3 +609,26 @@ def test_the_controllers_own_mount_is_left_alone_while_its_servers_recover(
         assert len(_mount_ids(path)) == 1 and _mount_ids(path) != before
     finally:
         os.close(in_use)
+
+
+class RedirectedLustreMounts(LustreClient):
+    """Mounts the volume one directory off the path it is given: a target re-resolved by the
+    mount helper after a component was swapped."""
+
+    def mount(self, source: str, target: str | os.PathLike[str], options: Sequence[str]) -> None:
+        elsewhere = Path(os.path.realpath(target)).parent / "elsewhere"
+        elsewhere.mkdir(exist_ok=True)
+        super().mount(source, str(elsewhere), options)
+
+
+def test_a_stage_that_lands_elsewhere_is_undone(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path / "state")
+    node = _in_process_node(
+        tmp_path, lustre=RedirectedLustreMounts(LocalLustreCommands(sets, SubprocessRunner()))
+    )
+    volume_id, context = node.volume("landed")
+    staging = node.staging(volume_id)
+    code = _code(lambda: node.stage(volume_id, staging, context))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert _top(staging) is None
+    assert _top(Path(staging).parent / "elsewhere") is None  # not left mounted off the path
