@@ -1,8 +1,14 @@
 """CSI Node service: stage (Lustre mount), publish (bind mount), stats, and their undo.
 
 Stateless: what to mount comes from volume_context (fsname, mgsNids, subdir), what is mounted
-from the kernel's mount table. Every call is idempotent, and a stale or half-made mount found at
-a path is unmounted and made again rather than reported as success.
+from the kernel's mount table. Every call is idempotent, and a stale mount (ESTALE, ENOTCONN,
+its directory gone) found at a path is unmounted and made again rather than reported as
+success; one that answers EIO/EHOSTDOWN or nothing (eviction, recovery, a hung server) is left
+alone and the call answers UNAVAILABLE.
+
+Isolation: only kubelet's CSI paths are served, held open without following symlinks or
+crossing other mounts (csi/paths.py); only Lustre mounts and binds of them are ever unmounted;
+a publish binds only the volume volume_context names; every mount is nosuid,nodev.
 """
 
 from __future__ import annotations
