@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from csi.client import CsiClient, mount_capability
+from csi.paths import kubelet_staging_path, kubelet_target_path
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from tests.e2e.conftest import Stack
 
@@ -88,8 +90,10 @@ def test_pvc_binds_mounts_and_is_cleaned_up(stack: Stack) -> None:
     assert lfs["status"]["phase"] == "Ready"
 
     # The node side, driven over the node plugin's socket exactly as kubelet would.
-    staging = stack.node.kubelet_dir / "plugins" / "e2e-basic" / "globalmount"
-    target = stack.node.kubelet_dir / "pods" / "uid-1" / "volumes" / "e2e-basic" / "mount"
+    # (the paths kubelet uses: the node plugin accepts only those layouts)
+    kubelet = str(stack.node.kubelet_dir)
+    staging = Path(kubelet_staging_path(kubelet, csi.volume_handle))
+    target = Path(kubelet_target_path(kubelet, pv.metadata.name, "uid-1"))
     staging.mkdir(parents=True)
     target.parent.mkdir(parents=True)
     capability = mount_capability(mount_flags=list(pv.spec.mount_options))
@@ -172,7 +176,7 @@ def test_static_pv_binds_without_any_controller_call(stack: Stack) -> None:
     alpha = stack.standin_dir / "filesystems" / "legacy" / "root" / "projects" / "alpha"
     alpha.mkdir(parents=True)
     (alpha / "README").write_text("alpha")
-    staging = stack.node.kubelet_dir / "plugins" / "e2e-static" / "globalmount"
+    staging = Path(kubelet_staging_path(str(stack.node.kubelet_dir), "static-e2e"))
     staging.mkdir(parents=True)
     attributes = pv.spec.csi.volume_attributes
     with CsiClient(str(stack.node.socket)) as node:
