@@ -29,6 +29,7 @@ from bench import report
 from bench.drivers import DEFAULT_HOSTPATH, REPO, DriverUnderTest, RssSampler, hostpath, lustre_csi
 from bench.loadgen import Call, PhaseResult, run_phase
 from bench.stats import summary
+from csi.paths import kubelet_staging_path, kubelet_target_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VOLUME_BYTES = 1 << 20
@@ -154,9 +155,9 @@ class DriverBench:
             for n in names], 8)
         self._check(result, "create publish volumes")
         contexts = self._volume_contexts(result)
-        for index, name in enumerate(names):
+        for name in names:
             volume_id = result.created[name]
-            staging = self.driver.kubelet_dir / "plugins" / "bench" / str(index) / "globalmount"
+            staging = Path(kubelet_staging_path(str(self.driver.kubelet_dir), volume_id))
             self._stage(volume_id, str(staging), contexts.get(volume_id, {}))
             self._publish_volumes.append((volume_id, {"staging": str(staging),
                                                       **contexts.get(volume_id, {})}))
@@ -221,7 +222,7 @@ class DriverBench:
         cycles = []
         for i in range(self.plan.publish_cycles):
             volume_id, context = self._publish_volumes[i % clients]
-            target = self.driver.kubelet_dir / "pods" / f"{tag}-{i:04d}" / "volumes" / "mount"
+            target = kubelet_target_path(str(self.driver.kubelet_dir), "pv-bench", f"{tag}-{i:04d}")
             extra = tuple((k, v) for k, v in context.items() if k != "staging")
             cycles.append(Call("PublishCycle", (volume_id, context["staging"], str(target),
                                                 extra)))
