@@ -481,3 +481,18 @@ def test_a_hung_file_system_answers_unavailable_instead_of_holding_the_thread(
     finally:
         hung.set()
     assert service.get(volume_id).record.name == "alive"  # nothing was lost meanwhile
+
+
+def test_the_background_removal_never_follows_a_symlink_out_of_the_volume(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("linked")
+    directory = controller.root("safe") / controller.volumes.get(volume_id).record.directory
+    outside = _write(controller.state_dir / "elsewhere" / "keep.txt", "not the volume's")
+    _fill(directory)
+    (directory / "d0" / "to-dir").symlink_to(outside.parent)
+    (directory / "to-file").symlink_to(outside)
+    controller.volumes.delete(volume_id)
+    assert controller.volumes.run_pending_removals() == 0
+    assert outside.read_text() == "not the volume's"
+    assert list((controller.root("safe") / ".lustre-csi/trash").iterdir()) == []
