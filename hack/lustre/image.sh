@@ -5,6 +5,8 @@
 #
 #   bash hack/lustre/image.sh [--no-lustre] [--lustre-dir DIR] [--force] [--print-dir]
 #
+# The Lustre build is hack/lustre/build.sh's newest, linked from .cache/lustre, unless
+# --lustre-dir names one; this script never starts a Lustre build.
 # Two layers, each cached by the hash of its inputs outside the work tree, so a second run with
 # the same inputs takes seconds:
 #   base:  Debian bookworm by mmdebstrap (Debian's archive only) with the pinned kernel,
@@ -79,6 +81,12 @@ datasource_list: [NoCloud, None]
 system_info:
   network:
     renderers: [networkd]
+# Only the modules the server's user data uses (write_files, runcmd): every other one costs
+# seconds under TCG, and locale generation minutes.
+cloud_init_modules: [seed_random, bootcmd, write_files, set_hostname, update_hostname]
+cloud_config_modules: [runcmd]
+cloud_final_modules: [scripts_per_once, scripts_per_boot, scripts_per_instance, scripts_user,
+                      final_message]
 EOF
     cat > "$root/etc/initramfs-tools/conf.d/lustre-csi" << 'EOF'
 # Only what finds the root disk: a small initrd decompresses fast under TCG.
@@ -97,7 +105,9 @@ EOF
     done
     chroot "$root" depmod "$KERNEL_RELEASE"
     chroot "$root" update-initramfs -u -k "$KERNEL_RELEASE"
+    # usr/share/i18n: locale sources, for the locale module not run above.
     rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+        "$root"/usr/share/i18n \
         "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/*_Packages*
     find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'en*' ! -name locale.alias \
         -exec rm -rf {} +
@@ -134,7 +144,7 @@ add_lustre() {
     tar -C "$tree" --exclude='./usr/include' --exclude='./usr/share/man' \
         --exclude='./usr/share/doc' --exclude='*.a' --exclude='*.la' \
         --exclude='./usr/lib/lustre/tests' --exclude='./usr/lib64/lustre/tests' \
-        -cf - . | tar -C "$root" -xf - --no-same-owner
+        -cf - . | tar -C "$root" -xf - --no-same-owner --keep-directory-symlink
     depmod -b "$root" "$KERNEL_RELEASE"
     chroot "$root" ldconfig
     # Every Lustre utility must find its libraries in the image, not only on the build host.
@@ -236,7 +246,7 @@ while [[ $# -gt 0 ]]; do
             exit 0
             ;;
         -h | --help)
-            sed -n '2,23p' "$0"
+            sed -n '2,24p' "$0"
             exit 0
             ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -245,8 +255,11 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $with_lustre -eq 1 && -z "$lustre_dir" ]]; then
-    lustre_dir="$(bash "$HERE/build.sh" --print-dir 2> /dev/null)" \
-        || die "cannot ask hack/lustre/build.sh for its output dir; pass --lustre-dir DIR or --no-lustre"
+    # build.sh points .cache/lustre at its newest complete build (asking build.sh itself
+    # would start a build: half an hour, not what --print-dir should cost).
+    [[ -e "$REPO/.cache/lustre" ]] \
+        || die "no Lustre build linked from .cache/lustre (run: bash hack/lustre/build.sh), or pass --lustre-dir DIR or --no-lustre"
+    lustre_dir="$(readlink -f "$REPO/.cache/lustre")"
 fi
 if [[ $with_lustre -eq 1 && ! -f "$lustre_dir/lustre-install.tar.gz" ]]; then
     die "no Lustre build in ${lustre_dir} (run: bash hack/lustre/build.sh), or pass --no-lustre"
