@@ -8,6 +8,7 @@ mount of the local server set's tree. `LustreMountRecognizer` hides that differe
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ from csi.mounts import (
 )
 from provisioner.api import FileSystemEndpoint
 
+log = logging.getLogger(__name__)
 
 class LustreMountRecognizer(Protocol):
     def lustre_source(self, entry: MountEntry) -> str | None:
@@ -134,6 +136,21 @@ class ControllerMounts:
     def _answers(self, path: Path) -> bool:
         health, _ = path_health(str(path), probe=self._probe, bounded=self._bounded)
         return health is MountHealth.HEALTHY
+
+    def release_all(self) -> None:
+        """Unmount every file system mounted under the base (the driver is stopping).
+
+        In a pod these mounts end with the container's mount namespace anyway; run on a host
+        (the embedded default, tests), nothing else would take them away.
+        """
+        if not self._base.is_dir():
+            return
+        for path in sorted(self._base.iterdir()):
+            if path.is_dir() and not path.is_symlink():
+                try:
+                    self.release(path.name)
+                except OSError as exc:  # stopping must go on; the next start repairs it
+                    log.warning("could not release the controller mount %s: %s", path, exc)
 
     def release(self, fsname: str) -> None:
         """Unmount a file system the controller no longer serves (a deleted dedicated one)."""

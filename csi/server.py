@@ -140,6 +140,7 @@ class Driver:
             IdentityServicer(controller=serves_controller, ready=self.is_ready), self.server
         )
         self.volumes: VolumeService | None = None
+        self._controller_mounts: ControllerMounts | None = None
         if serves_controller:
             if provider is None:
                 raise InvalidArgument("the controller needs a server-set provider")
@@ -147,6 +148,7 @@ class Driver:
                 config.state_dir / "controller-mounts", lustre, host, table, recognizer
             )
             self.volumes = VolumeService(provider, mounts, lustre)
+            self._controller_mounts = mounts
             csi_pb2_grpc.add_ControllerServicer_to_server(
                 ControllerServicer(self.volumes, default_fsname=config.default_fsname),
                 self.server,
@@ -232,6 +234,10 @@ class Driver:
         if self._readiness is not None:
             self._readiness.stop()
         self.server.stop(self.config.grace_seconds).wait()
+        if self.volumes is not None:
+            self.volumes.stop()  # pending removals resume at the next start
+        if self._controller_mounts is not None:
+            self._controller_mounts.release_all()
         if self._provisioner is not None:
             self._provisioner.stop()
         if getattr(self, "_metrics_server", None) is not None:

@@ -161,3 +161,27 @@ def test_state_survives_a_driver_restart(tmp_path: Path) -> None:
         again = client.create_volume("keep-0", GiB, {"fsname": "itest"})
         assert again.volume_id == created[0]
         assert second.stop() == 0  # SIGTERM stops cleanly
+
+
+def test_a_stopped_controller_leaves_none_of_its_file_system_mounts_behind(
+    tmp_path: Path,
+) -> None:
+    controller_mounts = str(tmp_path / "state" / "controller-mounts")
+
+    def ours() -> list[str]:
+        return [
+            entry.mount_point
+            for entry in ProcMountTable().entries()
+            if entry.mount_point.startswith(controller_mounts + "/")
+        ]
+
+    with DriverProcess(tmp_path) as driver, driver.client() as client:
+        client.create_volume("mounted", GiB, {"fsname": "itest"})
+        assert ours() == [f"{controller_mounts}/itest"]
+        assert driver.stop() == 0
+    assert ours() == []
+    # The next start mounts it again and finds the volume.
+    with DriverProcess(tmp_path) as driver, driver.client() as client:
+        assert [e.volume.volume_id for e in client.list_volumes().entries] == [
+            "v1:shared:itest:mounted"
+        ]
