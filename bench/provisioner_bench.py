@@ -31,7 +31,8 @@ from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
 from tests.support.kube import REPO_ROOT, LocalKubeCluster, missing_binaries
 from tests.support.kubevirt_standin import KubeVirtStandIn
 
-NAMESPACE = "lustre-csi"
+NAMESPACE = "lustre-csi"  # the driver: its Lease and address claims
+SERVER_NAMESPACE = "lustre-servers"  # the server VMs, their PVCs, Secrets and pods
 POLL_SECONDS = 0.01
 GIB = 1 << 30
 
@@ -62,7 +63,7 @@ class ProvisionerBench:
     def _counts(self, admin: RestKube, fs: str) -> tuple[int, int, int]:
         selector = fs_selector(fs)
         return tuple(  # type: ignore[return-value]
-            sum(1 for i in admin.list(r, NAMESPACE, selector)[0]
+            sum(1 for i in admin.list(r, SERVER_NAMESPACE, selector)[0]
                 if not i["metadata"].get("deletionTimestamp"))
             for r in (VIRTUAL_MACHINES, PVCS, SECRETS))
 
@@ -88,8 +89,9 @@ class ProvisionerBench:
                       REPO_ROOT / "deploy" / "rbac" / "provisioner.yaml")
         admin = RestKube(cluster.admin_client())
         sa = RestKube(cluster.service_account_client(NAMESPACE, "lustre-csi-controller"))
-        standin = KubeVirtStandIn(admin, NAMESPACE).start()
+        standin = KubeVirtStandIn(admin, SERVER_NAMESPACE).start()
         runner = ProvisionerRunner(sa, RunnerConfig(namespace=NAMESPACE,
+                                                    server_namespace=SERVER_NAMESPACE,
                                                     retry_period_seconds=0.2))
         runner.start()
         provider = KubeVirtServerSets(sa)

@@ -11,7 +11,8 @@ Layout (a picture of the architecture):
     leader.py      the Lease policy (pure `decide`) and its I/O (`LeaseElector`).
     spec.py        spec parsing/validation with field-named errors; object naming.
     layout.py      the durable plan: servers, static addresses, OST table (pure).
-    addresses.py   IP pools, allocation, fixed MACs (pure).
+    addresses.py   IP pools as integer spans, allocation, fixed MACs, and the one ConfigMap
+                   that holds every address claim (resourceVersion-guarded).
     manifests.py   VM / PVC / Secret builders (pure).
     cloudinit.py   the idempotent boot script and network data (pure).
     events.py      Events on LustreFileSystems.
@@ -22,9 +23,10 @@ Design decisions:
 - Cluster-scoped CRD (`lustrefilesystems.lustre.csi.io`, v1alpha1). fsnames are unique
   cluster-wide (one client cannot mount two file systems of one name) and StorageClasses,
   which create file systems, are cluster-scoped. Every file system's VMs, PVCs and Secrets
-  live in the provisioner's namespace (`lustre-csi`), owned by the LustreFileSystem (a
-  cluster-scoped owner of namespaced dependents is allowed), so write access is confined to
-  that namespace by a Role.
+  live in a namespace of their own (`lustre-servers`, `--server-namespace`), owned by the
+  LustreFileSystem (a cluster-scoped owner of namespaced dependents is allowed), so write
+  access, and fencing's `pods delete`, is confined to that namespace by a Role and can never
+  reach the driver's own pods in `lustre-csi`.
 - The growth request is `spec.ostCount` (desired OSTs), raised by the provider and never
   lowered; the plan that realises it (servers, addresses, OST indices, `nextOstIndex`) is
   written to status before any object is created. Both survive restarts and leader changes.
