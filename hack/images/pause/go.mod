@@ -1,0 +1,3 @@
+module lustre-csi/hack/images/pause
+
+go 1.26.0
