@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.stats import summary
 from csi.errors import InProgress
-from provisioner.api import ServerSetTemplate
+from csi.server_sets import ServerSetTemplate
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, PVCS, SECRETS, VIRTUAL_MACHINES, RestKube
 from provisioner.kubevirt.manifests import fs_selector
 from provisioner.kubevirt.provider import KubeVirtServerSets

@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 
 from csi.client import CsiClient, mount_capability
 from csi.errors import DriverError
+from csi.quantity import parse_quantity
 from csi.rpc import csi_pb2
-from provisioner.quantity import parse_quantity
 
 log = logging.getLogger("lustre-csi")
 

@@ -9,9 +9,9 @@ from csi.catalog import VolumeRecord
 from csi.errors import InvalidArgument, InvalidPageToken, NotFound
 from csi.parameters import parse_volume_parameters
 from csi.rpc import csi_pb2, csi_pb2_grpc
+from csi.server_sets import FileSystemEndpoint
 from csi.volume_id import check_volume_id_field, parse_volume_id
 from csi.volumes import CapacityRange, VolumeService
-from provisioner.api import FileSystemEndpoint
 
 Capability = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (

@@ -17,6 +17,7 @@ from typing import Protocol
 from csi.bounded import BoundedCalls
 from csi.keyed_locks import KeyedLocks
 from csi.lustre.client import LustreClient
+from csi.lustre.fsname import FSNAME_CHARS
 from csi.mounts import (
     HostMounts,
     MountEntry,
@@ -29,7 +30,7 @@ from csi.mounts import (
     mounts_at,
     path_health,
 )
-from provisioner.api import FileSystemEndpoint
+from csi.server_sets import FileSystemEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LocalTreeRecognizer:
     beside the tree), or the local server sets' own NID.
     """
 
-    _ROOT = re.compile(r"/filesystems/(?P<fsname>[-_a-zA-Z0-9]{1,8})/root(?P<subdir>/[^/].*)?$")
+    _ROOT = re.compile(rf"/filesystems/(?P<fsname>{FSNAME_CHARS})/root(?P<subdir>/[^/].*)?$")
 
     def __init__(self, filesystems_dir: Path, default_nid: str) -> None:
         info = os.stat(filesystems_dir)

@@ -12,15 +12,15 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from csi.errors import InvalidArgument
-from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
-from provisioner.api import (
+from csi.lustre.fsname import validate_fsname
+from csi.quantity import format_quantity, parse_quantity
+from csi.server_sets import (
     DEDICATED_TO,
     MIN_MDT_BYTES,
     MIN_OST_BYTES,
     ServerSetTemplate,
-    validate_fsname,
 )
-from provisioner.quantity import format_quantity, parse_quantity
+from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
 
 # Keys the external-provisioner adds with --extra-create-metadata; informational only.
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
@@ -97,7 +97,7 @@ def dedicated_fsname(volume_name: str) -> str:
     """A stable 8-character fsname for a dedicated volume ('d' + 7 base-32 hash characters).
 
     Two names can hash alike; the file system records the volume id it is dedicated to, so
-    the second is refused at CreateVolume (`provisioner.api.check_dedication`), never adopted.
+    the second is refused at CreateVolume (`csi.server_sets.check_dedication`), never adopted.
     """
     digest = int.from_bytes(hashlib.sha256(volume_name.encode()).digest()[:8], "big")
     alphabet = "0123456789abcdefghijklmnopqrstuv"

@@ -38,9 +38,9 @@ from csi.mounts import HostMounts, ProcMountTable
 from csi.node import NodeServicer
 from csi.paths import PathPolicy
 from csi.rpc import csi_pb2_grpc
+from csi.server_sets import ServerSetProvider
 from csi.volume_stats import VolumeStatsReader
 from csi.volumes import VolumeService
-from provisioner.api import ServerSetProvider
 
 if TYPE_CHECKING:
     from provisioner.kubevirt.runner import ProvisionerRunner

@@ -21,26 +21,14 @@ is refused, and `delete_file_system` removes only a file system dedicated to the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
-FSNAME_PATTERN = re.compile(r"^[-_a-zA-Z0-9]{1,8}$")
 # Smallest targets a server set accepts (ldiskfs needs room for its journal and object index).
 MIN_MDT_BYTES = 1 << 30
 MIN_OST_BYTES = 1 << 30
-
-
-def validate_fsname(fsname: str, field_name: str = "fsname") -> str:
-    """Lustre allows 1-8 characters of [-_a-zA-Z0-9] in a file system name."""
-    if not FSNAME_PATTERN.match(fsname):
-        raise InvalidArgument(
-            f"{field_name}: {fsname!r} is not a Lustre file system name; "
-            "use 1-8 characters from a-z, A-Z, 0-9, '-' and '_'"
-        )
-    return fsname
 
 
 DEDICATED_TO = "dedicatedTo"  # template.extra key: the id of the volume a file system is for

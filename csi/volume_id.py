@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from csi.errors import InvalidArgument, NotFound
+from csi.lustre.fsname import FSNAME
 
 VolumeKind = Literal["shared", "dedicated"]
 KINDS: tuple[VolumeKind, ...] = ("shared", "dedicated")
 MAX_ID_BYTES = 128  # CSI spec limit for a volume id
 MAX_SUBDIR = 64
 _SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FSNAME = re.compile(r"^[-_a-zA-Z0-9]{1,8}$")
 _PREFIX = "v1"
 
 
@@ -61,7 +61,7 @@ def parse_volume_id(volume_id: str) -> VolumeId:
         len(parts) != 4
         or parts[0] != _PREFIX
         or parts[1] not in KINDS
-        or not _FSNAME.match(parts[2])
+        or not FSNAME.fullmatch(parts[2])
         or not _SUBDIR.match(parts[3])
         or ".." in parts[3]
     ):

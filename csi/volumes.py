@@ -55,8 +55,8 @@ from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre_mounts import ControllerMounts
 from csi.parameters import VolumeParameters
+from csi.server_sets import FileSystemEndpoint, ServerSetProvider
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
-from provisioner.api import FileSystemEndpoint, ServerSetProvider
 
 log = logging.getLogger(__name__)
 

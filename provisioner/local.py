@@ -20,14 +20,14 @@ from pathlib import Path
 from csi.atomicfile import read_json, write_json_atomic
 from csi.errors import NotFound
 from csi.keyed_locks import KeyedLocks
-from provisioner.api import (
+from csi.lustre.fsname import validate_fsname
+from csi.server_sets import (
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
     check_dedication,
     check_deletable,
     dedication,
-    validate_fsname,
 )
 from provisioner.growth import plan_growth
 

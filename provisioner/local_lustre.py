@@ -19,9 +19,10 @@ from pathlib import Path
 
 from csi.atomicfile import read_json, write_json_atomic
 from csi.command import DEFAULT_TIMEOUT_S, CommandResult, CommandRunner
+from csi.lustre.fsname import FSNAME_CHARS
 from provisioner.local import LOCAL_NID, LocalServerSets
 
-_SOURCE = re.compile(r"^(?P<nids>[^/]+):/(?P<fsname>[-_a-zA-Z0-9]{1,8})(?P<subdir>(/[^/]+)*)/?$")
+_SOURCE = re.compile(rf"^(?P<nids>[^/]+):/(?P<fsname>{FSNAME_CHARS})(?P<subdir>(/[^/]+)*)/?$")
 
 
 MGS_NIDS_FILE = "mgs-nids"

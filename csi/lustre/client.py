@@ -14,6 +14,7 @@ from typing import Final, TypeVar
 
 from csi.command import DEFAULT_TIMEOUT_S, CommandRunner
 from csi.errors import InvalidArgument
+from csi.lustre.fsname import FSNAME
 from csi.lustre.mount_options import validate_mount_options
 from csi.lustre.parsers import (
     LfsDf,
@@ -42,7 +43,6 @@ _HOSTNAME = (
 NID: Final = re.compile(
     rf"(?:{_IPV4}|{_HOSTNAME}|[0-9]{{1,10}})@(?:tcp|o2ib|gni|kfi|lo)(?:0|[1-9][0-9]{{0,4}})?"
 )
-FSNAME: Final = re.compile(r"[-_a-zA-Z0-9]{1,8}")
 _PATH_COMPONENT = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 _Parsed = TypeVar("_Parsed")

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from csi.quantity import format_quantity
 from provisioner.kubevirt.addresses import allocate, storage_mac
 from provisioner.kubevirt.spec import FileSystemSpec
-from provisioner.quantity import format_quantity
 
 MDS = "mds0"
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from csi.quantity import format_quantity
 from provisioner.kubevirt import cloudinit
 from provisioner.kubevirt.addresses import management_mac
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from provisioner.kubevirt.layout import MDS, Layout, ServerRecord
 from provisioner.kubevirt.spec import FileSystemSpec
-from provisioner.quantity import format_quantity
 
 LABEL_FS = "lustre.csi.io/filesystem"
 LABEL_SERVER = "lustre.csi.io/server"

@@ -18,14 +18,15 @@ import logging
 from typing import Any
 
 from csi.errors import FailedPrecondition, InProgress, NotFound
-from provisioner.api import (
+from csi.lustre.fsname import validate_fsname
+from csi.quantity import format_quantity
+from csi.server_sets import (
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
     check_dedication,
     check_deletable,
     dedication,
-    validate_fsname,
 )
 from provisioner.growth import plan_growth
 from provisioner.kubevirt.events import EventRecorder
@@ -37,7 +38,6 @@ from provisioner.kubevirt.spec import (
     spec_from_template,
     template_error,
 )
-from provisioner.quantity import format_quantity
 
 log = logging.getLogger(__name__)
 _PATCH_ATTEMPTS = 5

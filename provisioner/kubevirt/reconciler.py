@@ -52,6 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.addresses import AddressClaimStore
 from provisioner.kubevirt.events import EventRecorder, now_rfc3339
@@ -77,7 +78,6 @@ from provisioner.kubevirt.layout import (
 )
 from provisioner.kubevirt.leader import LeadershipGuard
 from provisioner.kubevirt.spec import FileSystemSpec, SpecError, parse_spec
-from provisioner.quantity import format_quantity
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from csi.errors import InvalidArgument
-from provisioner.api import FSNAME_PATTERN, MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate
+from csi.lustre.fsname import fsname_problem
+from csi.quantity import format_quantity, parse_quantity
+from csi.server_sets import MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate
 from provisioner.kubevirt.addresses import AddressPool, parse_pool
-from provisioner.quantity import format_quantity, parse_quantity
 
 MIN_MEMORY_BYTES = 1 << 30
 MAX_OSTS_PER_OSS = 16
@@ -110,9 +111,8 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
         problems.append(("metadata.name", f"{name!r} must be a DNS label of at most "
                          f"{MAX_OBJECT_NAME} characters (it prefixes the VM names)"))
     fsname = reader.text("spec.fsname", required=True)
-    if fsname and not FSNAME_PATTERN.match(fsname):
-        problems.append(("spec.fsname", f"{fsname!r} is not a Lustre file system name; use "
-                         "1-8 characters from a-z, A-Z, 0-9, '-' and '_'"))
+    if fsname and (problem := fsname_problem(fsname)) is not None:
+        problems.append(("spec.fsname", problem))
     mdt = reader.size("spec.mdtSize", MIN_MDT_BYTES, required=True)
     ost = reader.size("spec.ostSize", MIN_OST_BYTES, required=True)
     per_oss = reader.integer("spec.ostsPerOss", 2, 1, MAX_OSTS_PER_OSS)

@@ -13,7 +13,7 @@ import pytest
 from csi.client import CsiClient
 from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
-from provisioner.api import FileSystemEndpoint, ServerSetTemplate
+from csi.server_sets import FileSystemEndpoint, ServerSetTemplate
 from provisioner.local import LocalServerSets
 
 GiB = 1 << 30

@@ -29,8 +29,8 @@ from csi.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTabl
 from csi.node import NodeServicer
 from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 from csi.rpc import csi_pb2
+from csi.server_sets import ServerSetTemplate
 from csi.volume_stats import VolumeStatsReader
-from provisioner.api import ServerSetTemplate
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 from tests.support.driver import DriverProcess

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from provisioner.api import ServerSetTemplate
+from csi.server_sets import ServerSetTemplate
 from provisioner.kubevirt.kube import EVENTS, LUSTRE_FILE_SYSTEMS, RestKube
 from provisioner.kubevirt.provider import KubeVirtServerSets
 from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig

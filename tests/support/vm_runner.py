@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisioner.quantity import parse_quantity
+from csi.quantity import parse_quantity
 
 CACHE = Path(os.environ.get("LUSTRE_CSI_CACHE", "/var/cache/lustre-csi"))
 QEMU = "qemu-system-x86_64"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from csi.errors import AlreadyExists, FailedPrecondition, InProgress, InvalidArgument
-from provisioner.api import ServerSetTemplate
+from csi.server_sets import ServerSetTemplate
 from provisioner.kubevirt.kube import ConflictError, Object, Resource
 from provisioner.kubevirt.provider import KubeVirtServerSets
 

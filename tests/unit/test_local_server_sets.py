@@ -11,7 +11,7 @@ from csi.atomicfile import write_json_atomic
 from csi.command import SubprocessRunner
 from csi.errors import AlreadyExists, CapacityExhausted, FailedPrecondition, NotFound
 from csi.lustre.client import LustreClient
-from provisioner.api import ServerSetTemplate
+from csi.server_sets import ServerSetTemplate
 from provisioner.local import LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 

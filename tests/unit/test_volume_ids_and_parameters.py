@@ -112,3 +112,19 @@ def test_a_dedicated_file_system_is_made_dedicated_to_the_volume_id() -> None:
         {"kind": "dedicated"}, volume_name="pvc-1", default_fsname="lustre"
     )
     assert params.template.extra["dedicatedTo"] == f"v1:dedicated:{params.fsname}:pvc-1"
+
+
+def test_an_fsname_with_a_trailing_newline_is_refused_by_every_check() -> None:
+    # One definition of a Lustre name (csi.lustre.fsname), matched whole: '$' alone would let
+    # "lustre\n" through to mkfs.lustre, the CR spec and the local ledger.
+    from csi.lustre.fsname import validate_fsname
+    from provisioner.kubevirt.spec import SpecError, parse_spec
+
+    with pytest.raises(InvalidArgument, match="fsname"):
+        parse_volume_parameters({"fsname": "lustre\n"}, volume_name="v", default_fsname="x")
+    with pytest.raises(InvalidArgument):
+        validate_fsname("lustre\n")
+    spec = {"fsname": "lustre\n", "mdtSize": "1Gi", "ostSize": "1Gi", "maxOsts": 4,
+            "server": {"image": "img"}, "network": {"attachment": "n", "ipPool": "10.0.0.0/29"}}
+    with pytest.raises(SpecError, match=r"spec\.fsname"):
+        parse_spec(spec)
