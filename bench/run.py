@@ -29,7 +29,7 @@ from bench import report
 from bench.drivers import DEFAULT_HOSTPATH, REPO, DriverUnderTest, RssSampler, hostpath, lustre_csi
 from bench.loadgen import Call, PhaseResult, run_phase
 from bench.stats import summary
-from csi.paths import kubelet_staging_path, kubelet_target_path
+from csi.node.paths import kubelet_staging_path, kubelet_target_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VOLUME_BYTES = 1 << 20
@@ -164,7 +164,7 @@ class DriverBench:
         self._present = count
 
     def _volume_contexts(self, result: PhaseResult) -> dict[str, dict[str, str]]:
-        from csi.client import CsiClient
+        from csi.cli.client import CsiClient
 
         contexts: dict[str, dict[str, str]] = {}
         with CsiClient(self.driver.controller_endpoint) as client:
@@ -179,7 +179,7 @@ class DriverBench:
         return contexts
 
     def _stage(self, volume_id: str, staging: str, context: dict[str, str]) -> None:
-        from csi.client import CsiClient
+        from csi.cli.client import CsiClient
         from csi.rpc import csi_pb2
 
         capability = csi_pb2.VolumeCapability(

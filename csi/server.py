@@ -15,32 +15,32 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from csi.client_readiness import (
-    ClientReadiness,
-    ClientReadinessWatch,
-    check_client,
-    node_condition_patch,
-)
-from csi.command import CommandRunner, SubprocessRunner
-from csi.controller import ControllerServicer
+from csi.controller.mounts import ControllerMounts
+from csi.controller.servicer import ControllerServicer
+from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument
+from csi.host.command import CommandRunner, SubprocessRunner
+from csi.host.mounts import HostMounts, ProcMountTable
 from csi.identity import IdentityServicer
 from csi.interceptor import ErrorMappingInterceptor
 from csi.lustre.client import LustreClient
-from csi.lustre_mounts import (
-    ControllerMounts,
+from csi.lustre.recognizers import (
     KernelLustreRecognizer,
     LocalTreeRecognizer,
     LustreMountRecognizer,
 )
 from csi.metrics import RpcMetrics, serve_metrics
-from csi.mounts import HostMounts, ProcMountTable
-from csi.node import NodeServicer
-from csi.paths import PathPolicy
+from csi.node.paths import PathPolicy
+from csi.node.readiness import (
+    ClientReadiness,
+    ClientReadinessWatch,
+    check_client,
+    node_condition_patch,
+)
+from csi.node.servicer import NodeServicer
+from csi.node.stats import VolumeStatsReader
 from csi.rpc import csi_pb2_grpc
 from csi.server_sets import ServerSetProvider
-from csi.volume_stats import VolumeStatsReader
-from csi.volumes import VolumeService
 
 if TYPE_CHECKING:
     from provisioner.kubevirt.runner import ProvisionerRunner
@@ -178,7 +178,7 @@ class Driver:
 
     def _kubevirt_provider(self, config: DriverConfig) -> ServerSetProvider:
         """The KubeVirt provider for CSI calls, and the provisioner loops (leader only)."""
-        from csi.kubernetes_access import api_client
+        from csi.host.kubernetes_access import api_client
         from provisioner.kubevirt.kube import RestKube
         from provisioner.kubevirt.provider import KubeVirtServerSets
         from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
@@ -194,7 +194,7 @@ class Driver:
     def _node_condition_reporter(self) -> Callable[[ClientReadiness], None]:
         from kubernetes import client as k8s
 
-        from csi.kubernetes_access import api_client
+        from csi.host.kubernetes_access import api_client
 
         core = k8s.CoreV1Api(api_client(self.config.kubeconfig))
         node_name = self.config.node_id

@@ -17,9 +17,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from csi.atomicfile import read_json, write_json_atomic
 from csi.errors import NotFound
-from csi.keyed_locks import KeyedLocks
+from csi.host.atomicfile import read_json, write_json_atomic
+from csi.host.keyed_locks import KeyedLocks
 from csi.lustre.fsname import validate_fsname
 from csi.server_sets import (
     FileSystemCapacity,

@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from csi.atomicfile import read_json, write_json_atomic
-from csi.command import DEFAULT_TIMEOUT_S, CommandResult, CommandRunner
+from csi.host.atomicfile import read_json, write_json_atomic
+from csi.host.command import DEFAULT_TIMEOUT_S, CommandResult, CommandRunner
 from csi.lustre.fsname import FSNAME_CHARS
 from provisioner.local import LOCAL_NID, LocalServerSets
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
-from csi.command import DEFAULT_TIMEOUT_S, CommandRunner
 from csi.errors import InvalidArgument
+from csi.host.command import DEFAULT_TIMEOUT_S, CommandRunner
 from csi.lustre.fsname import FSNAME
 from csi.lustre.mount_options import validate_mount_options
 from csi.lustre.parsers import (

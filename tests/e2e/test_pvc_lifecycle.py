@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from csi.client import CsiClient, mount_capability
-from csi.paths import kubelet_staging_path, kubelet_target_path
+from csi.cli.client import CsiClient, mount_capability
+from csi.node.paths import kubelet_staging_path, kubelet_target_path
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from tests.e2e.conftest import Stack
 

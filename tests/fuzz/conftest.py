@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from csi.client import CsiClient
+from csi.cli.client import CsiClient
+from csi.host.mounts import ProcMountTable
 from csi.identity import DRIVER_NAME
-from csi.mounts import ProcMountTable
 from csi.server import Driver, DriverConfig
 from tests.support.driver import in_private_mount_namespace
 

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from csi.client import CsiClient, mount_capability
+from csi.cli.client import CsiClient, mount_capability
 from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
 from tests.fuzz.conftest import World

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from csi.client import CsiClient, mount_capability
+from csi.cli.client import CsiClient, mount_capability
 from csi.rpc import csi_pb2
 from tests.support.driver import DriverProcess
 

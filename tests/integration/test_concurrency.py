@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.client import CsiClient
+from csi.cli.client import CsiClient
 from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
 from csi.server_sets import FileSystemEndpoint, ServerSetTemplate

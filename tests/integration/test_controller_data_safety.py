@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from csi.bounded import BoundedCalls, CallTimedOut
-from csi.command import SubprocessRunner
+from csi.controller.mounts import ControllerMounts
+from csi.controller.parameters import VolumeParameters, dedicated_fsname, parse_volume_parameters
+from csi.controller.volumes import CapacityRange, VolumeService
 from csi.errors import (
     AlreadyExists,
     CapacityExhausted,
@@ -25,11 +26,11 @@ from csi.errors import (
     InProgress,
     NotFound,
 )
+from csi.host.bounded import BoundedCalls, CallTimedOut
+from csi.host.command import SubprocessRunner
+from csi.host.mounts import HostMounts, ProcMountTable
 from csi.lustre.client import LustreClient
-from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
-from csi.mounts import HostMounts, ProcMountTable
-from csi.parameters import VolumeParameters, dedicated_fsname, parse_volume_parameters
-from csi.volumes import CapacityRange, VolumeService
+from csi.lustre.recognizers import LocalTreeRecognizer
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 
@@ -261,7 +262,7 @@ def test_an_empty_record_does_not_break_calls_on_its_file_system_after_a_restart
     _write(controller.root("safe") / ".lustre-csi/volumes/torn.json", "")
     restarted = Replica(controller.state_dir, "c")
     try:
-        with caplog.at_level("WARNING", logger="csi.catalog"):
+        with caplog.at_level("WARNING", logger="csi.controller.catalog"):
             assert restarted.volumes.get(kept).record.name == "kept"
         assert ".lustre-csi/volumes/torn.json" in caplog.text
         assert [r.name for r in restarted.volumes.list_page("", 0)[0]] == ["kept"]

@@ -19,18 +19,19 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.bounded import BoundedCalls
-from csi.client import CsiClient, mount_capability
-from csi.command import SubprocessRunner
+from csi.cli.client import CsiClient, mount_capability
+from csi.controller.mounts import ControllerMounts
 from csi.errors import DriverError
+from csi.host.bounded import BoundedCalls
+from csi.host.command import SubprocessRunner
+from csi.host.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTable, mounts_at
 from csi.lustre.client import LustreClient
-from csi.lustre_mounts import ControllerMounts, LocalTreeRecognizer
-from csi.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTable, mounts_at
-from csi.node import NodeServicer
-from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
+from csi.lustre.recognizers import LocalTreeRecognizer
+from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
+from csi.node.servicer import NodeServicer
+from csi.node.stats import VolumeStatsReader
 from csi.rpc import csi_pb2
 from csi.server_sets import ServerSetTemplate
-from csi.volume_stats import VolumeStatsReader
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 from tests.support.driver import DriverProcess

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.client import CsiClient, mount_capability
-from csi.mounts import ProcMountTable, mounts_at
+from csi.cli.client import CsiClient, mount_capability
+from csi.host.mounts import ProcMountTable, mounts_at
 from csi.rpc import csi_pb2
 from tests.support.driver import DriverProcess
 

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from csi.client import CsiClient
+from csi.cli.client import CsiClient
 from csi.rpc import csi_pb2
 from tests.provisioner.conftest import NAMESPACE, KubeEnv, wait_for
 from tests.support.driver import DriverProcess

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from csi.controller.parameters import dedicated_fsname
 from csi.errors import CapacityExhausted, FailedPrecondition, InProgress, InvalidArgument
-from csi.parameters import dedicated_fsname
 from provisioner.kubevirt.addresses import CLAIMS_NAME
 from provisioner.kubevirt.events import EventRecorder
 from provisioner.kubevirt.kube import (

@@ -12,8 +12,8 @@ import functools
 import sys
 
 import csi.server
-from csi.cli import main
-from csi.paths import KUBELET_LAYOUTS, NAME, STAGING, TARGET, PathLayout, PathPolicy
+from csi.cli.main import main
+from csi.node.paths import KUBELET_LAYOUTS, NAME, STAGING, TARGET, PathLayout, PathPolicy
 
 SANITY_DIR = "csi-sanity"
 SANITY_LAYOUTS = (

@@ -10,8 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from csi.client import CsiClient
-from csi.paths import kubelet_staging_path, kubelet_target_path
+from csi.cli.client import CsiClient
+from csi.node.paths import kubelet_staging_path, kubelet_target_path
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from csi.bounded import BoundedCalls, CallTimedOut
 from csi.errors import InProgress
+from csi.host.bounded import BoundedCalls, CallTimedOut
 
 
 def test_result_and_errors_of_a_quick_call_pass_through() -> None:

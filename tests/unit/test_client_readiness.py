@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from csi.client_readiness import (
+from csi.errors import ExternalCommandFailed
+from csi.host.command import CommandResult
+from csi.node.readiness import (
     ClientReadiness,
     ClientReadinessWatch,
     check_client,
     node_condition_patch,
 )
-from csi.command import CommandResult
-from csi.errors import ExternalCommandFailed
 
 
 class ScriptedLctl:

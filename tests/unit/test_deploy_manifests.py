@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from csi.parameters import parse_volume_parameters
+from csi.controller.parameters import parse_volume_parameters
 from provisioner.kubevirt.spec import parse_spec, spec_from_template
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from csi.catalog import VolumeCatalog, VolumeRecord, new_directory
+from csi.controller.catalog import VolumeCatalog, VolumeRecord, new_directory
 from csi.errors import InvalidArgument, OperationInFlight
 from csi.inflight import InFlightKeys
-from csi.paths import PathPolicy
+from csi.node.paths import PathPolicy
 
 
 def test_a_held_key_refuses_a_duplicate_and_frees_on_exit() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from csi.atomicfile import write_json_atomic
-from csi.command import SubprocessRunner
 from csi.errors import AlreadyExists, CapacityExhausted, FailedPrecondition, NotFound
+from csi.host.atomicfile import write_json_atomic
+from csi.host.command import SubprocessRunner
 from csi.lustre.client import LustreClient
 from csi.server_sets import ServerSetTemplate
 from provisioner.local import LocalServerSets

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from csi.command import DEFAULT_TIMEOUT_S, CommandResult
 from csi.errors import ExternalCommandFailed, InvalidArgument
+from csi.host.command import DEFAULT_TIMEOUT_S, CommandResult
 from csi.lustre.client import (
     MAX_PROJECT_ID,
     LustreClient,

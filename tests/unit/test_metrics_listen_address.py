@@ -7,7 +7,7 @@ import socket
 import urllib.request
 from pathlib import Path
 
-from csi.cli import build_parser
+from csi.cli.main import build_parser
 from csi.server import Driver, DriverConfig
 
 

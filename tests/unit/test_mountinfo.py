@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from csi.lustre_mounts import KernelLustreRecognizer
-from csi.mounts import ProcMountTable, parse_mountinfo
+from csi.host.mounts import ProcMountTable, parse_mountinfo
+from csi.lustre.recognizers import KernelLustreRecognizer
 
 KUBELET = "/var/lib/kubelet"
 LUSTRE = "lustre 10.0.0.5@tcp:10.0.0.6@tcp:/scratch/pvc-1"

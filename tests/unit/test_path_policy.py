@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from csi.errors import InvalidArgument
-from csi.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
+from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 
 VOLUME = "v1:shared:scratch:pvc-1"
 SHA = hashlib.sha256(VOLUME.encode()).hexdigest()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from csi.controller.parameters import dedicated_fsname, parse_volume_parameters
 from csi.errors import InvalidArgument, NotFound
-from csi.parameters import dedicated_fsname, parse_volume_parameters
 from csi.volume_id import MAX_ID_BYTES, VolumeId, parse_volume_id, subdir_for_name
 
 

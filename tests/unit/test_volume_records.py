@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from csi.catalog import RECORDS_DIR, VolumeCatalog, VolumeRecord, new_directory, record_path
+from csi.controller.catalog import (
+    RECORDS_DIR,
+    VolumeCatalog,
+    VolumeRecord,
+    new_directory,
+    record_path,
+)
 
 GOOD: dict[str, Any] = {
     "name": "good",
@@ -64,7 +70,7 @@ def test_an_empty_or_corrupt_record_is_skipped_and_named_without_breaking_the_ot
 ) -> None:
     _put(tmp_path, "good.json", json.dumps(GOOD))
     bad = _put(tmp_path, "broken.json", content)
-    with caplog.at_level(logging.WARNING, logger="csi.catalog"):
+    with caplog.at_level(logging.WARNING, logger="csi.controller.catalog"):
         catalog = _loaded(tmp_path)
     assert [r.volume_id for r in catalog] == ["v1:shared:fs:good"]
     assert str(bad) in caplog.text
@@ -100,7 +106,7 @@ def test_a_record_that_could_point_outside_its_volume_is_skipped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, file_name: str, changes: dict[str, Any]
 ) -> None:
     bad = _put(tmp_path, file_name, json.dumps({**GOOD, **changes}))
-    with caplog.at_level(logging.WARNING, logger="csi.catalog"):
+    with caplog.at_level(logging.WARNING, logger="csi.controller.catalog"):
         catalog = _loaded(tmp_path)
     assert list(catalog) == []
     assert str(bad) in caplog.text
@@ -114,7 +120,7 @@ def test_a_record_that_is_a_symlink_is_not_followed(
     link = tmp_path / RECORDS_DIR / "good.json"
     link.parent.mkdir(parents=True)
     os.symlink(elsewhere, link)
-    with caplog.at_level(logging.WARNING, logger="csi.catalog"):
+    with caplog.at_level(logging.WARNING, logger="csi.controller.catalog"):
         assert list(_loaded(tmp_path)) == []
     assert str(link) in caplog.text
 
@@ -136,7 +142,7 @@ def test_two_records_claiming_one_project_id_leave_it_to_the_claims_holder(
     copy = {**owner.to_json(), "name": "aaa", "volume_id": "v1:shared:fs:aaa", "subdir": "aaa",
             "directory": "csi-volumes/aaa-0123456789abcdef"}
     bad = _put(tmp_path, "aaa.json", json.dumps(copy))
-    with caplog.at_level(logging.WARNING, logger="csi.catalog"):
+    with caplog.at_level(logging.WARNING, logger="csi.controller.catalog"):
         assert [r.volume_id for r in _loaded(tmp_path)] == ["v1:shared:fs:owner"]
     assert "v1:shared:fs:aaa" in caplog.text or str(bad) in caplog.text
     assert record_path(tmp_path, "aaa") == bad

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from csi.client import CsiClient
+from csi.cli.client import CsiClient
 from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
 

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from csi.client import CsiClient, mount_capability
+from csi.cli.client import CsiClient, mount_capability
 from csi.errors import DriverError
 from csi.quantity import parse_quantity
 from csi.rpc import csi_pb2
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "client":
             return run_client(args)
-        from csi.demo import run_demo
+        from csi.cli.demo import run_demo
 
         return run_demo(args.state_dir)
     except DriverError as exc:

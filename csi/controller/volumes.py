@@ -8,8 +8,8 @@ dedicated volume is the same inside a file system of its own. The controller:
 Steps that start long work answer InProgress; the retry finds them done. Every step is
 idempotent by the volume name, so a crash anywhere is finished by the next attempt.
 
-A volume's directory is one the driver made (see csi.catalog for the layout): it is created
-with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
+A volume's directory is one the driver made (see csi.controller.catalog for the layout): it
+is created with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
 record holds before the mkdir, so an existing directory is never adopted.
 
 DeleteVolume marks the record `deleting` (with a trash path), renames the directory into the
@@ -33,8 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.bounded import BoundedCalls
-from csi.catalog import (
+from csi.controller.catalog import (
     TRASH_DIR,
     VOLUMES_DIR,
     VolumeCatalog,
@@ -42,6 +41,8 @@ from csi.catalog import (
     new_directory,
     trash_for,
 )
+from csi.controller.mounts import ControllerMounts
+from csi.controller.parameters import VolumeParameters
 from csi.errors import (
     AlreadyExists,
     CapacityExhausted,
@@ -51,10 +52,9 @@ from csi.errors import (
     InvalidArgument,
     NotFound,
 )
+from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
-from csi.lustre_mounts import ControllerMounts
-from csi.parameters import VolumeParameters
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 

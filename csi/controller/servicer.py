@@ -5,13 +5,13 @@ from __future__ import annotations
 from google.protobuf import wrappers_pb2
 
 from csi.capabilities import capability_problem, check_capabilities
-from csi.catalog import VolumeRecord
+from csi.controller.catalog import VolumeRecord
+from csi.controller.parameters import parse_volume_parameters
+from csi.controller.volumes import CapacityRange, VolumeService
 from csi.errors import InvalidArgument, InvalidPageToken, NotFound
-from csi.parameters import parse_volume_parameters
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.server_sets import FileSystemEndpoint
 from csi.volume_id import check_volume_id_field, parse_volume_id
-from csi.volumes import CapacityRange, VolumeService
 
 Capability = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csi.atomicfile import read_json, write_json_atomic
 from csi.errors import DriverError, InProgress
+from csi.host.atomicfile import read_json, write_json_atomic
 from csi.lustre.client import MAX_PROJECT_ID
 from csi.volume_id import parse_volume_id, subdir_for_name
 

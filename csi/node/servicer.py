@@ -7,7 +7,7 @@ success; one that answers EIO/EHOSTDOWN or nothing (eviction, recovery, a hung s
 alone and the call answers UNAVAILABLE.
 
 Isolation: only kubelet's CSI paths are served, held open without following symlinks or
-crossing other mounts (csi/paths.py); only Lustre mounts and binds of them are ever unmounted;
+crossing other mounts (csi/node/paths.py); only Lustre mounts and binds of them are ever unmounted;
 a publish binds only the volume volume_context names; every mount is nosuid,nodev.
 """
 
@@ -20,15 +20,11 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from csi.bounded import BoundedCalls, CallTimedOut
 from csi.capabilities import check_capability, is_readonly_mode
-from csi.catalog import VOLUMES_DIR
+from csi.controller.catalog import VOLUMES_DIR
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from csi.inflight import InFlightKeys
-from csi.lustre.client import LustreClient
-from csi.lustre.mount_options import merge_mount_options
-from csi.lustre_mounts import LustreMountRecognizer, same_source
-from csi.mounts import (
+from csi.host.bounded import BoundedCalls, CallTimedOut
+from csi.host.mounts import (
     BIND_DEFAULT_OPTIONS,
     HostMounts,
     MountEntry,
@@ -40,10 +36,14 @@ from csi.mounts import (
     mount_health,
     mounts_at,
 )
-from csi.paths import HeldPath, PathPolicy, fd_path
+from csi.inflight import InFlightKeys
+from csi.lustre.client import LustreClient
+from csi.lustre.mount_options import merge_mount_options
+from csi.lustre.recognizers import LustreMountRecognizer, same_source
+from csi.node.paths import HeldPath, PathPolicy, fd_path
+from csi.node.stats import VolumeStatsReader
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.volume_id import check_volume_id_field
-from csi.volume_stats import VolumeStatsReader
 
 log = logging.getLogger(__name__)
 AccessMode = csi_pb2.VolumeCapability.AccessMode

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from csi.bounded import BoundedCalls
 from csi.errors import DriverError
+from csi.host.bounded import BoundedCalls
+from csi.host.mounts import MountProbe, OsMountProbe
 from csi.lustre.client import LustreClient
-from csi.mounts import MountProbe, OsMountProbe
 
 STATVFS_TIMEOUT_S = 10.0
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from csi.command import CommandRunner
 from csi.errors import DriverError
+from csi.host.command import CommandRunner
 
 log = logging.getLogger(__name__)
 CONDITION_TYPE = "LustreClientReady"

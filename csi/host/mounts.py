@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from csi.bounded import BoundedCalls, CallTimedOut
-from csi.command import CommandRunner
 from csi.errors import InProgress
+from csi.host.bounded import BoundedCalls, CallTimedOut
+from csi.host.command import CommandRunner
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
