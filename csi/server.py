@@ -11,24 +11,18 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import grpc
 
+from csi.backends import Backend, BackgroundLoops, build_backend
 from csi.controller.mounts import ControllerMounts
 from csi.controller.servicer import ControllerServicer
 from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument
-from csi.host.command import CommandRunner, SubprocessRunner
 from csi.host.mounts import HostMounts, ProcMountTable
 from csi.identity import IdentityServicer
 from csi.interceptor import ErrorMappingInterceptor
 from csi.lustre.client import LustreClient
-from csi.lustre.recognizers import (
-    KernelLustreRecognizer,
-    LocalTreeRecognizer,
-    LustreMountRecognizer,
-)
 from csi.metrics import RpcMetrics, serve_metrics
 from csi.node.paths import PathPolicy
 from csi.node.readiness import (
@@ -42,11 +36,6 @@ from csi.node.stats import VolumeStatsReader
 from csi.rpc import csi_pb2_grpc
 from csi.server_sets import ServerSetProvider
 
-if TYPE_CHECKING:
-    from provisioner.kubevirt.runner import ProvisionerRunner
-from provisioner.local import LOCAL_NID, LocalServerSets
-from provisioner.local_lustre import LocalLustreCommands
-
 log = logging.getLogger(__name__)
 MODES = ("controller", "node", "all")
 
@@ -59,11 +48,10 @@ class DriverConfig:
     state_dir: Path
     kubelet_dirs: list[str] = field(default_factory=lambda: ["/var/lib/kubelet"])
     default_fsname: str = "lustre"
-    # "local": the embedded server set and its Lustre stand-in; "kernel": real Lustre tools;
-    # "standin": the Lustre stand-in for servers that run elsewhere (tests on this machine,
-    # where KubeVirt's stand-in runs the servers and `standin_dir` holds their data).
+    # A name in csi.backends.LUSTRE_TOOLS: "local", the embedded server set and its Lustre
+    # stand-in; "kernel", the real Lustre tools.
     lustre_tools: str = "local"
-    standin_dir: str = ""
+    standin_dir: str = ""  # data of the local server sets (default: state_dir)
     metrics_address: str = ""
     workers: int = 16
     # Patch the Node's LustreClientReady condition (node mode, needs in-cluster credentials).
@@ -91,7 +79,17 @@ def unix_socket_path(endpoint: str) -> str:
 class Driver:
     """A running gRPC server plus whatever background work its mode needs."""
 
-    def __init__(self, config: DriverConfig, provider: ServerSetProvider | None = None) -> None:
+    def __init__(
+        self,
+        config: DriverConfig,
+        provider: ServerSetProvider | None = None,
+        *,
+        backend: Backend | None = None,
+    ) -> None:
+        """Assemble the services `config.mode` serves on `backend` (built from `config`).
+
+        `provider`, when given, replaces the backend's server sets (tests).
+        """
         if config.mode not in MODES:
             raise InvalidArgument(f"--mode must be one of {', '.join(MODES)}")
         self.config = config
@@ -102,32 +100,8 @@ class Driver:
         self.metrics = RpcMetrics()
         self.socket_path = unix_socket_path(config.endpoint)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-
-        host_runner = SubprocessRunner()
-        recognizer: LustreMountRecognizer
-        runner: CommandRunner
-        self._provisioner: ProvisionerRunner | None = None
-        if provider is None and config.server_sets == "kubevirt":
-            provider = self._kubevirt_provider(config)
-        elif config.server_sets not in ("local", "kubevirt"):
-            raise InvalidArgument("--server-sets must be 'local' or 'kubevirt'")
-        if config.lustre_tools in ("local", "standin"):
-            data_dir = Path(config.standin_dir) if config.standin_dir else config.state_dir
-            local_sets = LocalServerSets(data_dir)
-            runner = LocalLustreCommands(
-                local_sets, host_runner, any_server=config.lustre_tools == "standin"
-            )
-            recognizer = LocalTreeRecognizer(data_dir / "filesystems", LOCAL_NID)
-            provider = provider or local_sets
-        elif config.lustre_tools == "kernel":
-            runner = host_runner
-            recognizer = KernelLustreRecognizer()
-        else:
-            raise InvalidArgument("--lustre-tools must be 'local', 'standin' or 'kernel'")
-        lustre = LustreClient(runner)
-        host = HostMounts(runner)
-        table = ProcMountTable()
-
+        backend = backend or build_backend(config, provider)
+        self._loops: BackgroundLoops | None = backend.loops
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
             # Two threads stay free for Identity (Probe) whatever volume calls do.
@@ -139,54 +113,59 @@ class Driver:
         csi_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(controller=serves_controller, ready=self.is_ready), self.server
         )
+        lustre = LustreClient(backend.tools.runner)
+        host = HostMounts(backend.tools.runner)
+        table = ProcMountTable()
         self.volumes: VolumeService | None = None
         self._controller_mounts: ControllerMounts | None = None
         if serves_controller:
-            if provider is None:
-                raise InvalidArgument("the controller needs a server-set provider")
-            mounts = ControllerMounts(
-                config.state_dir / "controller-mounts", lustre, host, table, recognizer
-            )
-            self.volumes = VolumeService(provider, mounts, lustre)
-            self._controller_mounts = mounts
-            csi_pb2_grpc.add_ControllerServicer_to_server(
-                ControllerServicer(self.volumes, default_fsname=config.default_fsname),
-                self.server,
-            )
+            self._add_controller(backend, lustre, host, table)
         self._readiness: ClientReadinessWatch | None = None
         if config.mode == "controller":
             self.client_ready.set()
         else:
-            require_network = config.lustre_tools == "kernel"
-            self._readiness = ClientReadinessWatch(
-                lambda: check_client(runner, require_network=require_network),
-                self.client_ready,
-                report=self._node_condition_reporter() if config.report_node_condition else None,
-            )
-            csi_pb2_grpc.add_NodeServicer_to_server(
-                NodeServicer(
-                    node_id=config.node_id,
-                    lustre=lustre,
-                    host=host,
-                    table=table,
-                    recognizer=recognizer,
-                    paths=PathPolicy(config.kubelet_dirs),
-                    stats=VolumeStatsReader(lustre),
-                ),
-                self.server,
-            )
+            self._add_node(backend, lustre, host, table)
 
-    def _kubevirt_provider(self, config: DriverConfig) -> ServerSetProvider:
-        """The KubeVirt provider for CSI calls, and the provisioner loops (leader only)."""
-        from csi.host.kubernetes_access import api_client
-        from provisioner.kubevirt.kube import RestKube
-        from provisioner.kubevirt.provider import KubeVirtServerSets
-        from provisioner.kubevirt.runner import ProvisionerRunner, RunnerConfig
+    def _add_controller(
+        self, backend: Backend, lustre: LustreClient, host: HostMounts, table: ProcMountTable
+    ) -> None:
+        if backend.provider is None:
+            raise InvalidArgument("the controller needs a server-set provider")
+        mounts = ControllerMounts(
+            self.config.state_dir / "controller-mounts",
+            lustre,
+            host,
+            table,
+            backend.tools.recognizer,
+        )
+        self.volumes = VolumeService(backend.provider, mounts, lustre)
+        self._controller_mounts = mounts
+        csi_pb2_grpc.add_ControllerServicer_to_server(
+            ControllerServicer(self.volumes, default_fsname=self.config.default_fsname),
+            self.server,
+        )
 
-        kube = RestKube(api_client(config.kubeconfig))
-        self._provisioner = ProvisionerRunner(kube, RunnerConfig(
-            namespace=config.namespace, server_namespace=config.server_namespace))
-        return KubeVirtServerSets(kube, identity=self._provisioner.identity)
+    def _add_node(
+        self, backend: Backend, lustre: LustreClient, host: HostMounts, table: ProcMountTable
+    ) -> None:
+        runner, require_network = backend.tools.runner, backend.tools.require_network
+        self._readiness = ClientReadinessWatch(
+            lambda: check_client(runner, require_network=require_network),
+            self.client_ready,
+            report=self._node_condition_reporter() if self.config.report_node_condition else None,
+        )
+        csi_pb2_grpc.add_NodeServicer_to_server(
+            NodeServicer(
+                node_id=self.config.node_id,
+                lustre=lustre,
+                host=host,
+                table=table,
+                recognizer=backend.tools.recognizer,
+                paths=PathPolicy(self.config.kubelet_dirs),
+                stats=VolumeStatsReader(lustre),
+            ),
+            self.server,
+        )
 
     def is_ready(self) -> bool:
         return self.serving.is_set() and self.client_ready.is_set()
@@ -217,8 +196,8 @@ class Driver:
             self._metrics_server = serve_metrics(self.metrics, host or "127.0.0.1", int(port))
         if self._readiness is not None:
             self._readiness.start()
-        if self._provisioner is not None:
-            self._provisioner.start()
+        if self._loops is not None:
+            self._loops.start()
         self.serving.set()
         log.info(
             "lustre-csi serving %s on %s (node %s, state %s)",
@@ -238,8 +217,8 @@ class Driver:
             self.volumes.stop()  # pending removals resume at the next start
         if self._controller_mounts is not None:
             self._controller_mounts.release_all()
-        if self._provisioner is not None:
-            self._provisioner.stop()
+        if self._loops is not None:
+            self._loops.stop()
         if getattr(self, "_metrics_server", None) is not None:
             self._metrics_server.shutdown()
         log.info("lustre-csi stopped")

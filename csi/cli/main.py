@@ -54,15 +54,20 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="directory staging/target paths must lie in (repeatable; default /var/lib/kubelet)",
     )
     serve.add_argument("--default-fsname", default="lustre")
+    from csi.backends import LUSTRE_TOOLS
+
     serve.add_argument(
         "--lustre-tools",
-        choices=("local", "kernel", "standin"),
+        choices=tuple(LUSTRE_TOOLS),
         default="local",
         help="local: the embedded server set and its Lustre stand-in; "
-        "kernel: the real mount.lustre and lfs; standin: the Lustre stand-in for servers run "
-        "elsewhere (tests), keeping file system data under --standin-dir",
+        "kernel: the real mount.lustre and lfs",
     )
-    serve.add_argument("--standin-dir", default="", help="data of --lustre-tools standin")
+    serve.add_argument(
+        "--standin-dir",
+        default="",
+        help="data directory of the local server sets and their stand-in (default: --state-dir)",
+    )
     serve.add_argument(
         "--metrics-address",
         default="",

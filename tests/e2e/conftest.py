@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from provisioner.kubevirt.kube import RestKube
-from tests.support.driver import REPO, DriverProcess
+from tests.support.driver import REPO, STANDIN_LAUNCHER, DriverProcess
 from tests.support.kubevirt_standin import KubeVirtStandIn
 
 NAMESPACE = "lustre-csi"
@@ -119,6 +119,7 @@ def stack(
     controller = DriverProcess(
         work / "controller",
         mode="controller",
+        module=STANDIN_LAUNCHER,
         extra_args=[
             *common,
             "--server-sets",
@@ -131,7 +132,9 @@ def stack(
             SERVER_NAMESPACE,
         ],
     ).start()
-    node = DriverProcess(work / "node", mode="node", extra_args=common).start()
+    node = DriverProcess(
+        work / "node", mode="node", extra_args=common, module=STANDIN_LAUNCHER
+    ).start()
     logs = {name: work / f"{name}.log" for name in ("csi-provisioner", "csi-resizer")}
     sidecars = [
         _sidecar(

@@ -18,7 +18,7 @@ import pytest
 from csi.cli.client import CsiClient
 from csi.rpc import csi_pb2
 from tests.provisioner.conftest import NAMESPACE, KubeEnv, wait_for
-from tests.support.driver import DriverProcess
+from tests.support.driver import STANDIN_LAUNCHER, DriverProcess
 
 GiB = 1 << 30
 PARAMS = {
@@ -62,6 +62,7 @@ def test_create_volume_boots_and_grows_a_file_system(env: KubeEnv, tmp_path: Pat
     driver = DriverProcess(
         tmp_path,
         mode="all",
+        module=STANDIN_LAUNCHER,
         extra_args=[
             "--server-sets", "kubevirt", "--lustre-tools", "standin",
             "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE,

@@ -14,6 +14,7 @@ from csi.cli.client import CsiClient
 from csi.node.paths import kubelet_staging_path, kubelet_target_path
 
 REPO = Path(__file__).resolve().parents[2]
+STANDIN_LAUNCHER = "tests.support.serve_standin"  # --lustre-tools standin (test-only)
 
 
 class DriverProcess:
