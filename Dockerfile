@@ -34,7 +34,12 @@ RUN python3 -m venv /opt/lustre-csi \
  && rm -rf /wheels
 ENV PATH=/opt/lustre-csi/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Non-root by default (the CLI client needs nothing more); the controller and node pods set
-# runAsUser 0 and privileged, because mounting is what they do.
+# runAsUser 0 and privileged, because mounting is what they do. The user is in /etc/passwd:
+# kubelet passes the image's uid alone, and the runtime takes the group from there (without
+# an entry a pod would run as 65532:0, group root).
+RUN groupadd --gid 65532 lustre-csi \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin lustre-csi
 USER 65532:65532
 ENTRYPOINT ["lustre-csi"]
 CMD ["--help"]

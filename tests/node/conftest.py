@@ -1,0 +1,45 @@
+"""The node tier: a one-node cluster with a real kubelet and containerd (see node.py) running
+our images from deploy/overlays/local. Marked ``node``; it never skips: when it cannot run
+here it fails and says why (build it with hack/node/build.sh). Set LUSTRE_CSI_KEEP_KUBE=1 to
+keep the cluster's work dir (logs of every component)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.node.node import LocalNode, NodeError, NodeKubeCluster, one_node_cluster
+from tests.node.stack import Stack, deploy_overlay
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.node)
+
+
+@pytest.fixture(scope="package")
+def node_cluster() -> Iterator[tuple[NodeKubeCluster, LocalNode]]:
+    keep = os.environ.get("LUSTRE_CSI_KEEP_KUBE", "") not in ("", "0")
+    work_dir = Path(tempfile.mkdtemp(prefix="lustre-csi-node-")) if keep else None
+    try:
+        with one_node_cluster(work_dir) as (cluster, node):
+            yield cluster, node
+    except NodeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="package")
+def stack(node_cluster: tuple[NodeKubeCluster, LocalNode]) -> Iterator[Stack]:
+    """deploy/overlays/local applied with `kubectl apply -k`, controller and node pods Ready."""
+    cluster, node = node_cluster
+    deployed = deploy_overlay(cluster, node)
+    try:
+        yield deployed
+    finally:
+        deployed.remove()
