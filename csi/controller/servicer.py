@@ -7,7 +7,8 @@ from google.protobuf import wrappers_pb2
 from csi.capabilities import capability_problem, check_capabilities
 from csi.controller.catalog import VolumeRecord
 from csi.controller.parameters import parse_volume_parameters
-from csi.controller.volumes import CapacityRange, VolumeService
+from csi.controller.sizes import CapacityRange
+from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument, InvalidPageToken, NotFound
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.server_sets import FileSystemEndpoint

@@ -23,26 +23,23 @@ dedicated to that volume. File-system calls that may hang on a dead server run i
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from csi.controller.catalog import (
-    TRASH_DIR,
     VOLUMES_DIR,
     VolumeCatalog,
     VolumeRecord,
     new_directory,
     trash_for,
 )
+from csi.controller.directories import make_directory, move_to_trash, remove_tree
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import VolumeParameters
+from csi.controller.removal import RemovalQueue
+from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (
     AlreadyExists,
     CapacityExhausted,
@@ -60,14 +57,7 @@ from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
 
-QUOTA_GRANULARITY = 1 << 20  # sizes are rounded up to whole MiB, reported exactly as set
 BOUNDED_CALLS = 32  # file-system calls in flight at once (more than the RPC threads)
-
-
-@dataclass(frozen=True)
-class CapacityRange:
-    required_bytes: int = 0
-    limit_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,35 +71,6 @@ class LocatedVolume:
     record: VolumeRecord
     endpoint: FileSystemEndpoint
     mountpoint: Path
-
-
-@dataclass(frozen=True)
-class Capacity:
-    available_bytes: int
-    maximum_volume_bytes: int
-    minimum_volume_bytes: int
-
-
-def choose_size(requested: CapacityRange, default_bytes: int) -> int:
-    """The size to give a volume: the smallest whole MiB inside the requested range."""
-    required, limit = requested.required_bytes, requested.limit_bytes
-    if required < 0 or limit < 0:
-        raise InvalidArgument("capacity_range: sizes must not be negative")
-    if limit and required > limit:
-        raise InvalidArgument(
-            f"capacity_range: required_bytes ({required}) exceeds limit_bytes ({limit})"
-        )
-    wanted = required or (min(default_bytes, limit) if limit else default_bytes)
-    size = -(-wanted // QUOTA_GRANULARITY) * QUOTA_GRANULARITY
-    if limit and size > limit:
-        size = limit  # the limit is not whole MiB; honour it exactly (quota works in KiB)
-    return max(size, 1024)
-
-
-def fits(size: int, requested: CapacityRange) -> bool:
-    return size >= requested.required_bytes and (
-        not requested.limit_bytes or size <= requested.limit_bytes
-    )
 
 
 class VolumeService:
@@ -238,7 +199,7 @@ class VolumeService:
         directory = mountpoint / record.directory
         self._bounded.run(
             f"mkdir {record.directory} on {record.fsname}",
-            lambda: _make_directory(mountpoint, record, made_before=made_before),
+            lambda: make_directory(mountpoint, record, made_before=made_before),
         )
         self._lustre.assign_project(str(directory), record.project_id)
         self._lustre.set_project_quota(str(mountpoint), record.project_id, record.capacity_bytes)
@@ -347,12 +308,12 @@ class VolumeService:
             # however large its tree. A failure is reported; the record keeps everything.
             self._bounded.run(
                 f"move {record.directory} of {record.fsname} to the trash",
-                lambda: _move_to_trash(mountpoint, deleting),
+                lambda: move_to_trash(mountpoint, deleting),
             )
             try:
                 small = self._bounded.run(
                     f"remove {record.trash} of {record.fsname}",
-                    lambda: _remove_tree(mountpoint / deleting.trash, volume_id, small_only=True),
+                    lambda: remove_tree(mountpoint / deleting.trash, volume_id, small_only=True),
                 )
             except (OSError, DriverError) as exc:
                 log.warning("volume %s: removal will be retried in the background: %s",
@@ -397,10 +358,10 @@ class VolumeService:
                 if not record.trash:
                     record = replace(record, trash=trash_for(record.directory))
                     self._catalog.write(mountpoint, record)
-                _move_to_trash(mountpoint, record)
+                move_to_trash(mountpoint, record)
         if record is not None:
             # The long part, outside the claim: calls for this volume id are not held up.
-            _remove_tree(mountpoint / record.trash, volume_id, small_only=False)
+            remove_tree(mountpoint / record.trash, volume_id, small_only=False)
         with self._inflight.claim(f"id:{volume_id}"):
             if self._release(mountpoint, fsname, volume_id, parsed.subdir):
                 log.info("deleted volume %s: directory removed, quota and project id released",
@@ -489,177 +450,3 @@ class VolumeService:
             for volume_id in self._catalog.pending_removals(fsname, mountpoint):
                 self._removals.add(fsname, volume_id)
         return mountpoint
-
-
-def _make_directory(mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
-    _ensure_owned_parent(mountpoint / VOLUMES_DIR)
-    directory = mountpoint / record.directory
-    try:
-        directory.mkdir(mode=0o777)
-    except FileExistsError:
-        if not made_before or not directory.is_dir() or directory.is_symlink():
-            raise FailedPrecondition(
-                f"{record.directory} on {record.fsname} exists but lustre-csi did not "
-                "make it for this volume; it is left alone"
-            ) from None
-    # mkdir honours the umask; a volume root must be writable by the pod's user.
-    directory.chmod(0o777)
-
-
-def _move_to_trash(mountpoint: Path, record: VolumeRecord) -> None:
-    """Rename the volume's directory into the trash (same file system: atomic). Idempotent."""
-    parent = mountpoint / VOLUMES_DIR
-    try:
-        if stat.S_ISLNK(os.lstat(parent).st_mode):
-            raise FailedPrecondition(f"{VOLUMES_DIR} on {record.fsname} is a symlink; refusing")
-    except FileNotFoundError:
-        return  # no volume directory was ever made here
-    (mountpoint / TRASH_DIR).mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(mountpoint / record.directory, mountpoint / record.trash)
-    except FileNotFoundError:
-        pass  # moved already (or never made)
-    except OSError as exc:
-        raise FailedPrecondition(
-            f"volume {record.volume_id}: moving {record.directory} away failed ({exc}); the "
-            "volume, its quota and project id are kept, and DeleteVolume will retry"
-        ) from exc
-
-
-PROGRESS_EVERY = 10_000  # entries between progress lines of a long removal
-SMALL_TREE = 64  # top-level entries (files only) a DeleteVolume removes itself
-
-
-def _remove_tree(path: Path, volume_id: str, *, small_only: bool) -> bool:
-    """Remove a tree without following symlinks; False (nothing removed) when `small_only`
-    and the tree is not a few plain files. Raises OSError when something cannot be removed."""
-    try:
-        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return True
-    try:
-        if small_only:
-            with os.scandir(top) as entries:
-                names: list[str] = []
-                for entry in entries:
-                    if len(names) == SMALL_TREE or entry.is_dir(follow_symlinks=False):
-                        return False
-                    names.append(entry.name)
-            for name in names:
-                os.unlink(name, dir_fd=top)
-        else:
-            _remove_below(top, path, volume_id)
-    finally:
-        os.close(top)
-    path.rmdir()
-    return True
-
-
-def _remove_below(top: int, path: Path, volume_id: str) -> None:
-    """Everything below the directory open at `top` (fd-relative, so a symlink swapped in
-    by a pod still using the volume cannot lead outside it), with progress in the log."""
-    started = time.monotonic()
-    removed = 0
-    log.info("volume %s: removing %s", volume_id, path)
-    walk = os.fwalk(".", topdown=False, follow_symlinks=False, dir_fd=top)
-    for _, directories, files, here in walk:
-        for name in files:
-            os.unlink(name, dir_fd=here)
-        for name in directories:
-            try:
-                os.rmdir(name, dir_fd=here)
-            except NotADirectoryError:
-                os.unlink(name, dir_fd=here)  # a symlink to a directory
-        before, removed = removed, removed + len(files) + len(directories)
-        if removed // PROGRESS_EVERY != before // PROGRESS_EVERY:
-            log.info(
-                "volume %s: %d entries removed so far (%.0f s)",
-                volume_id, removed, time.monotonic() - started,
-            )
-    log.info("volume %s: removed %d entries in %.1f s", volume_id, removed,
-             time.monotonic() - started)
-
-
-class RemovalQueue:
-    """Deleted volumes whose directories are still to be removed, worked off by one thread.
-
-    A removal that fails is retried with a growing delay (up to five minutes); what is
-    queued is also on disk (records in state deleting), so a restart loses nothing.
-    """
-
-    def __init__(self, finish: Callable[[str, str], None], *, background: bool) -> None:
-        self._finish = finish
-        self._due: dict[tuple[str, str], tuple[float, int]] = {}  # -> (not before, failures)
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._background = background
-
-    def add(self, fsname: str, volume_id: str) -> None:
-        with self._wake:
-            self._due.setdefault((fsname, volume_id), (0.0, 0))
-            if self._background and self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="volume-removals", daemon=True
-                )
-                self._thread.start()
-            self._wake.notify()
-
-    def run_all(self) -> int:
-        with self._wake:
-            items = list(self._due)
-        for item in items:
-            self._run(item)
-        with self._wake:
-            return len(self._due)
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-
-    def _run(self, item: tuple[str, str]) -> None:
-        try:
-            self._finish(*item)
-        except Exception as exc:  # any failure is retried, and logged
-            with self._wake:
-                failures = self._due.get(item, (0.0, 0))[1] + 1
-                delay = min(300.0, 2.0**failures)
-                self._due[item] = (time.monotonic() + delay, failures)
-            log.warning("volume %s: removal failed (%s); retrying in %.0f s", item[1], exc, delay)
-            return
-        with self._wake:
-            self._due.pop(item, None)
-
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping:
-                    now = time.monotonic()
-                    ready = [item for item, (due, _) in self._due.items() if due <= now]
-                    if ready:
-                        break
-                    waits = [due - now for due, _ in self._due.values()]
-                    self._wake.wait(min(waits) if waits else None)
-                if self._stopping:
-                    return
-            for item in ready:
-                self._run(item)
-
-
-def _ensure_owned_parent(parent: Path) -> None:
-    """The driver's `csi-volumes/`: a real directory (not a link), writable by nobody else.
-
-    Nobody but root can then add or swap entries beside the volume directories.
-    """
-    with contextlib.suppress(FileExistsError):
-        parent.mkdir(mode=0o755)
-    info = os.lstat(parent)
-    if not stat.S_ISDIR(info.st_mode):
-        raise FailedPrecondition(
-            f"{parent.name} on this file system is not a directory; lustre-csi keeps its "
-            "volumes there: move it away"
-        )
-    if info.st_mode & 0o022:
-        log.warning("%s was writable by group or others; making it 0755", parent)
-        os.chmod(parent, stat.S_IMODE(info.st_mode) & ~0o022)

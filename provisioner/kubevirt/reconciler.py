@@ -56,10 +56,9 @@ from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.addresses import AddressClaimStore
 from provisioner.kubevirt.events import EventRecorder, now_rfc3339
+from provisioner.kubevirt.fencing import Fencing
 from provisioner.kubevirt.kube import (
     LUSTRE_FILE_SYSTEMS,
-    NODES,
-    PODS,
     PVCS,
     PVS,
     SECRETS,
@@ -69,57 +68,26 @@ from provisioner.kubevirt.kube import (
     Kube,
 )
 from provisioner.kubevirt.layout import (
-    MDS,
     Layout,
-    ServerRecord,
     extend_layout,
     layout_status,
     read_layout,
 )
 from provisioner.kubevirt.leader import LeadershipGuard
 from provisioner.kubevirt.spec import FileSystemSpec, SpecError, parse_spec
+from provisioner.kubevirt.status import (
+    Observed,
+    condition,
+    derive_status,
+    find_condition,
+    merge_conditions,
+)
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "lustre.csi.io/server-set"
 SPEC_HASH = "lustre.csi.io/spec-hash"
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "DeletionBlocked")
 _CLAIM_ATTEMPTS = 5
-
-
-OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
-
-
-class NodeDownClock:
-    """How long this process has itself seen each node down (NotReady, Unknown or missing).
-
-    Observations are made on our own monotonic clock whenever a reconcile looks at a node.
-    A node seen Ready, or not looked at for longer than `max_gap_seconds` (it might have been
-    Ready in between), starts again from zero: "down for N seconds" means N seconds of our own
-    observations without a break.
-    """
-
-    def __init__(self, max_gap_seconds: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._max_gap = max_gap_seconds
-        self._monotonic = monotonic
-        self._down: dict[str, tuple[float, float]] = {}  # node -> (first seen down, last seen)
-
-    def observe(self, name: str, node: dict[str, Any] | None) -> float | None:
-        """Seconds we have seen `node` down without a break; None when it is Ready."""
-        now = self._monotonic()
-        if _is_ready(node):
-            self._down.pop(name, None)
-            return None
-        first, last = self._down.get(name, (now, now))
-        if now - last > self._max_gap:
-            first = now
-        self._down[name] = (first, now)
-        return now - first
-
-    def forget(self) -> None:
-        """Drop every observation (we were not watching: e.g. leadership was lost)."""
-        self._down.clear()
 
 
 @dataclass(frozen=True)
@@ -140,9 +108,9 @@ class Reconciler:
         self._events = events
         self._guard = guard
         self._claims = AddressClaimStore(kube, config.claims_namespace)
-        # Observations further apart than the whole timeout prove nothing about the time
-        # between them; while a fence is pending the reconcile looks again 4 times as often.
-        self.node_down = NodeDownClock(config.fence_after_seconds, monotonic)
+        self._fencing = Fencing(kube, config.namespace, events,
+                                fence_after_seconds=config.fence_after_seconds,
+                                confirm=self._confirm, monotonic=monotonic)
 
     # -- entry point --------------------------------------------------------------------------
     def reconcile(self, name: str) -> float | None:
@@ -320,181 +288,24 @@ class Reconciler:
     # -- steps 5 and 6: observe, recover, report ------------------------------------------------
     def _observe(self, lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
                  conflicts: list[str]) -> float | None:
+        """Steps 5 and 6: fence what must be, then derive the status and write it."""
         namespace = self._config.namespace
         fs = lfs["metadata"]["name"]
         selector = manifests.fs_selector(fs)
-        vms = {v["metadata"]["name"]: v for v in self._kube.list(
-            VIRTUAL_MACHINES, namespace, selector)[0]}
-        vmis = {v["metadata"]["name"]: v for v in self._kube.list(
-            VIRTUAL_MACHINE_INSTANCES, namespace, selector)[0]}
-        previous = lfs.get("status") or {}
-        prev_servers = {s["name"]: s for s in previous.get("servers") or []}
-        prev_osts = {int(o["index"]): o for o in previous.get("osts") or []}
-
-        fence_notes, requeue = self._fence(lfs, fs, layout)
-        servers_status: list[dict[str, Any]] = []
-        ready: dict[str, bool] = {}
-        problems: list[str] = list(conflicts)
-        recovered: list[str] = []
-        lost: list[str] = []
-        for record, row in zip(layout.servers, layout_status(layout, spec)["servers"],
-                               strict=True):
-            name = manifests.vm_name(fs, record.name)
-            vm, vmi = vms.get(name), vmis.get(name)
-            is_ready = bool(vm and (vm.get("status") or {}).get("ready"))
-            node = ((vmi or {}).get("status") or {}).get("nodeName", "")
-            address_problem = _address_problem(record, vmi)
-            if address_problem:
-                problems.append(address_problem)
-                is_ready = False
-            before = prev_servers.get(record.name, {}).get("state", "")
-            if is_ready:
-                state = "Ready"
-            elif before in ("Ready", "NotReady"):
-                state = "NotReady"
-            else:
-                state = "Starting"
-            if state == "Ready" and before == "NotReady":
-                recovered.append(f"{record.name} ({name}) on node {node or '?'}")
-            if state == "NotReady" and before == "Ready":
-                lost.append(f"{record.name} ({name})")
-            ready[record.name] = is_ready
-            servers_status.append({**row, "vm": name, "ready": is_ready, "node": node,
-                                   "state": state})
-
-        osts_status = []
-        for ost, row in zip(layout.osts, layout_status(layout, spec)["osts"], strict=True):
-            vmi = vmis.get(manifests.vm_name(fs, ost.oss))
-            attached = not ost.hotplug or _hotplug_ready(vmi, ost.label.lower())
-            before = prev_osts.get(ost.index, {}).get("state", "")
-            if ready.get(ost.oss) and attached:
-                state = "Active"
-            elif before in ("Active", "Unavailable"):
-                state = "Unavailable"
-            else:
-                state = "Pending"
-            osts_status.append({**row, "pvc": manifests.pvc_name(fs, ost.label), "state": state})
-
-        active = [o for o in osts_status if o["state"] == "Active"]
-        total = sum(int(o["sizeBytes"]) for o in active)
-        planned_total = sum(int(o["sizeBytes"]) for o in osts_status)
-        not_ready = [s for s in servers_status if s["state"] == "NotReady"]
-        starting = [s for s in servers_status if s["state"] == "Starting"]
-        pending = [o for o in osts_status if o["state"] != "Active"]
-        mds_ready = ready.get(MDS, False)
-        generation = lfs["metadata"].get("generation", 0)
-
-        if not_ready or problems:
-            phase = "Degraded"
-        elif not mds_ready or not active:
-            phase = "Creating"
-        elif starting or pending or len(layout.osts) < spec.ost_count:
-            phase = "Growing"
-        else:
-            phase = "Ready"
-        usable = mds_ready and bool(active) and not not_ready and not problems
-        conditions = {
-            "Ready": _condition(
-                "Ready", usable,
-                "Serving" if usable else ("ServersNotReady" if not_ready or problems
-                                          else "Creating"),
-                (f"MGS at {spec.nid(layout.mds.address)}; {len(active)} of "
-                 f"{len(layout.osts)} OSTs serving") if usable and layout.mds else
-                _waiting_message(servers_status, osts_status, problems)),
-            "Progressing": _condition(
-                "Progressing", bool(starting or pending or layout.problems
-                                    or len(layout.osts) < spec.ost_count),
-                "AddressPoolExhausted" if layout.problems else
-                ("Provisioning" if starting or pending else "Converged"),
-                "; ".join(layout.problems) if layout.problems else
-                (f"waiting for {', '.join(s['name'] for s in starting) or 'no server'} to start "
-                 f"and {len(pending)} OST(s) to serve" if starting or pending
-                 else "all planned servers and OSTs are serving")),
-            "Degraded": _condition(
-                "Degraded", bool(not_ready or problems),
-                "ServersNotReady" if not_ready or problems else "AllServersReady",
-                "; ".join([*(f"{s['name']} ({s['vm']}) is not ready"
-                             + (f" on node {s['node']}" if s["node"] else "")
-                             for s in not_ready), *problems, *fence_notes])
-                or "every server is ready"),
-        }
-        if lost:
-            self._events.record(lfs, "Warning", "ServerNotReady",
-                                "not ready: " + ", ".join(lost))
-        if recovered:
-            self._events.record(lfs, "Normal", "ServerRecovered",
-                                "ready again: " + ", ".join(recovered))
-        for problem in problems:
-            if problem not in json.dumps(previous.get("conditions") or []):
-                self._events.record(lfs, "Warning", "AddressMismatch", problem)
-        new_status = {
-            "phase": phase,
-            "observedGeneration": generation,
-            "desiredOsts": spec.ost_count,
-            "readyOsts": len(active),
-            "nextOstIndex": layout.next_ost_index,
-            "mgsNids": [spec.nid(layout.mds.address)] if layout.mds else [],
-            "servers": servers_status,
-            "osts": osts_status,
-            "capacity": {**(previous.get("capacity") or {}),
-                         "total": format_quantity(total), "totalBytes": total,
-                         "planned": format_quantity(planned_total),
-                         "plannedBytes": planned_total},
-            "conditions": _merge_conditions(previous.get("conditions") or [], conditions,
-                                            generation),
-        }
-        if previous.get("phase") != phase:
-            self._events.record(lfs, "Warning" if phase == "Degraded" else "Normal",
-                                f"Phase{phase}", f"phase {previous.get('phase') or 'none'} -> "
-                                f"{phase}: {conditions['Ready']['message']}")
-        self._write_status(lfs, previous, new_status)
+        fence_notes, requeue = self._fencing.fence(lfs, fs, layout)
+        observed = Observed(
+            vms={v["metadata"]["name"]: v
+                 for v in self._kube.list(VIRTUAL_MACHINES, namespace, selector)[0]},
+            vmis={v["metadata"]["name"]: v
+                  for v in self._kube.list(VIRTUAL_MACHINE_INSTANCES, namespace, selector)[0]},
+            conflicts=conflicts,
+            fence_notes=fence_notes,
+        )
+        derived = derive_status(lfs, spec, layout, observed, now=now_rfc3339())
+        for event in derived.events:
+            self._events.record(lfs, event.type, event.reason, event.message)
+        self._write_status(lfs, lfs.get("status") or {}, derived.status)
         return requeue
-
-    def _fence(self, lfs: dict[str, Any], fs: str, layout: Layout) -> tuple[list[str],
-                                                                            float | None]:
-        """Force-delete launcher pods whose node is known to be down (see module docstring)."""
-        pods = self._kube.list(PODS, self._config.namespace,
-                               f"kubevirt.io=virt-launcher,{manifests.fs_selector(fs)}")[0]
-        notes: list[str] = []
-        requeue: float | None = None
-        nodes: dict[str, dict[str, Any] | None] = {}
-        down_for: dict[str, float | None] = {}
-        limit = self._config.fence_after_seconds
-        for pod in pods:
-            node_name = (pod.get("spec") or {}).get("nodeName")
-            if not node_name:
-                continue
-            if node_name not in nodes:
-                nodes[node_name] = self._kube.get(NODES, node_name)
-                down_for[node_name] = self.node_down.observe(node_name, nodes[node_name])
-            server = pod["metadata"].get("labels", {}).get(manifests.LABEL_SERVER, "?")
-            pod_name = pod["metadata"]["name"]
-            if _out_of_service(nodes[node_name]):
-                evidence = f"node {node_name} carries the {OUT_OF_SERVICE_TAINT} taint"
-            else:
-                seen = down_for[node_name]
-                if seen is None:
-                    continue
-                if seen < limit:
-                    wait = limit - seen
-                    state = "missing" if nodes[node_name] is None else "NotReady"
-                    notes.append(f"{server} launcher pod {pod_name} is on {state} node "
-                                 f"{node_name}; fencing in {wait:.0f}s unless it recovers")
-                    again = min(wait, limit / 4)
-                    requeue = again if requeue is None else min(requeue, again)
-                    continue
-                state = "missing" if nodes[node_name] is None else "NotReady"
-                evidence = (f"node {node_name} seen {state} by the provisioner for {seen:.0f}s "
-                            f"(limit {limit:.0f}s)")
-            self._confirm(f"force-delete launcher pod {pod_name}")
-            self._kube.delete(PODS, pod_name, self._config.namespace, grace_period_seconds=0)
-            record = layout.server(server)
-            address = f" and address {record.address}" if record else ""
-            self._events.record(lfs, "Warning", "Fenced", (
-                f"force-deleted launcher pod {pod_name} of {server}: {evidence}; KubeVirt "
-                f"restarts the VM on another node with the same disks{address}"))
-            notes.append(f"{server} fenced off node {node_name}")
-        return notes, requeue
 
     # -- step 7: deletion -------------------------------------------------------------------
     def _finalize(self, lfs: dict[str, Any]) -> float | None:
@@ -510,14 +321,16 @@ class Reconciler:
             message = (f"deletion refused: {len(users)} PersistentVolume(s) still use file "
                        f"system {fsname!r} ({shown}); delete them first, or set "
                        "spec.forceDelete: true to delete the file system and their data")
-            blocked = _condition("DeletionBlocked", True, "VolumesInUse", message)
-            if _find(status.get("conditions"), "DeletionBlocked").get("message") != message:
+            blocked = condition("DeletionBlocked", True, "VolumesInUse", message)
+            reported = find_condition(status.get("conditions"), "DeletionBlocked")
+            if reported.get("message") != message:
                 self._events.record(lfs, "Warning", "DeletionBlocked", message)
             generation = lfs["metadata"].get("generation", 0)
             self._write_status(lfs, status, {
                 **status, "phase": "Deleting", "volumesInUse": len(users),
-                "conditions": _merge_conditions(status.get("conditions") or [],
-                                                {"DeletionBlocked": blocked}, generation),
+                "conditions": merge_conditions(status.get("conditions") or [],
+                                               {"DeletionBlocked": blocked}, generation,
+                                               now=now_rfc3339()),
             })
             return self._config.deletion_retry_seconds
         namespace = self._config.namespace
@@ -584,15 +397,15 @@ class Reconciler:
     def _fail(self, lfs: dict[str, Any], reason: str, message: str) -> None:
         status = lfs.get("status") or {}
         generation = lfs["metadata"].get("generation", 0)
-        if _find(status.get("conditions"), "Ready").get("message") != message:
+        if find_condition(status.get("conditions"), "Ready").get("message") != message:
             self._events.record(lfs, "Warning", reason, message)
         self._write_status(lfs, status, {
             **status, "phase": "Failed", "observedGeneration": generation,
-            "conditions": _merge_conditions(status.get("conditions") or [], {
-                "Ready": _condition("Ready", False, reason, message),
-                "Progressing": _condition("Progressing", False, reason,
-                                          "fix the spec; nothing is created until then"),
-            }, generation),
+            "conditions": merge_conditions(status.get("conditions") or [], {
+                "Ready": condition("Ready", False, reason, message),
+                "Progressing": condition("Progressing", False, reason,
+                                         "fix the spec; nothing is created until then"),
+            }, generation, now=now_rfc3339()),
         })
 
     def _write_status(self, lfs: dict[str, Any], previous: dict[str, Any],
@@ -642,76 +455,9 @@ def _targets_of(vm: dict[str, Any]) -> list[str]:
     return [d["serial"] for d in disks if d.get("serial")]
 
 
-def _address_problem(record: ServerRecord, vmi: dict[str, Any] | None) -> str:
-    """A message when the running VMI reports a storage address other than the recorded one."""
-    if vmi is None:
-        return ""
-    for interface in (vmi.get("status") or {}).get("interfaces") or []:
-        if interface.get("name") != "storage":
-            continue
-        reported = set(interface.get("ipAddresses") or []) | {interface.get("ipAddress")}
-        reported.discard(None)
-        reported.discard("")
-        if reported and record.address not in reported:
-            return (f"{record.name} reports storage address {', '.join(sorted(reported))} but "
-                    f"its NID is {record.address}; check the cloud-init network data")
-    return ""
 
 
-def _hotplug_ready(vmi: dict[str, Any] | None, volume: str) -> bool:
-    for entry in ((vmi or {}).get("status") or {}).get("volumeStatus") or []:
-        if entry.get("name") == volume:
-            return entry.get("phase") == "Ready"
-    return False
 
 
-def _is_ready(node: dict[str, Any] | None) -> bool:
-    ready = _find(((node or {}).get("status") or {}).get("conditions"), "Ready")
-    return node is not None and ready.get("status") == "True"
 
 
-def _out_of_service(node: dict[str, Any] | None) -> bool:
-    taints = ((node or {}).get("spec") or {}).get("taints") or []
-    return any(t.get("key") == OUT_OF_SERVICE_TAINT for t in taints)
-
-
-def _find(conditions: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:
-    return next((c for c in conditions or [] if c.get("type") == kind), {})
-
-
-def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "status": "True" if status else "False", "reason": reason,
-            "message": message}
-
-
-def _merge_conditions(old: list[dict[str, Any]], new: dict[str, dict[str, Any]],
-                      generation: int) -> list[dict[str, Any]]:
-    """Conditions with `new` applied; lastTransitionTime moves only when the status does."""
-    result = []
-    seen = set()
-    for condition in old:
-        kind = condition.get("type")
-        seen.add(kind)
-        if kind not in new:
-            result.append(condition)
-            continue
-        update = {**new[kind], "observedGeneration": generation}
-        same = condition.get("status") == update["status"]
-        update["lastTransitionTime"] = (condition.get("lastTransitionTime") if same
-                                        else now_rfc3339()) or now_rfc3339()
-        result.append(update)
-    for kind, condition in new.items():
-        if kind not in seen:
-            result.append({**condition, "observedGeneration": generation,
-                           "lastTransitionTime": now_rfc3339()})
-    order = {kind: n for n, kind in enumerate(CONDITION_TYPES)}
-    return sorted(result, key=lambda c: order.get(c.get("type", ""), 99))
-
-
-def _waiting_message(servers: list[dict[str, Any]], osts: list[dict[str, Any]],
-                     problems: list[str]) -> str:
-    parts = [f"{s['name']} {s['state'].lower()}" for s in servers if s["state"] != "Ready"]
-    waiting = [o["label"] for o in osts if o["state"] != "Active"]
-    if waiting:
-        parts.append(f"OSTs not serving: {', '.join(waiting)}")
-    return "; ".join([*problems, *parts]) or "waiting for the servers to be planned"

@@ -17,7 +17,8 @@ import pytest
 
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import VolumeParameters, dedicated_fsname, parse_volume_parameters
-from csi.controller.volumes import CapacityRange, VolumeService
+from csi.controller.sizes import CapacityRange
+from csi.controller.volumes import VolumeService
 from csi.errors import (
     AlreadyExists,
     CapacityExhausted,

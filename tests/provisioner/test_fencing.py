@@ -15,13 +15,9 @@ import pytest
 
 from csi.errors import InProgress
 from provisioner.kubevirt.events import EventRecorder
+from provisioner.kubevirt.fencing import OUT_OF_SERVICE_TAINT, NodeDownClock
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, NODES, PODS, KubeError
-from provisioner.kubevirt.reconciler import (
-    OUT_OF_SERVICE_TAINT,
-    NodeDownClock,
-    Reconciler,
-    ReconcilerConfig,
-)
+from provisioner.kubevirt.reconciler import Reconciler, ReconcilerConfig
 from tests.provisioner.conftest import SERVER_NAMESPACE, KubeEnv, template, wait_for
 
 POOL = "10.48.0.0/24"  # apart from other tests' pools: their address expectations hold

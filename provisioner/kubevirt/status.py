@@ -1,0 +1,244 @@
+"""The status of a LustreFileSystem, derived from what is desired and what is observed.
+
+Pure: `derive_status(lfs, spec, layout, observed, now=...)` reads the spec, the planned
+layout, the VMs and VMIs seen and the previous status, and answers the new status and the
+Events that go with it; the reconciler writes both. Servers and OSTs follow one state
+machine each, of the same shape: up (Ready / Active), down after having been up (NotReady /
+Unavailable), or not up yet (Starting / Pending).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from csi.quantity import format_quantity
+from provisioner.kubevirt import manifests
+from provisioner.kubevirt.layout import MDS, Layout, ServerRecord, layout_status
+from provisioner.kubevirt.spec import FileSystemSpec
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "DeletionBlocked")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the reconciler saw of one file system's servers, by VM name."""
+
+    vms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vmis: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)  # addresses others hold the claim of
+    fence_notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DerivedStatus:
+    status: dict[str, Any]
+    events: list[StatusEvent]
+
+
+@dataclass(frozen=True)
+class _Lifecycle:
+    """One state machine: `up`, `down` once it has been up, else `not_yet`."""
+
+    up: str
+    down: str
+    not_yet: str
+
+    def next(self, is_up: bool, before: str) -> str:
+        if is_up:
+            return self.up
+        return self.down if before in (self.up, self.down) else self.not_yet
+
+
+SERVER_STATES = _Lifecycle(up="Ready", down="NotReady", not_yet="Starting")
+OST_STATES = _Lifecycle(up="Active", down="Unavailable", not_yet="Pending")
+
+
+def derive_status(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
+                  observed: Observed, *, now: str) -> DerivedStatus:
+    """The new status and its Events; `now` stamps conditions whose status changes."""
+    fs = lfs["metadata"]["name"]
+    previous = lfs.get("status") or {}
+    prev_servers = {s["name"]: s for s in previous.get("servers") or []}
+    prev_osts = {int(o["index"]): o for o in previous.get("osts") or []}
+    planned_rows = layout_status(layout, spec)
+    events: list[StatusEvent] = []
+
+    servers_status: list[dict[str, Any]] = []
+    ready: dict[str, bool] = {}
+    problems: list[str] = list(observed.conflicts)
+    recovered: list[str] = []
+    lost: list[str] = []
+    for record, row in zip(layout.servers, planned_rows["servers"], strict=True):
+        name = manifests.vm_name(fs, record.name)
+        vm, vmi = observed.vms.get(name), observed.vmis.get(name)
+        is_ready = bool(vm and (vm.get("status") or {}).get("ready"))
+        node = ((vmi or {}).get("status") or {}).get("nodeName", "")
+        address_problem = _address_problem(record, vmi)
+        if address_problem:
+            problems.append(address_problem)
+            is_ready = False
+        before = prev_servers.get(record.name, {}).get("state", "")
+        state = SERVER_STATES.next(is_ready, before)
+        if state == SERVER_STATES.up and before == SERVER_STATES.down:
+            recovered.append(f"{record.name} ({name}) on node {node or '?'}")
+        if state == SERVER_STATES.down and before == SERVER_STATES.up:
+            lost.append(f"{record.name} ({name})")
+        ready[record.name] = is_ready
+        servers_status.append({**row, "vm": name, "ready": is_ready, "node": node,
+                               "state": state})
+
+    osts_status = []
+    for ost, row in zip(layout.osts, planned_rows["osts"], strict=True):
+        vmi = observed.vmis.get(manifests.vm_name(fs, ost.oss))
+        attached = not ost.hotplug or _hotplug_ready(vmi, ost.label.lower())
+        before = prev_osts.get(ost.index, {}).get("state", "")
+        state = OST_STATES.next(bool(ready.get(ost.oss)) and attached, before)
+        osts_status.append({**row, "pvc": manifests.pvc_name(fs, ost.label), "state": state})
+
+    active = [o for o in osts_status if o["state"] == "Active"]
+    total = sum(int(o["sizeBytes"]) for o in active)
+    planned_total = sum(int(o["sizeBytes"]) for o in osts_status)
+    not_ready = [s for s in servers_status if s["state"] == "NotReady"]
+    starting = [s for s in servers_status if s["state"] == "Starting"]
+    pending = [o for o in osts_status if o["state"] != "Active"]
+    mds_ready = ready.get(MDS, False)
+    generation = lfs["metadata"].get("generation", 0)
+
+    if not_ready or problems:
+        phase = "Degraded"
+    elif not mds_ready or not active:
+        phase = "Creating"
+    elif starting or pending or len(layout.osts) < spec.ost_count:
+        phase = "Growing"
+    else:
+        phase = "Ready"
+    usable = mds_ready and bool(active) and not not_ready and not problems
+    conditions = {
+        "Ready": condition(
+            "Ready", usable,
+            "Serving" if usable else ("ServersNotReady" if not_ready or problems
+                                      else "Creating"),
+            (f"MGS at {spec.nid(layout.mds.address)}; {len(active)} of "
+             f"{len(layout.osts)} OSTs serving") if usable and layout.mds else
+            _waiting_message(servers_status, osts_status, problems)),
+        "Progressing": condition(
+            "Progressing", bool(starting or pending or layout.problems
+                                or len(layout.osts) < spec.ost_count),
+            "AddressPoolExhausted" if layout.problems else
+            ("Provisioning" if starting or pending else "Converged"),
+            "; ".join(layout.problems) if layout.problems else
+            (f"waiting for {', '.join(s['name'] for s in starting) or 'no server'} to start "
+             f"and {len(pending)} OST(s) to serve" if starting or pending
+             else "all planned servers and OSTs are serving")),
+        "Degraded": condition(
+            "Degraded", bool(not_ready or problems),
+            "ServersNotReady" if not_ready or problems else "AllServersReady",
+            "; ".join([*(f"{s['name']} ({s['vm']}) is not ready"
+                         + (f" on node {s['node']}" if s["node"] else "")
+                         for s in not_ready), *problems, *observed.fence_notes])
+            or "every server is ready"),
+    }
+    if lost:
+        events.append(StatusEvent("Warning", "ServerNotReady", "not ready: " + ", ".join(lost)))
+    if recovered:
+        events.append(StatusEvent("Normal", "ServerRecovered",
+                                  "ready again: " + ", ".join(recovered)))
+    for problem in problems:
+        if problem not in json.dumps(previous.get("conditions") or []):
+            events.append(StatusEvent("Warning", "AddressMismatch", problem))
+    status = {
+        "phase": phase,
+        "observedGeneration": generation,
+        "desiredOsts": spec.ost_count,
+        "readyOsts": len(active),
+        "nextOstIndex": layout.next_ost_index,
+        "mgsNids": [spec.nid(layout.mds.address)] if layout.mds else [],
+        "servers": servers_status,
+        "osts": osts_status,
+        "capacity": {**(previous.get("capacity") or {}),
+                     "total": format_quantity(total), "totalBytes": total,
+                     "planned": format_quantity(planned_total),
+                     "plannedBytes": planned_total},
+        "conditions": merge_conditions(previous.get("conditions") or [], conditions,
+                                       generation, now=now),
+    }
+    if previous.get("phase") != phase:
+        events.append(StatusEvent(
+            "Warning" if phase == "Degraded" else "Normal", f"Phase{phase}",
+            f"phase {previous.get('phase') or 'none'} -> {phase}: "
+            f"{conditions['Ready']['message']}"))
+    return DerivedStatus(status, events)
+
+
+def find_condition(conditions: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:
+    return next((c for c in conditions or [] if c.get("type") == kind), {})
+
+
+def condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if status else "False", "reason": reason,
+            "message": message}
+
+
+def merge_conditions(old: list[dict[str, Any]], new: dict[str, dict[str, Any]],
+                     generation: int, *, now: str) -> list[dict[str, Any]]:
+    """Conditions with `new` applied; lastTransitionTime moves only when the status does."""
+    result = []
+    seen = set()
+    for existing in old:
+        kind = existing.get("type")
+        seen.add(kind)
+        if kind not in new:
+            result.append(existing)
+            continue
+        update = {**new[kind], "observedGeneration": generation}
+        same = existing.get("status") == update["status"]
+        update["lastTransitionTime"] = (existing.get("lastTransitionTime") if same
+                                        else now) or now
+        result.append(update)
+    for kind, added in new.items():
+        if kind not in seen:
+            result.append({**added, "observedGeneration": generation,
+                           "lastTransitionTime": now})
+    order = {kind: n for n, kind in enumerate(CONDITION_TYPES)}
+    return sorted(result, key=lambda c: order.get(c.get("type", ""), 99))
+
+
+def _address_problem(record: ServerRecord, vmi: dict[str, Any] | None) -> str:
+    """A message when the running VMI reports a storage address other than the recorded one."""
+    if vmi is None:
+        return ""
+    for interface in (vmi.get("status") or {}).get("interfaces") or []:
+        if interface.get("name") != "storage":
+            continue
+        reported = set(interface.get("ipAddresses") or []) | {interface.get("ipAddress")}
+        reported.discard(None)
+        reported.discard("")
+        if reported and record.address not in reported:
+            return (f"{record.name} reports storage address {', '.join(sorted(reported))} but "
+                    f"its NID is {record.address}; check the cloud-init network data")
+    return ""
+
+
+def _hotplug_ready(vmi: dict[str, Any] | None, volume: str) -> bool:
+    for entry in ((vmi or {}).get("status") or {}).get("volumeStatus") or []:
+        if entry.get("name") == volume:
+            return entry.get("phase") == "Ready"
+    return False
+
+
+def _waiting_message(servers: list[dict[str, Any]], osts: list[dict[str, Any]],
+                     problems: list[str]) -> str:
+    parts = [f"{s['name']} {s['state'].lower()}" for s in servers if s["state"] != "Ready"]
+    waiting = [o["label"] for o in osts if o["state"] != "Active"]
+    if waiting:
+        parts.append(f"OSTs not serving: {', '.join(waiting)}")
+    return "; ".join([*problems, *parts]) or "waiting for the servers to be planned"

@@ -1,0 +1,99 @@
+"""The LustreFileSystem status derived from spec, layout and observed VMs (no API server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner.kubevirt.layout import Layout, extend_layout, read_layout
+from provisioner.kubevirt.spec import parse_spec
+from provisioner.kubevirt.status import Observed, derive_status
+
+NOW = "2026-12-01T00:00:00Z"
+SPEC = parse_spec({"fsname": "scratch", "mdtSize": "1Gi", "ostSize": "1Gi", "minOsts": 2,
+                   "maxOsts": 4, "server": {"image": "img"},
+                   "network": {"attachment": "n", "ipPool": "10.0.0.0/29"}}, "scr")
+
+
+def _lfs(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "scr", "generation": 3}, "status": status or {}}
+
+
+def _layout() -> Layout:
+    return extend_layout(read_layout(None), SPEC, ())
+
+
+def _vm(ready: bool) -> dict[str, Any]:
+    return {"status": {"ready": ready}}
+
+
+def _all_up(layout: Layout) -> Observed:
+    names = [f"scr-{s.name}" for s in layout.servers]
+    return Observed(vms={n: _vm(True) for n in names},
+                    vmis={n: {"status": {"nodeName": "w1"}} for n in names})
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_nothing_running_yet_is_creating_and_not_ready() -> None:
+    derived = derive_status(_lfs(), SPEC, _layout(), Observed(), now=NOW)
+    status = derived.status
+    assert status["phase"] == "Creating"
+    assert {s["state"] for s in status["servers"]} == {"Starting"}
+    assert {o["state"] for o in status["osts"]} == {"Pending"}
+    assert status["capacity"]["totalBytes"] == 0
+    assert _conditions(status)["Ready"]["status"] == "False"
+    assert [e.reason for e in derived.events] == ["PhaseCreating"]
+
+
+def test_every_server_ready_serves_every_ost_with_the_mgs_nid() -> None:
+    layout = _layout()
+    status = derive_status(_lfs(), SPEC, layout, _all_up(layout), now=NOW).status
+    assert status["phase"] == "Ready"
+    assert status["readyOsts"] == len(layout.osts) == 2
+    assert status["capacity"]["totalBytes"] == 2 << 30
+    assert status["mgsNids"] == [SPEC.nid(layout.mds.address)]
+    ready = _conditions(status)["Ready"]
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("True", "Serving",
+                                                                                 NOW)
+
+
+def test_a_server_that_was_ready_and_is_not_makes_it_degraded_with_events_both_ways() -> None:
+    layout = _layout()
+    ready = derive_status(_lfs(), SPEC, layout, _all_up(layout), now=NOW).status
+    oss = next(s for s in layout.servers if s.name != "mds0")
+    down = Observed(vms={**_all_up(layout).vms, f"scr-{oss.name}": _vm(False)})
+    lost = derive_status(_lfs(ready), SPEC, layout, down, now="later")
+    assert lost.status["phase"] == "Degraded"
+    assert {s["name"]: s["state"] for s in lost.status["servers"]}[oss.name] == "NotReady"
+    assert {o["state"] for o in lost.status["osts"]} == {"Unavailable"}
+    assert [e.reason for e in lost.events] == ["ServerNotReady", "PhaseDegraded"]
+    # Ready stays False -> only its message moves; the transition time is the one of the change.
+    assert _conditions(lost.status)["Ready"]["lastTransitionTime"] == "later"
+    back = derive_status(_lfs(lost.status), SPEC, layout, _all_up(layout), now="again")
+    assert back.status["phase"] == "Ready"
+    assert [e.reason for e in back.events] == ["ServerRecovered", "PhaseReady"]
+
+
+def test_a_storage_address_other_than_the_recorded_nid_is_a_problem_reported_once() -> None:
+    layout = _layout()
+    observed = _all_up(layout)
+    mds = f"scr-{layout.mds.name}"
+    observed.vmis[mds] = {"status": {"interfaces": [
+        {"name": "storage", "ipAddress": "192.0.2.9"}]}}
+    first = derive_status(_lfs(), SPEC, layout, observed, now=NOW)
+    assert first.status["phase"] == "Degraded"
+    assert "AddressMismatch" in [e.reason for e in first.events]
+    again = derive_status(_lfs(first.status), SPEC, layout, observed, now=NOW)
+    assert "AddressMismatch" not in [e.reason for e in again.events]
+
+
+def test_conflicts_and_fence_notes_show_in_the_degraded_condition() -> None:
+    layout = _layout()
+    observed = Observed(vms=_all_up(layout).vms, conflicts=["10.0.0.1 is claimed by other"],
+                        fence_notes=["oss0 fenced off node w1"])
+    degraded = _conditions(derive_status(_lfs(), SPEC, layout, observed, now=NOW).status)
+    assert degraded["Degraded"]["status"] == "True"
+    assert "10.0.0.1 is claimed by other" in degraded["Degraded"]["message"]
+    assert "oss0 fenced off node w1" in degraded["Degraded"]["message"]
