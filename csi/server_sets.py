@@ -22,7 +22,7 @@ is refused, and `delete_file_system` removes only a file system dedicated to the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
@@ -110,6 +110,41 @@ class ServerSetTemplate:
     ip_pool: str = ""
     storage_interface: str = "eth1"
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TemplateField:
+    """One StorageClass parameter: the template field it sets and the spec field it becomes.
+
+    The one table of the template's fields: StorageClass parameters are parsed by it
+    (csi.controller.parameters), LustreFileSystem specs are built from it and their errors
+    named back as parameters (provisioner.kubevirt.spec).
+    """
+
+    parameter: str  # StorageClass parameter
+    attribute: str  # ServerSetTemplate field
+    spec_path: str  # LustreFileSystem field
+    kind: Literal["size", "count", "fraction", "text"]
+    minimum: int = 0  # sizes: the smallest a server set accepts
+    optional: bool = False  # left out of a spec when empty
+
+
+TEMPLATE_FIELDS: tuple[TemplateField, ...] = (
+    TemplateField("mdtSize", "mdt_size_bytes", "spec.mdtSize", "size", MIN_MDT_BYTES),
+    TemplateField("ostSize", "ost_size_bytes", "spec.ostSize", "size", MIN_OST_BYTES),
+    TemplateField("ostsPerOss", "osts_per_oss", "spec.ostsPerOss", "count"),
+    TemplateField("minOsts", "min_osts", "spec.minOsts", "count"),
+    TemplateField("maxOsts", "max_osts", "spec.maxOsts", "count"),
+    TemplateField("growthThreshold", "growth_threshold", "spec.growthThreshold", "fraction"),
+    TemplateField("image", "image", "spec.server.image", "text"),
+    TemplateField("cpu", "cpu", "spec.server.cpu", "text"),
+    TemplateField("memory", "memory", "spec.server.memory", "text"),
+    TemplateField("targetStorageClass", "target_storage_class", "spec.targetStorageClass",
+                  "text", optional=True),
+    TemplateField("networkAttachment", "network_attachment", "spec.network.attachment", "text"),
+    TemplateField("ipPool", "ip_pool", "spec.network.ipPool", "text"),
+    TemplateField("storageInterface", "storage_interface", "spec.network.interface", "text"),
+)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,7 @@ from typing import Any
 from csi.errors import InvalidArgument
 from csi.lustre.fsname import validate_fsname
 from csi.quantity import format_quantity, parse_quantity
-from csi.server_sets import (
-    DEDICATED_TO,
-    MIN_MDT_BYTES,
-    MIN_OST_BYTES,
-    ServerSetTemplate,
-)
+from csi.server_sets import DEDICATED_TO, TEMPLATE_FIELDS, ServerSetTemplate, TemplateField
 from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
 
 # Keys the external-provisioner adds with --extra-create-metadata; informational only.
@@ -60,21 +55,15 @@ def _text(key: str, text: str) -> str:
     return text
 
 
-# StorageClass key -> (ServerSetTemplate field, parser)
+def _parser(field: TemplateField) -> Callable[[str, str], Any]:
+    if field.kind == "size":
+        return _size_at_least(field.minimum)
+    return {"count": _positive_int, "fraction": _fraction, "text": _text}[field.kind]
+
+
+# StorageClass key -> (ServerSetTemplate field, parser), from the one field table
 _TEMPLATE_KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
-    "mdtSize": ("mdt_size_bytes", _size_at_least(MIN_MDT_BYTES)),
-    "ostSize": ("ost_size_bytes", _size_at_least(MIN_OST_BYTES)),
-    "ostsPerOss": ("osts_per_oss", _positive_int),
-    "minOsts": ("min_osts", _positive_int),
-    "maxOsts": ("max_osts", _positive_int),
-    "growthThreshold": ("growth_threshold", _fraction),
-    "image": ("image", _text),
-    "cpu": ("cpu", _text),
-    "memory": ("memory", _text),
-    "targetStorageClass": ("target_storage_class", _text),
-    "networkAttachment": ("network_attachment", _text),
-    "ipPool": ("ip_pool", _text),
-    "storageInterface": ("storage_interface", _text),
+    field.parameter: (field.attribute, _parser(field)) for field in TEMPLATE_FIELDS
 }
 _OWN_KEYS = ("kind", "fsname")
 KNOWN_KEYS = (*_OWN_KEYS, *_TEMPLATE_KEYS)

@@ -24,7 +24,7 @@ from typing import Any
 from csi.errors import InvalidArgument
 from csi.lustre.fsname import fsname_problem
 from csi.quantity import format_quantity, parse_quantity
-from csi.server_sets import MIN_MDT_BYTES, MIN_OST_BYTES, ServerSetTemplate
+from csi.server_sets import MIN_MDT_BYTES, MIN_OST_BYTES, TEMPLATE_FIELDS, ServerSetTemplate
 from provisioner.kubevirt.addresses import AddressPool, parse_pool
 
 MIN_MEMORY_BYTES = 1 << 30
@@ -37,22 +37,8 @@ _NO_SPACE = re.compile(r"^\S{1,253}$")
 _LNET = re.compile(r"^tcp[0-9]*$")
 
 # spec path -> StorageClass parameter, for messages about specs built from parameters
-_PARAMETER_OF = {
-    "spec.mdtSize": "mdtSize",
-    "spec.ostSize": "ostSize",
-    "spec.ostsPerOss": "ostsPerOss",
-    "spec.minOsts": "minOsts",
-    "spec.maxOsts": "maxOsts",
-    "spec.growthThreshold": "growthThreshold",
-    "spec.server.image": "image",
-    "spec.server.cpu": "cpu",
-    "spec.server.memory": "memory",
-    "spec.targetStorageClass": "targetStorageClass",
-    "spec.network.attachment": "networkAttachment",
-    "spec.network.ipPool": "ipPool",
-    "spec.network.interface": "storageInterface",
-    "spec.fsname": "fsname",
-}
+_PARAMETER_OF = {"spec.fsname": "fsname", **{f.spec_path: f.parameter for f in TEMPLATE_FIELDS}}
+_DEFAULTS = ServerSetTemplate()  # a spec field left out means the template's default
 
 
 class SpecError(InvalidArgument):
@@ -115,26 +101,26 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
         problems.append(("spec.fsname", problem))
     mdt = reader.size("spec.mdtSize", MIN_MDT_BYTES, required=True)
     ost = reader.size("spec.ostSize", MIN_OST_BYTES, required=True)
-    per_oss = reader.integer("spec.ostsPerOss", 2, 1, MAX_OSTS_PER_OSS)
-    min_osts = reader.integer("spec.minOsts", 1, 1, MAX_OSTS)
-    max_osts = reader.integer("spec.maxOsts", 64, 1, MAX_OSTS)
+    per_oss = reader.integer("spec.ostsPerOss", _DEFAULTS.osts_per_oss, 1, MAX_OSTS_PER_OSS)
+    min_osts = reader.integer("spec.minOsts", _DEFAULTS.min_osts, 1, MAX_OSTS)
+    max_osts = reader.integer("spec.maxOsts", _DEFAULTS.max_osts, 1, MAX_OSTS)
     if min_osts > max_osts:
         problems.append(("spec.minOsts", f"{min_osts} is above spec.maxOsts ({max_osts})"))
     ost_count = reader.integer("spec.ostCount", 0, 0, MAX_OSTS)
     if ost_count > max_osts:
         problems.append(("spec.ostCount", f"{ost_count} is above spec.maxOsts ({max_osts})"))
     max_size = reader.size("spec.maxSize", MIN_OST_BYTES, required=False)
-    threshold_raw = spec.get("growthThreshold", 0.8)
+    threshold_raw = spec.get("growthThreshold", _DEFAULTS.growth_threshold)
     threshold = float(threshold_raw) if isinstance(threshold_raw, int | float) else -1.0
     if not 0.05 <= threshold <= 1.0:
         problems.append(("spec.growthThreshold", f"{threshold_raw!r} must be a number from "
                          "0.05 to 1.0"))
     server = reader.mapping("spec.server")
     image = _Reader(server, problems).text("spec.server.image", required=True)
-    cpu = _Reader(server, problems).text("spec.server.cpu") or "2"
+    cpu = _Reader(server, problems).text("spec.server.cpu") or _DEFAULTS.cpu
     if not _CPU.match(cpu) or cpu in ("0", "0m"):
         problems.append(("spec.server.cpu", f"{cpu!r} must be a CPU quantity such as 2 or 1500m"))
-    memory = _Reader(server, problems).text("spec.server.memory") or "8Gi"
+    memory = _Reader(server, problems).text("spec.server.memory") or _DEFAULTS.memory
     try:
         if parse_quantity("spec.server.memory", memory) < MIN_MEMORY_BYTES:
             problems.append(("spec.server.memory", f"{memory!r} is below the minimum of 1Gi"))
@@ -145,7 +131,7 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
     net = _Reader(network, problems)
     attachment = net.text("spec.network.attachment", required=True)
     pool_text = net.text("spec.network.ipPool", required=True)
-    interface = net.text("spec.network.interface") or "eth1"
+    interface = net.text("spec.network.interface") or _DEFAULTS.storage_interface
     lnet = net.text("spec.network.lnetNetwork") or "tcp"
     if not _LNET.match(lnet):
         problems.append(("spec.network.lnetNetwork", f"{lnet!r} must be tcp or tcpN"))
@@ -185,30 +171,17 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
 
 def spec_from_template(fsname: str, template: ServerSetTemplate,
                        dedicated_to: str = "") -> dict[str, Any]:
-    """The spec of a LustreFileSystem built from StorageClass parameters."""
-    spec: dict[str, Any] = {
-        "fsname": fsname,
-        "mdtSize": format_quantity(template.mdt_size_bytes),
-        "ostSize": format_quantity(template.ost_size_bytes),
-        "ostsPerOss": template.osts_per_oss,
-        "minOsts": template.min_osts,
-        "maxOsts": template.max_osts,
-        "ostCount": template.min_osts,
-        "growthThreshold": template.growth_threshold,
-        "server": {"image": template.image, "cpu": template.cpu, "memory": template.memory},
-        "network": {
-            "attachment": template.network_attachment,
-            "ipPool": template.ip_pool,
-            "interface": template.storage_interface,
-        },
-    }
-    if template.target_storage_class:
-        spec["targetStorageClass"] = template.target_storage_class
-    for key in ("gateway", "lnetNetwork"):
-        if template.extra.get(key):
-            spec["network"][key] = template.extra[key]
-    if template.extra.get("maxSize"):
-        spec["maxSize"] = template.extra["maxSize"]
+    """The spec of a LustreFileSystem built from StorageClass parameters (one field table)."""
+    spec: dict[str, Any] = {"fsname": fsname, "ostCount": template.min_osts}
+    for field in TEMPLATE_FIELDS:
+        value = getattr(template, field.attribute)
+        if field.optional and not value:
+            continue
+        *parents, key = field.spec_path.split(".")[1:]
+        place = spec
+        for parent in parents:
+            place = place.setdefault(parent, {})
+        place[key] = format_quantity(value) if field.kind == "size" else value
     if dedicated_to:
         spec["dedicatedTo"] = dedicated_to
     return spec

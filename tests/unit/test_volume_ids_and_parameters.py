@@ -128,3 +128,29 @@ def test_an_fsname_with_a_trailing_newline_is_refused_by_every_check() -> None:
             "server": {"image": "img"}, "network": {"attachment": "n", "ipPool": "10.0.0.0/29"}}
     with pytest.raises(SpecError, match=r"spec\.fsname"):
         parse_spec(spec)
+
+
+def test_storageclass_parameters_and_the_file_system_spec_describe_the_same_fields() -> None:
+    # One field table serves both: every parameter reaches the spec, and a problem in a spec
+    # built from parameters is named by its parameter.
+    from csi.server_sets import TEMPLATE_FIELDS
+    from provisioner.kubevirt.spec import SpecError, parse_spec, spec_from_template, template_error
+
+    given = {"mdtSize": "2Gi", "ostSize": "3Gi", "ostsPerOss": "3", "minOsts": "2",
+             "maxOsts": "6", "growthThreshold": "0.5", "image": "img:1", "cpu": "4",
+             "memory": "16Gi", "targetStorageClass": "fast", "networkAttachment": "net",
+             "ipPool": "10.1.0.0/24", "storageInterface": "eth2"}
+    assert set(given) == {f.parameter for f in TEMPLATE_FIELDS}
+    params = parse_volume_parameters(given, volume_name="v", default_fsname="lustre")
+    spec = parse_spec(spec_from_template("lustre", params.template))
+    assert (spec.mdt_size_bytes, spec.ost_size_bytes) == (2 << 30, 3 << 30)
+    assert (spec.osts_per_oss, spec.min_osts, spec.max_osts, spec.ost_count) == (3, 2, 6, 2)
+    assert spec.growth_threshold == 0.5
+    assert (spec.image, spec.cpu, spec.memory) == ("img:1", "4", "16Gi")
+    assert spec.target_storage_class == "fast"
+    assert (spec.network_attachment, spec.ip_pool.text, spec.storage_interface) == (
+        "net", "10.1.0.0/24", "eth2")
+    bad = parse_volume_parameters({"cpu": "lots"}, volume_name="v", default_fsname="lustre")
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec_from_template("lustre", bad.template))
+    assert "parameter cpu (spec.server.cpu)" in str(template_error(error.value))
