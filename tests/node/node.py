@@ -588,9 +588,20 @@ class LocalNode:
             self.kubelet = None
 
     def restart_kubelet(self) -> None:
+        """Stop kubelet, start a new one; return once it is Ready and has rebuilt its view of
+        the mounted volumes from disk (what a restart could get wrong)."""
+        log = self.cluster.log_path("kubelet")
+        offset = log.stat().st_size
         self.stop_kubelet()
         self.start_kubelet()
         self.wait_ready()
+
+        def reconstructed() -> bool:
+            with log.open("rb") as text:
+                text.seek(offset)
+                return b"Finished populating initial desired state of world" in text.read()
+
+        self._wait(reconstructed, self.kubelet, "kubelet's volume state after restart", 120)
 
     def wait_ready(self, timeout: float = 180) -> None:
         core = kubernetes.client.CoreV1Api(self.cluster._admin_api())

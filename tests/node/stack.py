@@ -188,6 +188,46 @@ class Stack:
 
         wait_for(f"{what} to be gone", gone, timeout, explain=self.explain)
 
+    def exec(self, pod: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``sh -c command`` in the pod's container, through the API server and kubelet."""
+        return self.kubectl("exec", "-n", "default", pod, "--", "sh", "-c", command, check=check)
+
+    def wait_bound(self, claim: str, timeout: float = 240) -> Any:
+        def bound() -> Any:
+            pvc = self.core.read_namespaced_persistent_volume_claim(claim, "default")
+            return pvc if pvc.status.phase == "Bound" else None
+
+        return wait_for(f"PVC {claim} to bind", bound, timeout, explain=self.explain)
+
+    def delete_workloads(self, pods: list[str], claims: list[str]) -> None:
+        """Delete pods (waiting: kubelet unmounts first), then claims."""
+        if pods:
+            self.kubectl(
+                "delete",
+                "pod",
+                "-n",
+                "default",
+                *pods,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=180s",
+                check=False,
+                timeout=240,
+            )
+        if claims:
+            self.kubectl(
+                "delete",
+                "pvc",
+                "-n",
+                "default",
+                *claims,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=180s",
+                check=False,
+                timeout=240,
+            )
+
     def remove(self) -> None:
         """Delete what the overlay made, waiting for the node plugin to stop."""
         self.kubectl(
@@ -239,3 +279,49 @@ def published_at(log: str, volume_id: str) -> list[str]:
 def calls_ok(log: str, method: str) -> int:
     """How many ``method`` calls the node plugin answered OK ("<method> -> OK in ...")."""
     return sum(1 for line in log.splitlines() if f": {method} -> OK in " in line)
+
+
+def busybox_pod(
+    name: str,
+    claim: str,
+    command: str = "sleep 3600",
+    *,
+    read_only: bool = False,
+    security_context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pod of the example's busybox image with ``claim`` at /data."""
+    spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 2,
+        "containers": [
+            {
+                "name": "main",
+                "image": "docker.io/library/busybox:1.37",
+                "command": ["sh", "-c", command],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        ],
+    }
+    if security_context is not None:
+        spec["securityContext"] = security_context
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def lustre_claim(name: str, size: str = "1Gi") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "storageClassName": "lustre",
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": size}},
+        },
+    }
