@@ -342,6 +342,24 @@ def test_chart_follows_the_release_namespace(helm: Path) -> None:
     assert [k[3] for k in objects if k[1] == "Namespace"] == ["lustre-servers"]
 
 
+def test_chart_refuses_misspelled_or_bad_values_naming_them(helm: Path) -> None:
+    # values.schema.json: a typo is an error, not a setting that silently does nothing.
+    for setting, error in (
+        ("kubeletPath=/var/lib/k0s/kubelet", "additional properties 'kubeletPath' not allowed"),
+        ("kubeletDir=var/lib/kubelet", "'/kubeletDir': 'var/lib/kubelet' does not match"),
+        ("controller.replicas=two", "/controller/replicas"),
+        ("node.tolerations[0].key=x", ""),  # allowed: a toleration is Kubernetes' to check
+        ("storageClasses[0].nam=x", "missing property 'name'"),
+        ("images.pullPolicy=Sometimes", "/images/pullPolicy"),
+    ):
+        result = run([helm, "template", RELEASE, CHART, "-n", NAMESPACE, "--set", setting])
+        if error:
+            assert result.returncode != 0, setting
+            assert error in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+
+
 def test_chart_passes_strict_lint(helm: Path) -> None:
     output = succeeded([helm, "lint", "--strict", CHART])
     assert "0 chart(s) failed" in output
