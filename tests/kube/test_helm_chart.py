@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,13 @@ def described_difference(chart: dict[str, Any], base: dict[str, Any]) -> str:
             lines(base), lines(chart), "kubectl kustomize deploy/", "helm template", lineterm=""
         )
     )
+
+
+def test_built_helm_is_the_version_install_helm_pins(helm: Path) -> None:
+    script = (REPO_ROOT / "hack" / "install-helm.sh").read_text()
+    pinned = re.search(r'^HELM_VERSION="(v[^"]+)"$', script, re.MULTILINE)
+    assert pinned, "hack/install-helm.sh pins no HELM_VERSION"
+    assert succeeded([helm, "version", "--short"]).strip() == pinned[1]
 
 
 # --- one source of truth -------------------------------------------------------------------
