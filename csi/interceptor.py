@@ -3,10 +3,12 @@
 Each RPC is logged with its method, duration and status code; at DEBUG level the request too,
 with every field the CSI spec marks `csi_secret` replaced, so secrets never reach a log.
 
-It also keeps Identity answerable under load: volume calls (Controller and Node services) may
-occupy at most `max_busy` of the server's worker threads at once; past that they answer
-UNAVAILABLE at once (kubelet and the sidecars retry), so Probe, which the liveness probe
-calls, always finds a free thread even when every volume call hangs on a dead server.
+It also keeps the server answerable under load: each capped service (Controller, Node) may
+occupy at most its budget of the server's worker threads at once; past that its calls answer
+UNAVAILABLE at once (kubelet and the sidecars retry). Identity is never capped, so Probe,
+which the liveness probe calls, always finds a free thread even when every volume call hangs
+on a dead server; and with separate budgets, controller calls stuck on a dead file system
+cannot take the threads kubelet's NodeUnpublish needs (or the other way round).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -59,14 +61,27 @@ def _strip_secrets(message: Message) -> None:
 
 
 class ServerBusy(InProgress):
-    """Every thread volume calls may use is taken; retry shortly."""
+    """Every thread the service may use is taken; retry shortly."""
+
+
+def thread_budgets(workers: int, services: Sequence[str]) -> dict[str, int]:
+    """Split all but two of `workers` threads between the capped services (two stay free for
+    Identity); each service gets at least one."""
+    usable = max(len(services), workers - 2)
+    share, extra = divmod(usable, max(1, len(services)))
+    return {s: share + (1 if i < extra else 0) for i, s in enumerate(services)}
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: RpcMetrics | None = None, *, max_busy: int | None = None) -> None:
+    def __init__(
+        self, metrics: RpcMetrics | None = None, *, budgets: Mapping[str, int] | None = None
+    ) -> None:
+        """`budgets`: threads each service may hold, by short name ("Controller", "Node");
+        services not named are not capped."""
         self._metrics = metrics
-        # None: no cap (the server's thread pool is the only bound).
-        self._busy = threading.BoundedSemaphore(max_busy) if max_busy else None
+        self._budgets = {
+            service: threading.BoundedSemaphore(limit) for service, limit in (budgets or {}).items()
+        }
 
     def intercept_service(
         self,
@@ -79,7 +94,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         service, _, method = handler_call_details.method.rpartition("/")
         behaviour = handler.unary_unary
         metrics = self._metrics
-        busy = None if service.endswith(".Identity") else self._busy
+        busy = self._budgets.get(service.rsplit(".", 1)[-1])
 
         def mapped(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
@@ -92,7 +107,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                     return behaviour(request, context)
                 if not busy.acquire(blocking=False):
                     raise ServerBusy(
-                        f"{method}: every worker is busy with volume calls; retry shortly"
+                        f"{method}: every worker this service may use is busy; retry shortly"
                     )
                 try:
                     return behaviour(request, context)

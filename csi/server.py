@@ -21,7 +21,7 @@ from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument
 from csi.host.mounts import HostMounts, ProcMountTable
 from csi.identity import IdentityServicer
-from csi.interceptor import ErrorMappingInterceptor
+from csi.interceptor import ErrorMappingInterceptor, thread_budgets
 from csi.lustre.client import LustreClient
 from csi.metrics import RpcMetrics, serve_metrics
 from csi.node.paths import PathPolicy
@@ -102,14 +102,21 @@ class Driver:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         backend = backend or build_backend(config, provider)
         self._loops: BackgroundLoops | None = backend.loops
+        serves_controller = config.mode in ("controller", "all")
+        capped = [
+            *(["Controller"] if serves_controller else []),
+            *(["Node"] if config.mode in ("node", "all") else []),
+        ]
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-            # Two threads stay free for Identity (Probe) whatever volume calls do.
+            # Two threads stay free for Identity (Probe); controller and node calls have
+            # budgets of their own, so neither can starve the other.
             interceptors=[
-                ErrorMappingInterceptor(self.metrics, max_busy=max(1, config.workers - 2))
+                ErrorMappingInterceptor(
+                    self.metrics, budgets=thread_budgets(config.workers, capped)
+                )
             ],
         )
-        serves_controller = config.mode in ("controller", "all")
         csi_pb2_grpc.add_IdentityServicer_to_server(
             IdentityServicer(controller=serves_controller, ready=self.is_ready), self.server
         )

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from csi.errors import InProgress, InvalidArgument, NotFound
-from csi.interceptor import STRIPPED, ErrorMappingInterceptor, sanitized
+from csi.interceptor import STRIPPED, ErrorMappingInterceptor, sanitized, thread_budgets
 from csi.metrics import RpcMetrics, serve_metrics
 from csi.rpc import csi_pb2, csi_pb2_grpc
 
@@ -118,9 +118,71 @@ class HangingNode(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeGetInfoResponse(node_id="n1")
 
 
+class HangingController(csi_pb2_grpc.ControllerServicer):
+    """ControllerGetCapabilities blocks, as a call stuck on a dead file system would."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def ControllerGetCapabilities(self, request, context):
+        self.entered.release()
+        self.release.wait(30)
+        return csi_pb2.ControllerGetCapabilitiesResponse()
+
+
 class ReadyIdentity(csi_pb2_grpc.IdentityServicer):
     def Probe(self, request, context):
         return csi_pb2.ProbeResponse()
+
+
+def test_thread_budgets_leave_two_workers_for_identity_and_split_the_rest() -> None:
+    assert thread_budgets(16, ["Controller", "Node"]) == {"Controller": 7, "Node": 7}
+    assert thread_budgets(16, ["Node"]) == {"Node": 14}
+    assert thread_budgets(5, ["Controller", "Node"]) == {"Controller": 2, "Node": 1}
+    assert thread_budgets(2, ["Controller", "Node"]) == {"Controller": 1, "Node": 1}
+
+
+def test_probe_and_node_calls_still_answer_when_hung_controller_calls_fill_their_budget(
+    tmp_path,
+) -> None:
+    budgets = {"Controller": 2, "Node": 2}
+    server = grpc.server(
+        futures.ThreadPoolExecutor(6),
+        interceptors=[ErrorMappingInterceptor(RpcMetrics(), budgets=budgets)],
+    )
+    node, controller = HangingNode(), HangingController()
+    node.release.set()  # node calls answer at once; only the controller hangs
+    csi_pb2_grpc.add_NodeServicer_to_server(node, server)
+    csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
+    csi_pb2_grpc.add_IdentityServicer_to_server(ReadyIdentity(), server)
+    server.add_insecure_port(f"unix://{tmp_path}/s.sock")
+    server.start()
+    channel = grpc.insecure_channel(f"unix://{tmp_path}/s.sock")
+    controller_stub = csi_pb2_grpc.ControllerStub(channel)
+    request = csi_pb2.ControllerGetCapabilitiesRequest()
+    try:
+        hung = [controller_stub.ControllerGetCapabilities.future(request) for _ in range(2)]
+        for _ in range(2):
+            assert controller.entered.acquire(timeout=10)
+        with pytest.raises(grpc.RpcError) as raised:
+            controller_stub.ControllerGetCapabilities(request, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "every worker this service may use is busy" in (raised.value.details() or "")
+        # kubelet's calls have a budget of their own, and Identity is never capped.
+        node_stub = csi_pb2_grpc.NodeStub(channel)
+        for _ in range(3):
+            assert node_stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=10).node_id == "n1"
+            csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10)
+        controller.release.set()
+        for call in hung:
+            call.result(timeout=10)
+        # The slots come back: a controller call is served again.
+        controller_stub.ControllerGetCapabilities(request, timeout=10)
+    finally:
+        controller.release.set()
+        channel.close()
+        server.stop(0)
 
 
 def test_probe_still_answers_when_hung_volume_calls_hold_every_worker_they_may(
@@ -129,7 +191,7 @@ def test_probe_still_answers_when_hung_volume_calls_hold_every_worker_they_may(
     workers, max_busy = 4, 2
     server = grpc.server(
         futures.ThreadPoolExecutor(workers),
-        interceptors=[ErrorMappingInterceptor(RpcMetrics(), max_busy=max_busy)],
+        interceptors=[ErrorMappingInterceptor(RpcMetrics(), budgets={"Node": max_busy})],
     )
     node = HangingNode()
     csi_pb2_grpc.add_NodeServicer_to_server(node, server)
@@ -145,7 +207,6 @@ def test_probe_still_answers_when_hung_volume_calls_hold_every_worker_they_may(
         with pytest.raises(grpc.RpcError) as raised:
             node_stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=10)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "every worker is busy" in (raised.value.details() or "")
         for _ in range(3):  # Identity is never capped
             csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10)
         node.release.set()
