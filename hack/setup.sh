@@ -2,8 +2,9 @@
 # Install everything lustre-csi and its tests need, idempotently; a second run takes seconds.
 #   - Debian tools the tests call (util-linux for mount/unshare, openssl for the API server certs)
 #   - a virtualenv in .venv with the package and its dev extras (pip caches in .cache/pip)
-#   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh)
-#     and the csi-provisioner / csi-resizer sidecars (hack/install-sidecars.sh)
+#   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh),
+#     the csi-provisioner / csi-resizer sidecars (hack/install-sidecars.sh) and helm
+#     (hack/install-helm.sh); each also kept in /var/cache/lustre-csi/go-bin/<inputs hash>/
 # `--python-only` stops after the virtualenv (enough for `lustre-csi demo`, no Go builds).
 set -euo pipefail
 python_only=0
@@ -49,3 +50,4 @@ if ((python_only)); then
 fi
 bash hack/install-go-tools.sh
 bash hack/install-sidecars.sh
+bash hack/install-helm.sh
