@@ -149,7 +149,7 @@ class ProvisionerBench:
     def _make_ready(self, provider: KubeVirtServerSets, fs: str, index: int) -> None:
         with contextlib.suppress(InProgress):
             provider.ensure_file_system(fs, _template(index))
-        _wait(lambda: bool(provider.ensure_file_system(fs, None)), 60, f"{fs} Ready")
+        _wait(lambda: bool(provider.file_system(fs)), 60, f"{fs} Ready")
 
     def _time_creation(self, provider: KubeVirtServerSets, admin: RestKube, fs: str,
                        index: int) -> float:
@@ -160,7 +160,7 @@ class ProvisionerBench:
         _wait(lambda: self._counts(admin, fs) == (2, 2, 2) and self._planned(admin, fs, 1),
               30, f"objects of {fs}")
         elapsed = time.monotonic() - started
-        _wait(lambda: bool(provider.ensure_file_system(fs, None)), 60, f"{fs} Ready")
+        _wait(lambda: bool(provider.file_system(fs)), 60, f"{fs} Ready")
         return elapsed
 
     def _time_growth(self, provider: KubeVirtServerSets, admin: RestKube, fs: str) -> float:

@@ -62,20 +62,10 @@ class CapacityExhausted(DriverError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class OutOfRange(DriverError):
-    """A capacity range the driver cannot honour (for example limit below what the volume holds)."""
-
-    code = grpc.StatusCode.OUT_OF_RANGE
-
-
 class FailedPrecondition(DriverError):
     """The system is not in a state where the request can run (e.g. path mounted elsewhere)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class Unimplemented(DriverError):
-    code = grpc.StatusCode.UNIMPLEMENTED
 
 
 class ExternalCommandFailed(DriverError):

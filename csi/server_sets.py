@@ -157,15 +157,18 @@ class FileSystemCapacity:
 
 
 class ServerSetProvider(Protocol):
-    def ensure_file_system(
-        self, fsname: str, template: ServerSetTemplate | None
-    ) -> FileSystemEndpoint:
-        """The endpoint of a Ready file system.
+    def file_system(self, fsname: str) -> FileSystemEndpoint:
+        """The endpoint of an existing, Ready file system (a lookup: nothing is created).
 
-        Creates it from `template` when missing (NotFound when missing and template is None);
-        raises InProgress while it is being created or is not Ready. With a template, an
-        existing file system must be dedicated as the template says (`check_dedication`),
-        else AlreadyExists.
+        NotFound when it does not exist; InProgress while it is being created or not Ready.
+        """
+        ...
+
+    def ensure_file_system(self, fsname: str, template: ServerSetTemplate) -> FileSystemEndpoint:
+        """The endpoint of a Ready file system, created from `template` when missing.
+
+        Raises InProgress while it is being created or is not Ready. An existing file system
+        must be dedicated as the template says (`check_dedication`), else AlreadyExists.
         """
         ...
 

@@ -82,17 +82,20 @@ class LocalServerSets:
         self._ledgers[fsname] = (_identity(path.stat()), ledger)
 
     # -- ServerSetProvider ----------------------------------------------------------------------
-    def ensure_file_system(
-        self, fsname: str, template: ServerSetTemplate | None
-    ) -> FileSystemEndpoint:
+    def file_system(self, fsname: str) -> FileSystemEndpoint:
+        validate_fsname(fsname)
+        with self._lock(fsname):
+            if self.ledger(fsname) is None:
+                raise NotFound(f"file system {fsname!r} does not exist")
+        return FileSystemEndpoint(fsname=fsname, mgs_nids=(LOCAL_NID,))
+
+    def ensure_file_system(self, fsname: str, template: ServerSetTemplate) -> FileSystemEndpoint:
         validate_fsname(fsname)
         with self._lock(fsname):
             ledger = self.ledger(fsname)
             if ledger is None:
-                if template is None:
-                    raise NotFound(f"file system {fsname!r} does not exist")
                 self._create(fsname, template)
-            elif template is not None:
+            else:
                 check_dedication(fsname, ledger.get("dedicated_to", ""), template)
         return FileSystemEndpoint(fsname=fsname, mgs_nids=(LOCAL_NID,))
 

@@ -227,7 +227,7 @@ class VolumeService:
         """The ready volume with this id; NotFound otherwise."""
         parsed = parse_volume_id(volume_id)
         try:
-            endpoint = self._provider.ensure_file_system(parsed.fsname, None)
+            endpoint = self._provider.file_system(parsed.fsname)
         except NotFound as exc:
             raise NotFound(f"volume {volume_id!r} does not exist") from exc
         mountpoint = self._loaded_mount(endpoint)
@@ -259,7 +259,7 @@ class VolumeService:
 
     def reload(self, fsname: str) -> None:
         """Re-read a file system's records (a replica that becomes the active one calls this)."""
-        mountpoint = self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+        mountpoint = self._loaded_mount(self._provider.file_system(fsname))
         self._bounded.run(
             f"reload the records of {fsname}", lambda: self._catalog.reload(fsname, mountpoint)
         )
@@ -270,12 +270,12 @@ class VolumeService:
         return self._bounded.run(f"stat {volume.record.directory}", path.is_dir)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
-        return self._provider.ensure_file_system(record.fsname, None)
+        return self._provider.file_system(record.fsname)
 
     def list_page(self, starting_token: str, max_entries: int) -> tuple[list[VolumeRecord], str]:
         for fsname in self._provider.list_file_systems():
             if not self._catalog.is_loaded(fsname):
-                self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+                self._loaded_mount(self._provider.file_system(fsname))
         return self._catalog.page(starting_token, max_entries)
 
     # -- delete -------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ class VolumeService:
             return  # not ours, so nothing of ours to delete: success per the CSI spec
         with self._inflight.claim(f"id:{volume_id}"):
             try:
-                endpoint = self._provider.ensure_file_system(parsed.fsname, None)
+                endpoint = self._provider.file_system(parsed.fsname)
             except NotFound:
                 return
             mountpoint = self._loaded_mount(endpoint)
@@ -347,7 +347,7 @@ class VolumeService:
         parsed = parse_volume_id(volume_id)
         with self._inflight.claim(f"id:{volume_id}"):
             try:
-                endpoint = self._provider.ensure_file_system(fsname, None)
+                endpoint = self._provider.file_system(fsname)
             except NotFound:
                 return  # the file system went, and the volume with it
             mountpoint = self._loaded_mount(endpoint)
@@ -384,7 +384,7 @@ class VolumeService:
             return
         for fsname in fsnames:
             try:
-                self._loaded_mount(self._provider.ensure_file_system(fsname, None))
+                self._loaded_mount(self._provider.file_system(fsname))
             except Exception as exc:
                 log.info("file system %s: pending removals not checked yet: %s", fsname, exc)
 
@@ -425,7 +425,7 @@ class VolumeService:
         if params.kind == "shared" and params.fsname in self._provider.list_file_systems():
             capacity = self._provider.capacity(params.fsname)
             ceiling = capacity.max_total_bytes
-            endpoint = self._provider.ensure_file_system(params.fsname, None)
+            endpoint = self._provider.file_system(params.fsname)
             self._loaded_mount(endpoint)
             ceiling = max(0, ceiling - self._catalog.reserved_bytes(params.fsname))
         usable = int(ceiling * template.growth_threshold)

@@ -8,6 +8,8 @@ Layout (a picture of the architecture):
     runner.py      ProvisionerRunner: Lease election + watches + work queue + resync, in
                    threads of the controller process; only the leader reconciles.
     reconciler.py  Reconciler: one level-based pass over one LustreFileSystem.
+    status.py      the status derived from spec, plan and observed VMs (pure), and its Events.
+    fencing.py     force-deleting launcher pods on nodes known down (NodeDownClock).
     leader.py      the Lease policy (pure `decide`) and its I/O (`LeaseElector`).
     spec.py        spec parsing/validation with field-named errors; object naming.
     layout.py      the durable plan: servers, static addresses, OST table (pure).

@@ -55,16 +55,15 @@ class KubeVirtServerSets:
         self._events = EventRecorder(kube, identity)
 
     # -- ServerSetProvider -------------------------------------------------------------------
-    def ensure_file_system(self, fsname: str,
-                           template: ServerSetTemplate | None) -> FileSystemEndpoint:
+    def file_system(self, fsname: str) -> FileSystemEndpoint:
+        return _endpoint_of(self._require(fsname))
+
+    def ensure_file_system(self, fsname: str, template: ServerSetTemplate) -> FileSystemEndpoint:
         validate_fsname(fsname)
         lfs = self.find(fsname)
         if lfs is None:
-            if template is None:
-                raise NotFound(f"file system {fsname!r} does not exist")
             lfs = self._create(fsname, template)
-        if template is not None:
-            check_dedication(fsname, _dedicated_to(lfs), template)
+        check_dedication(fsname, _dedicated_to(lfs), template)
         return _endpoint_of(lfs)
 
     def ensure_capacity(self, fsname: str, required_bytes: int) -> FileSystemCapacity:

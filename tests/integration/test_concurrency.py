@@ -28,9 +28,7 @@ class GatedServerSets(LocalServerSets):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def ensure_file_system(
-        self, fsname: str, template: ServerSetTemplate | None
-    ) -> FileSystemEndpoint:
+    def ensure_file_system(self, fsname: str, template: ServerSetTemplate) -> FileSystemEndpoint:
         if fsname == "slow":
             self.entered.set()
             assert self.gate.wait(10)

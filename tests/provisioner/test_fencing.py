@@ -163,6 +163,6 @@ def test_the_out_of_service_taint_fences_at_once(env: KubeEnv) -> None:
     assert pod not in _launcher_pods(env, "ftaint")
     assert any(OUT_OF_SERVICE_TAINT in m for m in env.events("ftaint", "Fenced"))
     # The VM comes back elsewhere with the same address.
-    wait_for(lambda: (_reconcile(reconciler, "ftaint"), env.provider().ensure_file_system(
-        "ftaint", None))[1], 20, "ftaint Ready again")
+    wait_for(lambda: (_reconcile(reconciler, "ftaint"), env.provider().file_system(
+        "ftaint"))[1], 20, "ftaint Ready again")
     _delete(env, reconciler, "ftaint")

@@ -65,7 +65,7 @@ def delete_pv(env, name: str) -> None:
 
 
 def ready(env, fs: str):
-    return env.provider().ensure_file_system(fs, None)
+    return env.provider().file_system(fs)
 
 
 def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
@@ -456,7 +456,7 @@ def test_too_small_ip_pool_is_reported_naming_the_field(env):
     assert env.events("smallpool", "InvalidSpec")
     assert children(env, "smallpool")["VirtualMachine"] == []
     with pytest.raises(FailedPrecondition, match=r"spec\.network\.ipPool"):
-        env.provider().ensure_file_system("smallpl", None)
+        env.provider().file_system("smallpl")
     # Through a StorageClass the same problem names the parameter, and nothing is created.
     with pytest.raises(InvalidArgument, match=r"parameter ipPool \(spec.network.ipPool\)"):
         env.provider().ensure_file_system("tiny", template(ip_pool="10.9.1.0/30"))

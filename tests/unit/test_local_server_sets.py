@@ -24,7 +24,7 @@ TEMPLATE = replace(
 def test_file_systems_grow_by_new_osts_and_stop_at_the_limit(tmp_path: Path) -> None:
     sets = LocalServerSets(tmp_path)
     with pytest.raises(NotFound):
-        sets.ensure_file_system("fs1", None)
+        sets.file_system("fs1")
     endpoint = sets.ensure_file_system("fs1", TEMPLATE)
     assert endpoint.mount_source("v") == "0@lo:/fs1/v"
     assert sets.capacity("fs1").ost_count == 2
@@ -61,7 +61,7 @@ def test_an_existing_file_system_is_never_adopted_by_another_dedication(tmp_path
     second = replace(TEMPLATE, extra={"dedicatedTo": "v1:dedicated:dx:second"})
     sets.ensure_file_system("dx", first)
     sets.ensure_file_system("dx", first)  # its own volume, again: fine
-    sets.ensure_file_system("dx", None)  # lookups need no template
+    sets.file_system("dx")  # a lookup needs no template
     with pytest.raises(AlreadyExists, match="dedicated to volume v1:dedicated:dx:first"):
         sets.ensure_file_system("dx", second)
     with pytest.raises(AlreadyExists, match="dedicated to volume"):
