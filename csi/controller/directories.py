@@ -13,7 +13,7 @@ import stat
 import time
 from pathlib import Path
 
-from csi.controller.catalog import TRASH_DIR, VOLUMES_DIR, VolumeRecord
+from csi.controller.records import TRASH_DIR, VOLUMES_DIR, VolumeRecord
 from csi.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)

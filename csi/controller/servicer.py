@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.protobuf import wrappers_pb2
 
 from csi.capabilities import capability_problem, check_capabilities
-from csi.controller.catalog import VolumeRecord
 from csi.controller.parameters import parse_volume_parameters
+from csi.controller.records import VolumeRecord
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument, InvalidPageToken, NotFound

@@ -28,16 +28,11 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.controller.catalog import (
-    VOLUMES_DIR,
-    VolumeCatalog,
-    VolumeRecord,
-    new_directory,
-    trash_for,
-)
+from csi.controller.catalog import VolumeCatalog
 from csi.controller.directories import make_directory, move_to_trash, remove_tree
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import VolumeParameters
+from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory, trash_for
 from csi.controller.removal import RemovalQueue
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (

@@ -14,15 +14,14 @@ from typing import Final, TypeVar
 
 from csi.errors import InvalidArgument
 from csi.host.command import DEFAULT_TIMEOUT_S, CommandRunner
+from csi.lustre.df import LfsDf, parse_lfs_df
 from csi.lustre.fsname import FSNAME
 from csi.lustre.mount_options import validate_mount_options
 from csi.lustre.parsers import (
-    LfsDf,
     LustreHealth,
     LustreOutputError,
     ProjectQuota,
     parse_health_check,
-    parse_lfs_df,
     parse_lfs_project,
     parse_lfs_quota,
 )

@@ -21,7 +21,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from csi.capabilities import check_capability, is_readonly_mode
-from csi.controller.catalog import VOLUMES_DIR
+from csi.controller.records import VOLUMES_DIR
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.host.bounded import BoundedCalls, CallTimedOut
 from csi.host.mounts import (

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from csi.controller.catalog import VolumeCatalog, VolumeRecord, new_directory
+from csi.controller.catalog import VolumeCatalog
+from csi.controller.records import VolumeRecord, new_directory
 from csi.errors import InvalidArgument, OperationInFlight
 from csi.inflight import InFlightKeys
 from csi.node.paths import PathPolicy

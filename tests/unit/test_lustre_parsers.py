@@ -11,13 +11,11 @@ from __future__ import annotations
 import pytest
 
 from csi.errors import DriverError, ExternalCommandFailed
+from csi.lustre.df import TargetKind, parse_lfs_df, parse_lfs_df_all
 from csi.lustre.parsers import (
     LustreHealth,
     LustreOutputError,
-    TargetKind,
     parse_health_check,
-    parse_lfs_df,
-    parse_lfs_df_all,
     parse_lfs_project,
     parse_lfs_quota,
 )

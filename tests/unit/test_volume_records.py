@@ -11,13 +11,8 @@ from typing import Any
 
 import pytest
 
-from csi.controller.catalog import (
-    RECORDS_DIR,
-    VolumeCatalog,
-    VolumeRecord,
-    new_directory,
-    record_path,
-)
+from csi.controller.catalog import VolumeCatalog
+from csi.controller.records import RECORDS_DIR, VolumeRecord, new_directory, record_path
 
 GOOD: dict[str, Any] = {
     "name": "good",

@@ -1,0 +1,187 @@
+"""Volume records: one small JSON file per volume, kept on the file system it lives on.
+
+The file system is the system of record (`<mount>/.lustre-csi/volumes/<subdir>.json`), next to
+the volume's directory and quota, so a volume and its record cannot drift apart across
+controller restarts or replicas; `csi.controller.catalog` indexes the loaded records.
+
+Layout below a file system's root (what the driver owns there):
+- `csi-volumes/<subdir>-<token>`: a volume's directory. The driver makes it with mkdir
+  (never exist_ok) under `csi-volumes/`, a directory it creates root-owned and 0755; the
+  random token is written in the volume's record before the mkdir, so a directory with that
+  name can only be one the driver made for that record, and no directory an admin or an
+  earlier, lost record left behind is ever adopted (or later deleted) as a volume's.
+- `.lustre-csi/volumes/<subdir>.json`: the records; `.lustre-csi/projects/<id>`: project id
+  claims (each names the volume id holding it).
+- `.lustre-csi/trash/<subdir>-<token>`: a deleted volume's directory, moved there by one
+  rename inside DeleteVolume and removed by a background worker; the record (state
+  deleting, with the trash path) stays until the removal is done, then the quota and the
+  project id go. A worker takes a record for that last step by renaming it to
+  `<subdir>.json.removing-<token>` (one rename wins, so two replicas never release the same
+  project id twice); a taken record left by a crash is finished by the next scan.
+
+Records are not trusted as read: anyone who can write the file system can write one. Each
+is checked on load (`parse_record`): its file name, volume id, kind, fsname and subdir must
+agree, its directory must be exactly one the driver names (`csi-volumes/<subdir>-<token>`),
+types and state must be right. A record that fails (empty, corrupt, forged) is skipped with a
+WARNING naming the file: it never breaks the other records or any call, and nothing is ever
+deleted for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csi.errors import DriverError, InProgress
+from csi.host.atomicfile import read_json
+from csi.lustre.client import MAX_PROJECT_ID
+from csi.volume_id import parse_volume_id, subdir_for_name
+
+log = logging.getLogger(__name__)
+
+RECORDS_DIR = ".lustre-csi/volumes"
+PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
+FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
+VOLUMES_DIR = "csi-volumes"  # parent of every volume directory the driver makes
+TRASH_DIR = ".lustre-csi/trash"  # deleted volumes' directories, until they are removed
+TAKEN_MARK = ".json.removing-"  # `<subdir>.json.removing-<token>`: a record taken for release
+RECORD_STATES = ("creating", "ready", "deleting")
+_TOKEN = re.compile(r"^[0-9a-f]{16}$")
+
+
+def new_directory(subdir: str) -> str:
+    """A fresh volume directory path (below the root) for a volume whose id names `subdir`."""
+    return f"{VOLUMES_DIR}/{subdir}-{secrets.token_hex(8)}"
+
+
+def trash_for(directory: str) -> str:
+    """Where a volume's directory goes when the volume is deleted (same file system)."""
+    return f"{TRASH_DIR}/{directory.rsplit('/', 1)[-1]}"
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    name: str
+    volume_id: str
+    kind: str
+    fsname: str
+    subdir: str
+    capacity_bytes: int
+    project_id: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # creating -> ready -> deleting: a record is written before any effect, so a crash at any
+    # point leaves a record the next attempt finishes (or deletes) instead of a leak.
+    state: str = "creating"
+    # The volume's directory below the file-system root (`csi-volumes/<subdir>-<token>`),
+    # named here before it is made: the volume_context `subdir` the node mounts.
+    directory: str = ""
+    # While deleting: where the directory was moved to (`.lustre-csi/trash/...`).
+    trash: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> VolumeRecord:
+        return cls(**{k: document[k] for k in cls.__dataclass_fields__ if k in document})
+
+
+def record_path(mountpoint: Path, subdir: str) -> Path:
+    return mountpoint / RECORDS_DIR / f"{subdir}.json"
+
+
+class InvalidRecord(ValueError):
+    """A record file that is not one this driver wrote (the message says what is wrong)."""
+
+
+_TYPES: dict[str, type] = {
+    "name": str,
+    "volume_id": str,
+    "kind": str,
+    "fsname": str,
+    "subdir": str,
+    "capacity_bytes": int,
+    "project_id": int,
+    "parameters": dict,
+    "state": str,
+    "directory": str,
+}
+
+
+def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
+    """The record in `document`, read from file system `fsname`'s `<subdir>.json`, checked.
+
+    InvalidRecord unless every field has its type, the id parses and names this file system
+    and this file's subdir, the name maps to that subdir, the state is known and the
+    directory is exactly `csi-volumes/<subdir>-<token>`: nothing in a record can point a
+    later deletion outside the driver's own directories.
+    """
+    if not isinstance(document, dict):
+        raise InvalidRecord(f"not a JSON object but {type(document).__name__}")
+    for key, kind in _TYPES.items():
+        value = document.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InvalidRecord(f"{key} is {value!r}, not a {kind.__name__}")
+    try:
+        parsed = parse_volume_id(document["volume_id"])
+    except DriverError as exc:
+        raise InvalidRecord(f"volume_id: {exc}") from None
+    expected = {"kind": parsed.kind, "fsname": fsname, "subdir": subdir}
+    for key, value in expected.items():
+        if document[key] != value or getattr(parsed, key) != value:
+            raise InvalidRecord(
+                f"{key} {document[key]!r} (id {document['volume_id']!r}) does not match the "
+                f"record's place ({value!r})"
+            )
+    if subdir_for_name(document["name"]) != subdir:
+        raise InvalidRecord(f"name {document['name']!r} does not belong to subdir {subdir!r}")
+    if document["state"] not in RECORD_STATES:
+        raise InvalidRecord(f"state {document['state']!r} is not one of {RECORD_STATES}")
+    if not 0 < document["capacity_bytes"] < 1 << 63:
+        raise InvalidRecord(f"capacity_bytes {document['capacity_bytes']} is out of range")
+    if not FIRST_PROJECT_ID <= document["project_id"] <= MAX_PROJECT_ID:
+        raise InvalidRecord(f"project_id {document['project_id']} is out of range")
+    prefix = f"{VOLUMES_DIR}/{subdir}-"
+    directory = document["directory"]
+    if not directory.startswith(prefix) or not _TOKEN.match(directory[len(prefix) :]):
+        raise InvalidRecord(f"directory {directory!r} is not {prefix}<token>")
+    trash = document.get("trash", "")
+    if trash not in ("", trash_for(directory)):
+        raise InvalidRecord(f"trash {trash!r} is not {trash_for(directory)!r}")
+    return VolumeRecord.from_json(document)
+
+
+def read_record(
+    path: Path, fsname: str, *, subdir: str = "", skip_io_errors: bool = True
+) -> VolumeRecord | None:
+    """The checked record at `path`; None for a missing one, and None (with a WARNING naming
+    the file) for a bad one.
+
+    `skip_io_errors=False`: a read that fails for a reason other than the file itself (EIO,
+    a server away) raises InProgress instead, so one volume's lookup never mistakes a
+    transient failure for "no such volume".
+    """
+    subdir = subdir or path.name[: -len(".json")]
+    try:
+        document = read_json(path, follow_symlinks=False)
+    except OSError as exc:
+        if skip_io_errors or exc.errno in (errno.ELOOP, errno.EISDIR):
+            log.warning("skipping volume record %s: %s", path, exc)
+            return None
+        raise InProgress(f"reading volume record {path} failed ({exc}); retry") from exc
+    except ValueError as exc:
+        log.warning("skipping volume record %s: %s", path, exc)
+        return None
+    if document is None and not os.path.lexists(path):
+        return None  # removed meanwhile, or never there
+    try:
+        return parse_record(document, fsname=fsname, subdir=subdir)
+    except InvalidRecord as exc:
+        log.warning("skipping volume record %s: %s", path, exc)
+        return None
