@@ -191,10 +191,18 @@ scratch_image "${PREFIX}/pause:3.10-local" "$pause_bin" pause
 # --- busybox for the example pod ------------------------------------------------------------
 # Debian's busybox-static .deb, unpacked (not installed: it would replace the host's busybox).
 busybox_ref="docker.io/library/busybox:1.37"
-(cd "$tmp_dir" && apt-get download busybox-static > "${tmp_dir}/apt.log" 2>&1) \
-    || { cat "${tmp_dir}/apt.log" >&2; die "apt-get download busybox-static failed"; }
-busybox_deb="$(echo "${tmp_dir}"/busybox-static_*.deb)"
-[[ -f "$busybox_deb" ]] || die "apt-get download busybox-static gave no .deb"
+# The .deb is kept in IMAGE_CACHE/debs by version, so a warm run needs no network.
+busybox_version="$(apt-cache policy busybox-static | awk '$1 == "Candidate:" { print $2 }')"
+[[ -n "$busybox_version" && "$busybox_version" != "(none)" ]] \
+    || die "apt knows no busybox-static (apt-get update?)"
+busybox_deb="${IMAGE_CACHE}/debs/busybox-static_${busybox_version//:/%3a}_amd64.deb"
+if [[ ! -s "$busybox_deb" ]]; then
+    mkdir -p "${tmp_dir}/debs" "${IMAGE_CACHE}/debs"
+    (cd "${tmp_dir}/debs" && apt-get download "busybox-static=${busybox_version}") \
+        > "${tmp_dir}/apt.log" 2>&1 \
+        || { cat "${tmp_dir}/apt.log" >&2; die "apt-get download busybox-static failed"; }
+    mv -f "${tmp_dir}"/debs/busybox-static_*.deb "$busybox_deb"
+fi
 if ! have "$busybox_ref" "$(hash_of "$busybox_ref" "f:${busybox_deb}" "v1")"; then
     echo "images: building ${busybox_ref} (${busybox_deb##*/})..."
     root="${tmp_dir}/busybox"
@@ -232,5 +240,7 @@ scratch_image "${PREFIX}/livenessprobe:$(sidecar_version livenessprobe)" \
     "${BIN_DIR}/livenessprobe"
 
 
+# Images replaced by newer builds: the archives are what counts, keep the storage small.
+buildah_ rmi --prune > /dev/null 2>&1 || true
 mv -f "$index" "${INDEX_DIR}/index.tsv"
 echo "images: index in ${INDEX_DIR}/index.tsv"
