@@ -19,6 +19,7 @@ from csi.controller.mounts import ControllerMounts
 from csi.controller.servicer import ControllerServicer
 from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument
+from csi.host.bounded import BoundedCalls
 from csi.host.mounts import HostMounts, ProcMountTable
 from csi.identity import IdentityServicer
 from csi.interceptor import ErrorMappingInterceptor, thread_budgets
@@ -38,6 +39,8 @@ from csi.server_sets import ServerSetProvider
 
 log = logging.getLogger(__name__)
 MODES = ("controller", "node", "all")
+# A healthy Lustre mount answers stat(2) in milliseconds; past this its server is taken as away.
+FILE_SYSTEM_CALL_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -123,6 +126,11 @@ class Driver:
         lustre = LustreClient(backend.tools.runner)
         host = HostMounts(backend.tools.runner)
         table = ProcMountTable()
+        # One budget of hung file-system calls (stat, statvfs) for the node and controller
+        # mounts: stuck calls are capped per mount, so a dead server leaves the others served.
+        self._bounded = BoundedCalls(
+            timeout_s=FILE_SYSTEM_CALL_TIMEOUT_S, max_stuck=4 * config.workers
+        )
         self.volumes: VolumeService | None = None
         self._controller_mounts: ControllerMounts | None = None
         if serves_controller:
@@ -144,6 +152,7 @@ class Driver:
             host,
             table,
             backend.tools.recognizer,
+            bounded=self._bounded,
         )
         self.volumes = VolumeService(backend.provider, mounts, lustre)
         self._controller_mounts = mounts
@@ -169,7 +178,8 @@ class Driver:
                 table=table,
                 recognizer=backend.tools.recognizer,
                 paths=PathPolicy(self.config.kubelet_dirs),
-                stats=VolumeStatsReader(lustre),
+                stats=VolumeStatsReader(lustre, bounded=self._bounded),
+                bounded=self._bounded,
             ),
             self.server,
         )

@@ -45,6 +45,7 @@ class ControllerMounts:
         probe: MountProbe | None = None,
         bounded: BoundedCalls | None = None,
     ) -> None:
+        """`bounded`: the process's budget of hung file-system calls (the composition root's)."""
         self._base = base
         self._probe = probe or OsMountProbe()
         self._bounded = bounded or BoundedCalls()
@@ -66,7 +67,9 @@ class ControllerMounts:
             current = [e for e in entries if self._recognizer.lustre_source(e) is not None]
             healthy = False
             if current and same_source(self._recognizer.lustre_source(current[-1]) or "", source):
-                health, reason = mount_health(current[-1], probe=self._probe, bounded=self._bounded)
+                health, reason = mount_health(
+                    current[-1], probe=self._probe, bounded=self._bounded, key=_key(path)
+                )
                 if health is MountHealth.UNREACHABLE:
                     # Eviction or recovery: the mount comes back by itself; a remount would
                     # fail the volume operations running on it.
@@ -85,7 +88,9 @@ class ControllerMounts:
         return path
 
     def _answers(self, path: Path) -> bool:
-        health, _ = path_health(str(path), probe=self._probe, bounded=self._bounded)
+        health, _ = path_health(
+            str(path), probe=self._probe, bounded=self._bounded, key=_key(path)
+        )
         return health is MountHealth.HEALTHY
 
     def release_all(self) -> None:
@@ -112,3 +117,8 @@ class ControllerMounts:
                 self._host.unmount(str(path), lazy=True)
             if path.is_dir():
                 path.rmdir()
+
+
+def _key(path: Path) -> str:
+    """Hung stats of one file system's mount are capped on their own (BoundedCalls)."""
+    return f"controller mount {path}"

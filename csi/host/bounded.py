@@ -4,14 +4,19 @@ A Lustre client whose MDS or OSS is away blocks `stat`, `statvfs`, `mkdir` or `r
 kernel until recovery ends (minutes) or forever. Run inside an RPC thread, one such call per
 request soon occupies every worker, and Probe, NodeUnpublish and the liveness probe starve.
 `BoundedCalls.run` runs the call in a thread of its own and stops waiting at the deadline: the
-RPC answers UNAVAILABLE (retryable) and the stuck thread is left to finish or hang alone. The
-number of threads that may be stuck at once is capped too, so a dead server cannot make the
-process grow without bound; past the cap calls are refused at once.
+RPC answers UNAVAILABLE (retryable) and the stuck thread is left to finish or hang alone.
+
+Only calls past their deadline (stuck) are counted; calls still running are not (their
+callers, RPC threads, are bounded already). Stuck calls are capped per key (the mount's device
+or file system the call goes to) and in all, so a dead server cannot make the process grow
+without bound, and its stuck calls cannot refuse calls to healthy mounts: past a cap, calls to
+that key (or, past the total cap, every call) are refused at once until stuck ones return.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,7 +25,10 @@ from csi.errors import InProgress
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MAX_STUCK = 8
+DEFAULT_MAX_STUCK = 64
+DEFAULT_MAX_STUCK_PER_KEY = 4
+# Calls given no key: capped by the total only.
+NO_KEY = ""
 
 
 class CallTimedOut(InProgress):
@@ -29,22 +37,50 @@ class CallTimedOut(InProgress):
 
 class BoundedCalls:
     def __init__(
-        self, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_stuck: int = DEFAULT_MAX_STUCK
+        self,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_stuck: int = DEFAULT_MAX_STUCK,
+        max_stuck_per_key: int = DEFAULT_MAX_STUCK_PER_KEY,
     ) -> None:
         self._timeout_s = timeout_s
-        self._slots = threading.BoundedSemaphore(max_stuck)
+        self._max_stuck = max_stuck
+        self._max_stuck_per_key = min(max_stuck_per_key, max_stuck)
+        # Guards only the counters below, held for a few instructions, never across a call.
+        self._lock = threading.Lock()
+        self._stuck: Counter[str] = Counter()
+        self._stuck_total = 0
 
-    def run(self, what: str, call: Callable[[], T], *, timeout_s: float | None = None) -> T:
+    def run(
+        self,
+        what: str,
+        call: Callable[[], T],
+        *,
+        timeout_s: float | None = None,
+        key: str = NO_KEY,
+    ) -> T:
         """`call()`'s result or exception; CallTimedOut when it takes longer than the deadline.
 
-        `what` names the call for the error message ("stat /var/lib/kubelet/...").
+        `what` names the call for the error message ("stat /var/lib/kubelet/..."); `key` the
+        file system (or mount device) it goes to, whose stuck calls are capped on their own
+        (calls without one only by the total).
         """
-        if not self._slots.acquire(blocking=False):
-            raise CallTimedOut(
-                f"{what}: too many earlier file-system calls are still hung; "
-                "is a Lustre server unreachable?"
-            )
+        with self._lock:
+            if key != NO_KEY and self._stuck[key] >= self._max_stuck_per_key:
+                raise CallTimedOut(
+                    f"{what}: too many earlier calls to the same file system "
+                    f"({self._stuck[key]}) are still hung; is its Lustre server unreachable? "
+                    "Retry later"
+                )
+            if self._stuck_total >= self._max_stuck:
+                raise CallTimedOut(
+                    f"{what}: too many earlier file-system calls ({self._stuck_total}) are "
+                    "still hung; are Lustre servers unreachable? Retry later"
+                )
         outcome: dict[str, object] = {}
+        # "running" -> "done" (answered in time, or after the deadline: then uncounted) or
+        # "running" -> "stuck" (counted until it returns) -> "done".
+        state = ["running"]
 
         def body() -> None:
             try:
@@ -52,13 +88,27 @@ class BoundedCalls:
             except BaseException as exc:  # handed to the caller's thread below
                 outcome["error"] = exc
             finally:
-                self._slots.release()
+                with self._lock:
+                    if state[0] == "stuck":
+                        self._uncount(key)
+                    state[0] = "done"
 
         worker = threading.Thread(target=body, name=f"bounded: {what}"[:60], daemon=True)
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError as exc:  # no thread to be had (a limit of the process or system)
+            raise CallTimedOut(
+                f"{what}: could not start a thread for it ({exc}); retry later"
+            ) from exc
         limit = self._timeout_s if timeout_s is None else timeout_s
         worker.join(limit)
-        if worker.is_alive():
+        with self._lock:
+            timed_out = state[0] != "done"
+            if timed_out:
+                state[0] = "stuck"
+                self._stuck[key] += 1
+                self._stuck_total += 1
+        if timed_out:
             raise CallTimedOut(
                 f"{what} did not answer within {limit:g} s (a Lustre server may be away or "
                 "in recovery); retry later"
@@ -66,3 +116,14 @@ class BoundedCalls:
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]
         return outcome["value"]  # type: ignore[return-value]
+
+    def stuck(self, key: str | None = None) -> int:
+        """How many calls (to `key`, or in all) are past their deadline and not back yet."""
+        with self._lock:
+            return self._stuck_total if key is None else self._stuck[key]
+
+    def _uncount(self, key: str) -> None:
+        self._stuck[key] -= 1
+        if not self._stuck[key]:
+            del self._stuck[key]
+        self._stuck_total -= 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from csi.errors import InProgress
-from csi.host.bounded import BoundedCalls, CallTimedOut
+from csi.host.bounded import NO_KEY, BoundedCalls, CallTimedOut
 from csi.host.command import CommandRunner
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -139,22 +139,30 @@ class OsMountProbe:
 
 
 def mount_health(
-    entry: MountEntry, *, probe: MountProbe, bounded: BoundedCalls
+    entry: MountEntry, *, probe: MountProbe, bounded: BoundedCalls, key: str | None = None
 ) -> tuple[MountHealth, str]:
     """How the mount `entry` is doing, and why, from one stat(2) with a deadline.
 
     A stat that does not answer in time is UNREACHABLE (a hung server): it never holds the
-    caller's thread for longer than the deadline.
+    caller's thread for longer than the deadline. Stuck stats are counted per `key` (the
+    mounted device unless given), so a dead file system cannot use up the calls of healthy ones.
     """
     if entry.source_deleted:
         return MountHealth.STALE, "its directory was removed on the server"
-    return path_health(entry.mount_point, probe=probe, bounded=bounded)
+    return path_health(
+        entry.mount_point, probe=probe, bounded=bounded, key=entry.device if key is None else key
+    )
 
 
-def path_health(path: str, *, probe: MountProbe, bounded: BoundedCalls) -> tuple[MountHealth, str]:
-    """`mount_health` from the stat alone, for a caller that has not read the mount table."""
+def path_health(
+    path: str, *, probe: MountProbe, bounded: BoundedCalls, key: str = NO_KEY
+) -> tuple[MountHealth, str]:
+    """`mount_health` from the stat alone, for a caller that has not read the mount table.
+
+    `key`: the file system the path is on, for BoundedCalls' cap of its stuck calls.
+    """
     try:
-        bounded.run(f"stat {path}", lambda: probe.stat(path))
+        bounded.run(f"stat {path}", lambda: probe.stat(path), key=key)
     except CallTimedOut as exc:
         return MountHealth.UNREACHABLE, str(exc)
     except OSError as exc:

@@ -266,7 +266,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             # itself, and a stale one is repaired by the next stage or publish.
             return _abnormal(f"the mount at {path} is {health.value} ({reason})")
         try:
-            stats = self._stats.read(path)
+            stats = self._stats.read(path, key=top.device)
         except (OSError, CallTimedOut) as exc:
             return _abnormal(f"the mount at {path} does not answer statfs ({exc})")
         Unit = csi_pb2.VolumeUsage.Unit

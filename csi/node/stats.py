@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from csi.errors import DriverError
-from csi.host.bounded import BoundedCalls
+from csi.host.bounded import NO_KEY, BoundedCalls
 from csi.host.mounts import MountProbe, OsMountProbe
 from csi.lustre.client import LustreClient
 
@@ -42,9 +42,12 @@ class VolumeStatsReader:
         # command timeout).
         self._bounded = bounded or BoundedCalls(timeout_s=STATVFS_TIMEOUT_S)
 
-    def read(self, path: str) -> VolumeStats:
-        """Usage of the volume mounted at `path`; CallTimedOut (UNAVAILABLE) when it hangs."""
-        fs = self._bounded.run(f"statvfs {path}", lambda: self._probe.statvfs(path))
+    def read(self, path: str, *, key: str = NO_KEY) -> VolumeStats:
+        """Usage of the volume mounted at `path`; CallTimedOut (UNAVAILABLE) when it hangs.
+
+        `key`: the mounted device (or file system), whose hung calls are capped on their own.
+        """
+        fs = self._bounded.run(f"statvfs {path}", lambda: self._probe.statvfs(path), key=key)
         stats = VolumeStats(
             total_bytes=fs.f_blocks * fs.f_frsize,
             used_bytes=(fs.f_blocks - fs.f_bfree) * fs.f_frsize,

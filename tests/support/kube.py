@@ -17,12 +17,9 @@ raises ``KubeClusterError`` carrying the tail of its log.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -31,14 +28,25 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import kubernetes.client
-import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import ResourceInstance
+
+from tests.support.kube_apply import Manifest, apply_manifests
+from tests.support.kube_credentials import (
+    token_of,
+    write_kubeconfig,
+    write_service_account_key,
+    write_token_file,
+)
+from tests.support.processes import Component, ComponentFailed, die_with_parent, free_port, tail
+
+# Kept under their former names for code that supervises more components (tests/node).
+_Component = Component
+_die_with_parent = die_with_parent
+_tail = tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where hack/install-go-tools.sh puts the binaries; LUSTRE_CSI_BIN_DIR overrides it.
@@ -50,10 +58,9 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"  # allocated from, never routed
 FIELD_MANAGER = "lustre-csi-tests"
 
-Manifest = Mapping[str, Any] | str | os.PathLike[str]
 
 
-class KubeClusterError(RuntimeError):
+class KubeClusterError(ComponentFailed):
     """The local control plane could not be started or did not answer as expected."""
 
 
@@ -70,72 +77,6 @@ def missing_binaries(
     """Paths of the binaries LocalKubeCluster needs that are not there (or not executable)."""
     paths = [bin_dir / name for name in required_binaries(with_controller_manager)]
     return [p for p in paths if not (p.is_file() and os.access(p, os.X_OK))]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the test process dies, even by SIGKILL."""
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _load_manifests(manifests: Iterable[Manifest]) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    for item in manifests:
-        if isinstance(item, Mapping):
-            docs.append(dict(item))
-            continue
-        path = Path(item)
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is None:
-                continue
-            if not isinstance(doc, dict):
-                raise ValueError(f"{path}: a YAML document is not a mapping")
-            if doc.get("kind") == "List":
-                docs.extend(doc.get("items") or [])
-            else:
-                docs.append(doc)
-    return docs
-
-
-class _Component:
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.name = name
-        self.process = process
-        self.log_path = log_path
-
-    def check_running(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise KubeClusterError(
-                f"{self.name} exited with status {code}; last lines of {self.log_path}:\n"
-                f"{_tail(self.log_path)}"
-            )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class LocalKubeCluster:
@@ -166,7 +107,7 @@ class LocalKubeCluster:
         self.verbosity = verbosity
         self._requested_work_dir = work_dir
         self._work_dir: Path | None = None
-        self._components: list[_Component] = []
+        self._components: list[Component] = []
         self._clients: list[kubernetes.client.ApiClient] = []
         self._dynamic: DynamicClient | None = None
         self._admin: kubernetes.client.ApiClient | None = None
@@ -231,7 +172,7 @@ class LocalKubeCluster:
                     self._start_etcd()
                     self._start_apiserver()
                     break
-                except KubeClusterError as exc:
+                except ComponentFailed as exc:
                     self._stop_components()
                     if attempt == 2 or "address already in use" not in str(exc):
                         raise
@@ -264,7 +205,7 @@ class LocalKubeCluster:
 
     # -- process start ---------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> _Component:
+    def _spawn(self, name: str, args: list[str]) -> Component:
         log_path = self.log_path(name)
         with log_path.open("a") as log:
             log.write(f"$ {' '.join(args)}\n")
@@ -275,27 +216,16 @@ class LocalKubeCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
-        component = _Component(name, process, log_path)
+        component = Component(name, process, log_path)
         self._components.append(component)
         return component
 
     def _write_credentials(self) -> None:
-        key = self.service_account_key_file
-        if not key.exists():
-            openssl = shutil.which("openssl")
-            if openssl is None:
-                raise KubeClusterError("openssl is needed to make the service account key")
-            subprocess.run(
-                [openssl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)],
-                check=True,
-                capture_output=True,
-            )
-            key.chmod(0o600)
-        tokens = self.work_dir / "tokens.csv"
-        tokens.write_text(f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
-        tokens.chmod(0o600)
+        write_service_account_key(self.service_account_key_file)
+        write_token_file(self.work_dir / "tokens.csv", self.admin_token, ADMIN_USER,
+                         "system:masters")
 
     def _start_etcd(self) -> None:
         self.etcd_port = free_port()
@@ -371,7 +301,7 @@ class LocalKubeCluster:
         self._wait_http(manager, f"https://127.0.0.1:{port}/healthz", None, verify=False)
 
     def _wait_http(
-        self, component: _Component, url: str, token: str | None, *, verify: bool = True
+        self, component: Component, url: str, token: str | None, *, verify: bool = True
     ) -> None:
         deadline = time.monotonic() + self.startup_timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -396,7 +326,7 @@ class LocalKubeCluster:
                 raise KubeClusterError(
                     f"{component.name} not ready after {self.startup_timeout:.0f}s "
                     f"({url}: {last_error}); last lines of {component.log_path}:\n"
-                    f"{_tail(component.log_path)}"
+                    f"{tail(component.log_path)}"
                 )
             time.sleep(0.1)
 
@@ -522,30 +452,12 @@ class LocalKubeCluster:
         namespace: str | None = None,
     ) -> Path:
         """Write a kubeconfig (for a subprocess) authenticating with a client's or a raw token."""
-        token = credentials if isinstance(credentials, str) else _token_of(credentials)
+        token = credentials if isinstance(credentials, str) else token_of(credentials)
         if path is None:
             path = self.work_dir / f"kubeconfig-{secrets.token_hex(6)}"
-        context: dict[str, Any] = {"cluster": "local", "user": "user"}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
-                }
-            ],
-            "users": [{"name": "user", "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": context}],
-            "current-context": "local",
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            yaml.safe_dump(config, out, sort_keys=False)
-        return path
+        return write_kubeconfig(
+            path, server=self.server, ca_file=self.ca_file, token=token, namespace=namespace
+        )
 
     def _write_admin_kubeconfig(self) -> None:
         self.kubeconfig_for(self.admin_token, self.admin_kubeconfig)
@@ -587,45 +499,14 @@ class LocalKubeCluster:
                 flat.append(item)
             else:
                 flat.extend(item)
-        dynamic = self.dynamic_client(api_client)
-        applied: list[ResourceInstance] = []
-        for doc in _load_manifests(flat):
-            api_version, kind = doc.get("apiVersion"), doc.get("kind")
-            name = (doc.get("metadata") or {}).get("name")
-            if not api_version or not kind or not name:
-                raise ValueError(f"manifest needs apiVersion, kind and metadata.name: {doc}")
-            resource = self._find_resource(dynamic, str(api_version), str(kind), timeout)
-            target_namespace = None
-            if resource.namespaced:
-                target_namespace = doc["metadata"].get("namespace") or namespace or "default"
-                doc = {**doc, "metadata": {**doc["metadata"], "namespace": target_namespace}}
-            applied.append(
-                dynamic.server_side_apply(
-                    resource,
-                    body=doc,
-                    name=name,
-                    namespace=target_namespace,
-                    field_manager=field_manager,
-                    force_conflicts=True,
-                )
-            )
-            if kind == "CustomResourceDefinition":
-                self.wait_for_crd(str(name), timeout=timeout)
-                dynamic.resources.invalidate_cache()
-        return applied
-
-    @staticmethod
-    def _find_resource(dynamic: DynamicClient, api_version: str, kind: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return dynamic.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                # A CRD applied a moment ago (maybe by someone else): refresh discovery.
-                dynamic.resources.invalidate_cache()
-                time.sleep(0.2)
+        return apply_manifests(
+            self.dynamic_client(api_client),
+            flat,
+            namespace=namespace,
+            field_manager=field_manager,
+            timeout=timeout,
+            wait_for_crd=lambda name, wait: self.wait_for_crd(name, timeout=wait),
+        )
 
     def wait_for_crd(self, name: str, timeout: float = 30.0) -> None:
         """Wait until the CustomResourceDefinition NAME is Established (its API is served)."""
@@ -653,14 +534,3 @@ class LocalKubeCluster:
         for component in self._components:
             if component.process.poll() is None:
                 yield component.name, component.process.pid
-
-
-def _token_of(api_client: kubernetes.client.ApiClient) -> str:
-    configuration = api_client.configuration
-    value = (configuration.api_key or {}).get("authorization") or ""
-    prefix = (configuration.api_key_prefix or {}).get("authorization")
-    if prefix and not value.startswith(prefix):
-        value = f"{prefix} {value}"
-    if not value.startswith("Bearer "):
-        raise ValueError("api_client has no bearer token")
-    return value[len("Bearer ") :]

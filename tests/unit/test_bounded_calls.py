@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -43,3 +45,61 @@ def test_stuck_calls_are_capped_and_slots_come_back_when_they_finish() -> None:
             threading.Event().wait(0.01)
     else:
         pytest.fail("slots of finished calls were never given back")
+
+
+def _hang_until(release: threading.Event) -> Callable[[], None]:
+    return lambda: release.wait(30) and None
+
+
+def test_calls_hung_on_one_dead_file_system_leave_calls_to_other_mounts_working() -> None:
+    release = threading.Event()
+    calls = BoundedCalls(timeout_s=0.01)  # a deadline, not an assertion: keeps the test short
+    try:
+        # Ten stats on a dead mount: each answers retryable, and past its own cap the dead
+        # one's calls are refused at once instead of piling up threads.
+        for _ in range(10):
+            with pytest.raises(CallTimedOut) as dead:
+                calls.run("stat /dead", _hang_until(release), key="0:51")
+            assert isinstance(dead.value, InProgress)
+        assert "same file system" in str(dead.value)
+        # Every other mount still answers: stage, publish, stats of healthy volumes go on.
+        for device in ("0:52", "0:53"):
+            for _ in range(10):
+                assert calls.run("stat /healthy", lambda: "ok", key=device) == "ok"
+        assert calls.run("statvfs /unkeyed", lambda: "ok") == "ok"
+    finally:
+        release.set()
+
+
+def test_more_concurrent_slow_healthy_calls_than_any_cap_all_succeed() -> None:
+    # Twelve calls that can only finish once all twelve are running at the same time: none
+    # may be refused for the others merely being in flight.
+    calls = BoundedCalls(timeout_s=60)
+    together = threading.Barrier(12, timeout=60)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(
+            pool.map(
+                lambda i: calls.run(f"stat /mnt/{i}", lambda: together.wait() >= 0, key="0:60"),
+                range(12),
+            )
+        )
+    assert results == [True] * 12
+    assert calls.stuck() == 0
+
+
+def test_a_call_whose_thread_cannot_start_gives_its_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = BoundedCalls(timeout_s=5, max_stuck=2)
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        for _ in range(3):
+            with pytest.raises(CallTimedOut, match="could not start a thread"):
+                calls.run("stat /mnt/lustre", lambda: 1)
+    # Threads can be had again: nothing was left counted against the cap.
+    assert calls.run("stat /mnt/lustre", lambda: 1) == 1
+    assert calls.stuck() == 0
