@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from csi.cli.client import CsiClient
+from csi.node.paths import kubelet_staging_path
 from csi.rpc import csi_pb2
 from csi.server import Driver, DriverConfig
 
@@ -108,9 +109,7 @@ def run_demo(state_dir: Path | None) -> int:
 def _walk(root: Path, driver: Driver, client: CsiClient) -> None:
     step = Progress()
     kubelet = root / "kubelet"
-    staging = str(kubelet / "plugins/kubernetes.io/csi/pv/demo-volume/globalmount")
     target = str(kubelet / "pods/demo-pod/volumes/kubernetes.io~csi/demo-volume/mount")
-    os.makedirs(staging, exist_ok=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
 
     ready = step("Probe: is the driver ready", client.probe)
@@ -120,6 +119,9 @@ def _walk(root: Path, driver: Driver, client: CsiClient) -> None:
         lambda: client.create_volume("demo-volume", 2 << 30, {"fsname": "demo"}),
     )
     context = dict(volume.volume_context)
+    # Kubelet's staging path is named after the volume id (a sha256 of it).
+    staging = kubelet_staging_path(str(kubelet), volume.volume_id)
+    os.makedirs(staging, exist_ok=True)
     print(f"        volume_id={volume.volume_id} capacity={_human(volume.capacity_bytes)}")
     print(f"        volume_context={context}")
     step(

@@ -2,8 +2,10 @@
 
 Kubelet's CSI volume plugin (kubernetes pkg/volume/csi) puts
 - a staging path at `<kubelet>/plugins/kubernetes.io/csi/<driver>/<sha256 of the volume
-  handle>/globalmount` (csi_attacher.go, `makeDeviceMountPath`); kubelets before that used
-  `<kubelet>/plugins/kubernetes.io/csi/pv/<pv name>/globalmount`;
+  handle>/globalmount` (csi_attacher.go, `makeDeviceMountPath`). Kubelets before 1.24 used
+  `<kubelet>/plugins/kubernetes.io/csi/pv/<pv name>/globalmount` (changed by kubernetes PR
+  107065); that layout names a PV, not the volume id, so one id's request could reach another
+  volume's staging mount there. No supported kubelet (1.30+) makes it: it is refused;
 - a target path at `<kubelet>/pods/<pod uid>/volumes/kubernetes.io~csi/<pv name>/mount`
   (csi_mounter.go, `GetPath`: the pod volume dir of plugin "kubernetes.io/csi", escaped to
   `kubernetes.io~csi`, plus "mount").
@@ -11,9 +13,8 @@ Kubelet's CSI volume plugin (kubernetes pkg/volume/csi) puts
 Anything else (a path inside another pod's volume, a secret's tmpfs, the kubelet root itself,
 a path outside it) is refused before the node touches it. A path must also be absolute and
 already normal: no '..', '.', empty components (a leading '//' too, which normpath keeps) or
-control characters. A staging path of the current layout must name the volume it is given
-with (kubelet hashes the volume id into it), so one volume's staging path cannot be passed
-off as another's.
+control characters. A staging path must name the volume it is given with (kubelet hashes the
+volume id into it), so one volume's staging path cannot be passed off as another's.
 
 A path that passes is then held, not trusted by name: `PathPolicy.hold` walks it from the
 kubelet root one component at a time with O_PATH|O_NOFOLLOW (a symlink anywhere is refused,
@@ -58,7 +59,6 @@ class PathLayout:
 
 KUBELET_LAYOUTS: tuple[PathLayout, ...] = (
     PathLayout(STAGING, ("plugins", "kubernetes.io", "csi", DRIVER, VOLUME_SHA256, "globalmount")),
-    PathLayout(STAGING, ("plugins", "kubernetes.io", "csi", "pv", NAME, "globalmount")),
     PathLayout(TARGET, ("pods", NAME, "volumes", "kubernetes.io~csi", NAME, "mount")),
 )
 

@@ -93,7 +93,7 @@ def test_node_paths_and_context(driver: DriverProcess, tmp_path: os.PathLike[str
     client: CsiClient = driver.client()
     volume = client.create_volume("paths", GiB)
     context = dict(volume.volume_context)
-    inside = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv/paths/globalmount"
+    inside = driver.kubelet_dir.joinpath(driver.staging_path(volume.volume_id))
     cases = [
         (str(tmp_path), "not a staging path kubelet gives"),
         (f"{driver.kubelet_dir}/plugins/../../escape", "normalised"),

@@ -340,15 +340,18 @@ def test_a_volume_cannot_be_published_from_another_volumes_staging_mount(
     assert _code(lambda: node.publish(b_id, a_staging, target, b_context)) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-    # The older layout names a PV, not a volume id: the staged mount's source decides.
+    # The pre-1.24 layout names a PV, not a volume id: refused, for any id.
     older = node.kubelet / "plugins/kubernetes.io/csi/pv/pv-alpha/globalmount"
     older.mkdir(parents=True)
-    node.stage(a_id, str(older), a_context)
-    assert _code(lambda: node.publish(b_id, str(older), target, b_context)) == (
-        grpc.StatusCode.FAILED_PRECONDITION
-    )
-    assert _top(target) is None and not (Path(target) / "alpha-only.txt").exists()
-    node.publish(a_id, str(older), target, a_context)  # its own volume still publishes
+    for volume_id, context in ((a_id, a_context), (b_id, b_context)):
+        assert _code(lambda i=volume_id, c=context: node.stage(i, str(older), c)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert _code(lambda i=volume_id: node.unstage(i, str(older))) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+    assert _top(older) is None and _top(target) is None
+    node.publish(a_id, a_staging, target, a_context)  # its own volume still publishes
     assert (Path(target) / "alpha-only.txt").read_text() == "alpha data"
 
 

@@ -19,9 +19,9 @@ GiB = 1 << 30
 AccessMode = csi_pb2.VolumeCapability.AccessMode
 
 
-def _paths(driver: DriverProcess, name: str) -> tuple[str, str]:
+def _paths(driver: DriverProcess, name: str, volume_id: str) -> tuple[str, str]:
     # The layouts kubelet uses (the node plugin accepts no others).
-    staging = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv" / name / "globalmount"
+    staging = driver.kubelet_dir.joinpath(driver.staging_path(volume_id))
     target = driver.kubelet_dir / "pods/pod-1/volumes/kubernetes.io~csi" / name / "mount"
     staging.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> 
     tree = driver.state_dir / "filesystems" / "itest" / "root" / subdir
     assert tree.is_dir()
 
-    staging, target = _paths(driver, "life")
+    staging, target = _paths(driver, "life", volume.volume_id)
     client.stage(volume.volume_id, staging, context)
     client.stage(volume.volume_id, staging, context)  # idempotent
     client.publish(volume.volume_id, staging, target, context)
@@ -78,7 +78,7 @@ def test_read_only_publish_refuses_writes_and_mode_changes(driver: DriverProcess
     client = driver.client()
     volume = client.create_volume("ro", GiB, {"fsname": "itest"})
     context = dict(volume.volume_context)
-    staging, target = _paths(driver, "ro")
+    staging, target = _paths(driver, "ro", volume.volume_id)
     client.stage(volume.volume_id, staging, context)
     client.publish(volume.volume_id, staging, target, context, readonly=True)
     with pytest.raises(OSError) as denied:
@@ -98,7 +98,7 @@ def test_stale_mounts_are_repaired_not_reported_as_success(driver: DriverProcess
     client = driver.client()
     volume = client.create_volume("stale", GiB, {"fsname": "itest"})
     context = dict(volume.volume_context)
-    staging, target = _paths(driver, "stale")
+    staging, target = _paths(driver, "stale", volume.volume_id)
     client.stage(volume.volume_id, staging, context)
     client.publish(volume.volume_id, staging, target, context)
     # The server side replaces the volume's directory (a restore, say): both mounts now show a
@@ -124,7 +124,7 @@ def test_stale_mounts_are_repaired_not_reported_as_success(driver: DriverProcess
 def test_foreign_mount_at_staging_path_is_refused(driver: DriverProcess, tmp_path: Path) -> None:
     client = driver.client()
     volume = client.create_volume("foreign", GiB, {"fsname": "itest"})
-    staging, _ = _paths(driver, "foreign")
+    staging, _ = _paths(driver, "foreign", volume.volume_id)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     subprocess.run(["mount", "--bind", str(elsewhere), staging], check=True)
@@ -143,7 +143,7 @@ def test_static_volume_mounts_without_any_controller_call(driver: DriverProcess)
     (shared / "README").write_text("alpha data")
     del existing
     context = {"fsname": "legacy", "mgsNids": "0@lo", "subdir": "projects/alpha"}
-    staging, target = _paths(driver, "static-pv")
+    staging, target = _paths(driver, "static-pv", "admin-written-handle")
     client.stage("admin-written-handle", staging, context)
     client.publish("admin-written-handle", staging, target, context, readonly=True)
     assert (Path(target) / "README").read_text() == "alpha data"

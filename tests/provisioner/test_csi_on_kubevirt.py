@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from csi.cli.client import CsiClient
+from csi.node.paths import kubelet_staging_path
 from csi.rpc import csi_pb2
 from tests.provisioner.conftest import NAMESPACE, KubeEnv, wait_for
 from tests.support.driver import STANDIN_LAUNCHER, DriverProcess
@@ -95,7 +96,7 @@ def test_create_volume_boots_and_grows_a_file_system(env: KubeEnv, tmp_path: Pat
 
         # The node side mounts it with the context the PV would carry.
         # The layouts kubelet uses (the node plugin accepts no others).
-        staging = driver.kubelet_dir / "plugins/kubernetes.io/csi/pv/big/globalmount"
+        staging = Path(kubelet_staging_path(str(driver.kubelet_dir), big.volume_id))
         target = driver.kubelet_dir / "pods/p/volumes/kubernetes.io~csi/big/mount"
         staging.mkdir(parents=True)
         target.parent.mkdir(parents=True)

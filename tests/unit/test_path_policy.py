@@ -25,8 +25,6 @@ def test_kubelets_own_layouts_are_accepted(kubelet: str) -> None:
     staging = f"{kubelet}/plugins/kubernetes.io/csi/lustre.csi.io/{SHA}/globalmount"
     assert kubelet_staging_path(kubelet, VOLUME) == staging
     assert policy.staging_path(staging, "staging_target_path", VOLUME) == staging
-    older = f"{kubelet}/plugins/kubernetes.io/csi/pv/pvc-1/globalmount"
-    assert policy.staging_path(older, "staging_target_path", VOLUME) == older
     target = kubelet_target_path(kubelet, "pvc-1", "6f1c2b6e-7d1a-4d8e-9d3a-0b7c5a1e2f40")
     assert policy.target_path(target, "target_path") == target
     assert policy.target_path(target + "/", "target_path") == target
@@ -136,3 +134,15 @@ def test_missing_parents_are_made_only_when_asked(kubelet: str) -> None:
     with held:
         assert not held.exists()
     assert Path(target).parent.is_dir()
+
+
+def test_the_pre_124_staging_layout_that_names_no_volume_id_is_refused(kubelet: str) -> None:
+    # `pv/<pv name>/globalmount` (kubelets before 1.24) is not tied to the volume id: an
+    # unstage with any id could take another volume's staging mount there.
+    policy = PathPolicy([kubelet])
+    legacy = f"{kubelet}/plugins/kubernetes.io/csi/pv/pvc-1/globalmount"
+    for volume_id in (VOLUME, "pvc-1", "v1:shared:scratch:pvc-2"):
+        with pytest.raises(InvalidArgument, match="kubelet gives this driver"):
+            policy.staging_path(legacy, "staging_target_path", volume_id)
+    with pytest.raises(InvalidArgument, match="kubelet gives this driver"):
+        policy.volume_path(legacy, "volume_path")
