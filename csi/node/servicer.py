@@ -226,11 +226,18 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             held.make_dir()
             # The staged mount's own restrictions go with the bind (a remount sets them all).
             flags = [*BIND_DEFAULT_OPTIONS, *(f for f in ("noexec",) if f in staged.options)]
+            before = {entry.mount_id for entry in self._table.entries()}
+            # Onto the held target directory itself; `held.at` (by name in the held parent)
+            # leads into the new bind, for a kernel that needs a remount to set its flags.
             with _opened(staged_held) as staging_fd, _opened(held) as target_fd:
                 self._host.bind(
-                    fd_path(staging_fd), fd_path(target_fd), readonly=readonly, options=flags
+                    fd_path(staging_fd),
+                    fd_path(target_fd),
+                    readonly=readonly,
+                    options=flags,
+                    mounted_at=held.at,
                 )
-            self._check_bind(held, staged, readonly)
+            self._check_bind(held, staged, readonly, before)
             log.info("published %s at %s%s", volume_id, target, " (ro)" if readonly else "")
         return csi_pb2.NodePublishVolumeResponse()
 
@@ -403,13 +410,28 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             )
         return staged
 
-    def _check_bind(self, held: HeldPath, staged: MountEntry, readonly: bool) -> None:
-        """The new top mount at the target must show the staged tree, in the mode asked."""
+    def _check_bind(
+        self, held: HeldPath, staged: MountEntry, readonly: bool, before: set[int]
+    ) -> None:
+        """The new top mount at the target must show the staged tree, in the mode asked.
+
+        Otherwise the bind is taken back, at the target and wherever else it landed (a bind
+        of the staged tree that was not there before): nothing of the volume stays mounted
+        at a path the request did not name.
+        """
         made = self._top_mount(held.path)
         if made is not None and _same_tree(made, staged) and made.readonly == readonly:
             return
-        if made is not None and self._recognizer.lustre_source(made) is not None:
+        if (
+            made is not None
+            and made.mount_id not in before
+            and self._recognizer.lustre_source(made) is not None
+        ):
             self._host.unmount(held.at, lazy=True, nofollow=True)
+        for entry in self._table.entries():  # read again: without the one just taken back
+            if entry.mount_id not in before and _same_tree(entry, staged):
+                log.warning("taking back a bind of %s that landed at %s", held.path, entry)
+                self._host.unmount(entry.mount_point, lazy=True, nofollow=True)
         raise FailedPrecondition(
             f"the bind mount at target_path {held.path} does not show the staged volume; "
             "it was undone (was a path changed meanwhile?)"

@@ -1,0 +1,109 @@
+"""Node fixes of the issue-8 review: the root of a managed file system is never staged, binds
+go onto the held directory by syscalls alone, and a bind that lands elsewhere is taken back.
+
+Real mounts in the test's private mount namespace, against the node service in this process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from csi.cli.client import mount_capability
+from csi.host.command import CommandResult, SubprocessRunner
+from csi.host.mounts import HostMounts, ProcMountTable, mounts_at
+from csi.node.paths import fd_path
+from csi.rpc import csi_pb2
+from tests.integration.test_node_isolation import _code, _in_process_node, _top
+
+
+class RecordingRunner:
+    """A command runner that only records: a bind that needs mount(8) leaves nothing mounted."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> CommandResult:
+        self.calls.append(list(argv))
+        return CommandResult(tuple(argv), 0, "", "")
+
+
+# -- finding 9: binds by syscall, onto the held directory ----------------------------------------
+def test_a_plain_bind_never_runs_mount8_and_gets_its_flags(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    (source / "file").write_text("shown")
+    runner = RecordingRunner()
+    source_fd = os.open(source, os.O_PATH)
+    target_fd = os.open(target, os.O_PATH)
+    try:
+        HostMounts(runner).bind(fd_path(source_fd), fd_path(target_fd), readonly=True)
+    finally:
+        os.close(source_fd)
+        os.close(target_fd)
+    assert runner.calls == []  # no mount(8): nothing resolved the descriptors to names again
+    made = mounts_at(ProcMountTable(), str(target))
+    assert len(made) == 1 and {"ro", "nosuid", "nodev"} <= set(made[0].options)
+    assert (target / "file").read_text() == "shown"
+    with pytest.raises(OSError) as denied:
+        (target / "new").write_text("x")
+    assert denied.value.errno == errno.EROFS
+
+
+def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    node = _in_process_node(tmp_path, host=HostMounts(runner))
+    volume_id, context = node.volume("ro-volume")
+    (node.sets.namespace_root("itest") / "ro-volume" / "data").write_text("read me")
+    staging, target = node.staging(volume_id), node.target("pv-ro")
+    node.stage(volume_id, staging, context)
+    node.servicer.NodePublishVolume(
+        csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume_id,
+            staging_target_path=staging,
+            target_path=target,
+            volume_capability=mount_capability(),
+            volume_context=context,
+            readonly=True,
+        ),
+        None,
+    )
+    assert runner.calls == []
+    top = _top(target)
+    assert top is not None and top.readonly and {"nosuid", "nodev"} <= set(top.options)
+    assert (Path(target) / "data").read_text() == "read me"
+    with pytest.raises(OSError) as denied:
+        (Path(target) / "data").write_text("overwritten")
+    assert denied.value.errno == errno.EROFS
+
+
+class BindsElsewhere(HostMounts):
+    """Binds onto a sibling of the target: a target directory moved away mid-way."""
+
+    def __init__(self, elsewhere: Path) -> None:
+        super().__init__(SubprocessRunner())
+        self._elsewhere = elsewhere
+
+    def bind(self, source: str, target: str, **kwargs) -> None:
+        self._elsewhere.mkdir(exist_ok=True)
+        kwargs.pop("mounted_at", None)
+        super().bind(source, str(self._elsewhere), **kwargs)
+
+
+def test_a_bind_that_lands_elsewhere_is_taken_back(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "kubelet/pods/pod-1/volumes/kubernetes.io~csi/elsewhere"
+    node = _in_process_node(tmp_path, host=BindsElsewhere(elsewhere))
+    volume_id, context = node.volume("moved")
+    staging, target = node.staging(volume_id), node.target("pv-moved")
+    node.stage(volume_id, staging, context)
+    code = _code(lambda: node.publish(volume_id, staging, target, context))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert _top(target) is None
+    assert _top(elsewhere) is None  # the volume is not left mounted at a path no one asked for
+    assert _top(staging) is not None
