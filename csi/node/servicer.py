@@ -62,6 +62,8 @@ NODE_STAT_TIMEOUT_S = 10.0
 # The controller keeps its records (`.lustre-csi/`) and may keep driver-owned parents of volume
 # directories next to them, all under names starting with this; none is ever a volume.
 DRIVER_METADATA_PREFIX = ".lustre-csi"
+# At the root of every file system the driver manages: its records directory.
+DRIVER_METADATA_DIR = ".lustre-csi"
 
 
 def mount_source_from_context(context: Mapping[str, str]) -> str:
@@ -72,7 +74,13 @@ def mount_source_from_context(context: Mapping[str, str]) -> str:
             f"volume_context is missing {', '.join(missing)}; a static PV needs "
             "volumeAttributes fsname and mgsNids (and optionally subdir)"
         )
-    subdir = context.get("subdir", "").strip("/")
+    parts = [part for part in context.get("subdir", "").split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise InvalidArgument(
+            f"volume_context subdir {context['subdir']!r} must not hold '.' or '..' "
+            "components; name the directory by its plain path below the file system's root"
+        )
+    subdir = "/".join(parts)
     if subdir.split("/", 1)[0].startswith(DRIVER_METADATA_PREFIX):
         raise InvalidArgument(
             f"volume_context subdir {subdir!r} is inside the driver's own metadata "
@@ -167,6 +175,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     f"mounting {source} did not leave it at {field} {staging}; it was undone "
                     "(was the path changed meanwhile?)"
                 )
+            self._refuse_managed_root(held, staged, source)
             log.info("staged %s (%s) at %s", volume_id, source, staging)
         return csi_pb2.NodeStageVolumeResponse()
 
@@ -409,6 +418,42 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                 f"volume {volume_id} ({source}); refusing to publish another volume's data"
             )
         return staged
+
+    def _refuse_managed_root(self, held: HeldPath, staged: MountEntry, source: str) -> None:
+        """Undo a stage that mounted the root of a file system this driver manages.
+
+        Its root holds every volume and the driver's records: a static PV naming it (subdir
+        empty) would give a pod all of them. The node cannot know before mounting whether a
+        file system is one of ours (its records are on it), so it looks right after: a
+        `.lustre-csi` at the mounted root means managed. An unmanaged file system's root (a
+        static PV of an external Lustre) has none and stays mounted.
+        """
+
+        def holds_records() -> bool:
+            fd = held.open_dir()  # opened now: the new mount's root, not the directory below
+            try:
+                os.stat(DRIVER_METADATA_DIR, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            finally:
+                os.close(fd)
+            return True
+
+        try:
+            managed = self._bounded.run(
+                f"stat {held.path}/{DRIVER_METADATA_DIR}", holds_records, key=staged.device
+            )
+        except BaseException:
+            # Not known to be safe (a hung server, an error): not left mounted either.
+            self._host.unmount(held.at, lazy=True, nofollow=True)
+            raise
+        if managed:
+            self._host.unmount(held.at, lazy=True, nofollow=True)
+            raise InvalidArgument(
+                f"volume_context names {source}, the root of a file system that is managed by "
+                "lustre-csi; mount one of its volumes, not the whole file system "
+                f"(subdir {VOLUMES_DIR}/<name>-<token>, as CreateVolume gives it)"
+            )
 
     def _check_bind(
         self, held: HeldPath, staged: MountEntry, readonly: bool, before: set[int]

@@ -323,10 +323,15 @@ def test_node_requests_touch_nothing_but_their_own(world: World) -> None:
     pool_targets = st.builds(
         world.target_path, st.sampled_from(["pod-1", "pod-2"]), st.sampled_from(["pv-a", "pv-b"])
     )
+    # The root of a managed file system (refused: it holds every volume) and an admin's
+    # directory on one (a static PV, which stages).
     whole_file_systems = st.sampled_from(
         [
-            {"fsname": victim.context["fsname"], "mgsNids": "0@lo", "subdir": ""}
-            for victim in world.victims
+            *(
+                {"fsname": victim.context["fsname"], "mgsNids": "0@lo", "subdir": ""}
+                for victim in world.victims
+            ),
+            {"fsname": "lustre", "mgsNids": "0@lo", "subdir": world.admin_dir.name},
         ]
     )
 

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from csi.cli.client import mount_capability
+from csi.errors import InvalidArgument
 from csi.host.command import CommandResult, SubprocessRunner
 from csi.host.mounts import HostMounts, ProcMountTable, mounts_at
 from csi.node.paths import fd_path
@@ -31,6 +32,36 @@ class RecordingRunner:
     def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> CommandResult:
         self.calls.append(list(argv))
         return CommandResult(tuple(argv), 0, "", "")
+
+
+# -- finding 2: the whole of a managed file system is not a volume ------------------------------
+@pytest.mark.parametrize("subdir", ["", "/", "//", "csi-volumes/x/..", "./"])
+def test_the_root_of_a_managed_file_system_is_never_staged(tmp_path: Path, subdir: str) -> None:
+    node = _in_process_node(tmp_path)
+    volume_id, context = node.volume("a-volume")
+    (node.sets.namespace_root("itest") / ".lustre-csi" / "volumes").mkdir(parents=True)
+    (node.sets.namespace_root("itest") / "csi-volumes" / "x").mkdir(parents=True)
+    whole = {"fsname": "itest", "mgsNids": "0@lo", "subdir": subdir}
+    if not subdir:
+        del whole["subdir"]
+    staging = node.staging("admin-written-handle")
+    with pytest.raises(InvalidArgument) as refused:
+        node.stage("admin-written-handle", staging, whole)
+    assert _top(staging) is None  # undone: no pod can be given every volume and the records
+    if subdir.strip("/") == "":
+        assert "managed by lustre-csi; mount one of its volumes" in str(refused.value)
+    # The file system's own volumes still stage.
+    node.stage(volume_id, node.staging(volume_id), context)
+    assert _top(node.staging(volume_id)) is not None
+
+
+def test_the_root_of_an_unmanaged_file_system_still_stages(tmp_path: Path) -> None:
+    # A static PV of an external Lustre: its root holds no `.lustre-csi`, so it is no one's.
+    node = _in_process_node(tmp_path)
+    (node.sets.namespace_root("itest") / "README").write_text("external data")
+    staging = node.staging("external-handle")
+    node.stage("external-handle", staging, {"fsname": "itest", "mgsNids": "0@lo"})
+    assert (Path(staging) / "README").read_text() == "external data"
 
 
 # -- finding 9: binds by syscall, onto the held directory ----------------------------------------
