@@ -11,23 +11,18 @@ only thing it keeps in memory between calls is what it has itself seen of nodes'
 3. layout: servers, their static addresses and the OST table are *planned* and written to
    status (optimistic concurrency on resourceVersion) before any object is created. Each
    address is first claimed in the one claims object (a ConfigMap in the driver's namespace,
-   written with resourceVersion guards, see addresses.py), so no two file systems, planned by
+   written with resourceVersion guards, see claims.py), so no two file systems, planned by
    two leaders at once or not, get one address. A crash after the status write leaves a plan
    the next pass builds; a crash before it leaves at most claims the next pass reuses;
 4. children: missing PVCs, cloud-init Secrets and VMs are created (AlreadyExists is success);
    a VM whose desired spec changed (a hotplugged OST) is patched;
 5. observation: VM readiness, the VMI's storage-interface address (must be the recorded one),
-   hotplug volume status; the OST table, capacity, MGS NIDs, phase and conditions follow;
-6. recovery (fencing): a launcher pod is force-deleted, so KubeVirt (runStrategy Always)
-   starts the VM elsewhere with the same PVCs, MAC and address (the NID does not change), only
-   on evidence that its node is down: the node carries the `node.kubernetes.io/out-of-service`
-   taint (Kubernetes' non-graceful node shutdown convention: an admin's word that the node is
-   off), or this provisioner has itself seen the node NotReady/Unknown, or its Node object
-   missing, without a break for `fence_after_seconds` on its own monotonic clock. The Node's
-   `lastTransitionTime` is never trusted (anyone allowed to patch node status can write it),
-   and the clock is kept in memory only: a restart or a new leader starts it again, which
-   delays a fence and never hastens one. Force-deleting the pod of a VM that is still running
-   would let a second copy of its Lustre targets start elsewhere;
+   hotplug volume status; the OST table, capacity, MGS NIDs, phase and conditions follow
+   (derived by status.py, a pure function);
+6. recovery (fencing.py): a launcher pod is force-deleted, so KubeVirt starts the VM
+   elsewhere with the same PVCs, MAC and address, only on evidence that its node is down (the
+   out-of-service taint, or this provisioner's own unbroken observation of it down for
+   `fence_after_seconds`), never on the Node's lastTransitionTime;
 7. deletion: refused while PersistentVolumes of this driver still name the file system
    (condition DeletionBlocked) unless spec.forceDelete; otherwise VMs, PVCs and Secrets are
    deleted, the address claims released and the finalizer removed.
@@ -55,8 +50,10 @@ from typing import Any
 from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.addresses import AddressClaimStore
+from provisioner.kubevirt.claims import claim_plan, release_claims
 from provisioner.kubevirt.events import EventRecorder, now_rfc3339
 from provisioner.kubevirt.fencing import Fencing
+from provisioner.kubevirt.in_use import volumes_using
 from provisioner.kubevirt.kube import (
     LUSTRE_FILE_SYSTEMS,
     PVCS,
@@ -69,7 +66,6 @@ from provisioner.kubevirt.kube import (
 )
 from provisioner.kubevirt.layout import (
     Layout,
-    extend_layout,
     layout_status,
     read_layout,
 )
@@ -87,7 +83,6 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "lustre.csi.io/server-set"
 SPEC_HASH = "lustre.csi.io/spec-hash"
-_CLAIM_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -139,7 +134,7 @@ class Reconciler:
             return None
 
         layout = read_layout(lfs.get("status"))
-        claimed = self._claim_addresses(name, spec, layout, others)
+        claimed = claim_plan(self._claims, name, spec, layout, others)
         if claimed is None:
             return 0.0  # the claims kept changing under us: look again at once
         planned, conflicts = claimed
@@ -149,54 +144,6 @@ class Reconciler:
                 return 0.0  # status changed under us: look again at once
         self._ensure_children(lfs, spec, planned)
         return self._observe(lfs, spec, planned, conflicts)
-
-    def _claim_addresses(self, fs: str, spec: FileSystemSpec, layout: Layout,
-                         others: list[dict[str, Any]]) -> tuple[Layout, list[str]] | None:
-        """The layout extended as the spec asks, every address in it claimed for `fs`.
-
-        Also a problem for each recorded address another file system holds the claim of
-        (possible only for plans made before claims existed); None when the claims object
-        changed under us on every attempt.
-        """
-        for _ in range(_CLAIM_ATTEMPTS):
-            claims = self._claims.read()
-            # Statuses too: file systems planned before the claims object existed.
-            taken = claims.taken_by_others(fs) | _addresses_of(others)
-            planned = extend_layout(layout, spec, taken, claims.held_by(fs))
-            owners = dict(claims.owners)
-            conflicts = []
-            for server in planned.servers:
-                owner = owners.get(server.address, "")
-                if owner and owner.partition("/")[0] != fs:
-                    conflicts.append(
-                        f"{server.name} address {server.address} is also claimed by "
-                        f"{owner.replace('/', ' server ')}; two file systems must not share a "
-                        "NID: delete one of them or fix its status by hand")
-                    continue
-                owners[server.address] = f"{fs}/{server.name}"
-            if owners == claims.owners:
-                return planned, conflicts
-            try:
-                self._claims.write(claims, owners)
-            except ConflictError:
-                continue  # another writer claimed first: read again, pick again
-            return planned, conflicts
-        return None
-
-    def _release_addresses(self, fs: str) -> None:
-        for _ in range(_CLAIM_ATTEMPTS):
-            claims = self._claims.read()
-            owners = {a: o for a, o in claims.owners.items() if o.partition("/")[0] != fs}
-            if owners == claims.owners:
-                return
-            self._confirm(f"release the addresses of {fs}")
-            try:
-                self._claims.write(claims, owners)
-            except ConflictError:
-                continue
-            log.info("LustreFileSystem %s: address claims released", fs)
-            return
-        raise ConflictError(409, "Conflict", "address claims kept changing; will retry")
 
     def _confirm(self, action: str) -> None:
         if self._guard is not None:
@@ -350,7 +297,8 @@ class Reconciler:
             self._events.record(lfs, "Normal", "Deleting", f"deleted{note}: " + ", ".join(removed))
         if self._kube.list(VIRTUAL_MACHINES, namespace, selector)[0]:
             return 1.0  # VMs still shutting down (KubeVirt finalizers): wait for them
-        self._release_addresses(fs)  # only now: a VM still running still uses its address
+        # Only now: a VM still running still uses its address.
+        release_claims(self._claims, fs, self._confirm)
         try:
             self._patch_meta(lfs, {"finalizers": [f for f in finalizers if f != FINALIZER]})
         except ConflictError:
@@ -359,32 +307,8 @@ class Reconciler:
         return None
 
     def volumes_using(self, fsname: str) -> list[str]:
-        """Names of this driver's PersistentVolumes that name `fsname`.
-
-        A PV names a file system by its volume handle (`v1:<kind>:<fsname>:<subdir>`) or,
-        for static PVs, by the `fsname` volume attribute. Not counted: a PV being deleted that
-        no claim is bound to, and the PV of a dedicated volume whose claim is gone (Released)
-        or that is being deleted, since its DeleteVolume is what tears the file system down.
-        """
-        users = []
-        for pv in self._kube.list(PVS)[0]:
-            csi = (pv.get("spec") or {}).get("csi") or {}
-            if csi.get("driver") != self._config.driver_name:
-                continue
-            parts = str(csi.get("volumeHandle", "")).split(":")
-            by_handle = len(parts) == 4 and parts[0] == "v1" and parts[2] == fsname
-            by_attribute = (csi.get("volumeAttributes") or {}).get("fsname") == fsname
-            if not (by_handle or by_attribute):
-                continue
-            phase = (pv.get("status") or {}).get("phase")
-            deleting = bool(pv["metadata"].get("deletionTimestamp"))
-            if deleting and phase != "Bound":
-                continue  # on its way out, and no claim holds it
-            if by_handle and parts[1] == "dedicated" and (deleting or phase in ("Released",
-                                                                                "Failed")):
-                continue
-            users.append(pv["metadata"]["name"])
-        return sorted(users)
+        """Names of this driver's PersistentVolumes that still use `fsname`."""
+        return volumes_using(self._kube.list(PVS)[0], self._config.driver_name, fsname)
 
     # -- helpers -------------------------------------------------------------------------------
     def _patch_meta(self, lfs: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -441,9 +365,6 @@ def _older_with_fsname(lfs: dict[str, Any], fsname: str,
     return None
 
 
-def _addresses_of(others: list[dict[str, Any]]) -> set[str]:
-    return {s["address"] for o in others
-            for s in (o.get("status") or {}).get("servers") or [] if s.get("address")}
 
 
 def _digest(spec: dict[str, Any]) -> str:
