@@ -10,6 +10,8 @@ Layout (a picture of the architecture):
     reconciler.py  Reconciler: one level-based pass over one LustreFileSystem.
     status.py      the status derived from spec, plan and observed VMs (pure), and its Events.
     fencing.py     force-deleting launcher pods on nodes known down (NodeDownClock).
+    claims.py      claiming a plan's addresses in the claims ConfigMap, and releasing them.
+    in_use.py      which PersistentVolumes still use a file system (deletion refusal).
     leader.py      the Lease policy (pure `decide`) and its I/O (`LeaseElector`).
     spec.py        spec parsing/validation with field-named errors; object naming.
     layout.py      the durable plan: servers, static addresses, OST table (pure).
