@@ -184,6 +184,12 @@ class ServerSetProvider(Protocol):
         """Current capacity; NotFound for an unknown file system."""
         ...
 
+    def dedicated_to(self, fsname: str) -> str:
+        """The volume id the file system is dedicated to ('' for a shared one); NotFound for
+        an unknown file system. The controller trusts a dedicated volume's record only when
+        this names it."""
+        ...
+
     def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         """Tear down the file system dedicated to volume `dedicated_to` (a volume id).
 

@@ -153,6 +153,9 @@ class LocalServerSets:
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
 
+    def dedicated_to(self, fsname: str) -> str:
+        return str(self._require(fsname).get("dedicated_to", ""))
+
     def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         validate_fsname(fsname)
         with self._lock(fsname):

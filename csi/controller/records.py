@@ -6,7 +6,7 @@ controller restarts or replicas; `csi.controller.catalog` indexes the loaded rec
 
 Layout below a file system's root (what the driver owns there):
 - `csi-volumes/<subdir>-<token>`: a volume's directory. The driver makes it with mkdir
-  (never exist_ok) under `csi-volumes/`, a directory it creates root-owned and 0755; the
+  (never exist_ok) under `csi-volumes/`, a directory it creates root-owned and 0711; the
   random token is written in the volume's record before the mkdir, so a directory with that
   name can only be one the driver made for that record, and no directory an admin or an
   earlier, lost record left behind is ever adopted (or later deleted) as a volume's.
@@ -45,6 +45,7 @@ from csi.volume_id import parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
 
+METADATA_DIR = ".lustre-csi"  # root-owned, 0700 (see csi.controller.driver_dirs)
 RECORDS_DIR = ".lustre-csi/volumes"
 PROJECTS_DIR = ".lustre-csi/projects"  # one O_EXCL claim file per project id in use
 FIRST_PROJECT_ID = 1000  # below this, ids are commonly taken by site-managed projects
@@ -158,10 +159,16 @@ def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
 
 
 def read_record(
-    path: Path, fsname: str, *, subdir: str = "", skip_io_errors: bool = True
+    path: Path,
+    fsname: str,
+    *,
+    subdir: str = "",
+    skip_io_errors: bool = True,
+    dir_fd: int | None = None,
 ) -> VolumeRecord | None:
     """The checked record at `path`; None for a missing one, and None (with a WARNING naming
-    the file) for a bad one.
+    the file) for a bad one. With `dir_fd` (the records directory, see driver_dirs), the file
+    is opened by its name in that directory and `path` only names it in messages.
 
     `skip_io_errors=False`: a read that fails for a reason other than the file itself (EIO,
     a server away) raises InProgress instead, so one volume's lookup never mistakes a
@@ -169,7 +176,8 @@ def read_record(
     """
     subdir = subdir or path.name[: -len(".json")]
     try:
-        document = read_json(path, follow_symlinks=False)
+        document = read_json(path if dir_fd is None else path.name, follow_symlinks=False,
+                             dir_fd=dir_fd)
     except OSError as exc:
         if skip_io_errors or exc.errno in (errno.ELOOP, errno.EISDIR):
             log.warning("skipping volume record %s: %s", path, exc)
@@ -178,10 +186,18 @@ def read_record(
     except ValueError as exc:
         log.warning("skipping volume record %s: %s", path, exc)
         return None
-    if document is None and not os.path.lexists(path):
+    if document is None and not _exists(path, dir_fd):
         return None  # removed meanwhile, or never there
     try:
         return parse_record(document, fsname=fsname, subdir=subdir)
     except InvalidRecord as exc:
         log.warning("skipping volume record %s: %s", path, exc)
         return None
+
+
+def _exists(path: Path, dir_fd: int | None) -> bool:
+    try:
+        os.stat(path if dir_fd is None else path.name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""The background removal of deleted volumes' directories (one worker thread)."""
+"""The background removal of deleted volumes' directories (one worker thread per file system)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 class RemovalQueue:
-    """Deleted volumes whose directories are still to be removed, worked off by one thread.
+    """Deleted volumes whose directories are still to be removed, worked off by one thread
+    per file system: a removal hung on one dead file system holds up only that one's.
 
     A removal that fails is retried with a growing delay (up to five minutes); what is
     queued is also on disk (records in state deleting), so a restart loses nothing.
@@ -22,18 +23,20 @@ class RemovalQueue:
         self._due: dict[tuple[str, str], tuple[float, int]] = {}  # -> (not before, failures)
         self._wake = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: dict[str, threading.Thread] = {}
         self._background = background
 
     def add(self, fsname: str, volume_id: str) -> None:
         with self._wake:
             self._due.setdefault((fsname, volume_id), (0.0, 0))
-            if self._background and self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="volume-removals", daemon=True
+            if self._background and fsname not in self._threads:
+                worker = threading.Thread(
+                    target=self._work, args=(fsname,), name=f"volume-removals {fsname}",
+                    daemon=True,
                 )
-                self._thread.start()
-            self._wake.notify()
+                worker.start()
+                self._threads[fsname] = worker
+            self._wake.notify_all()
 
     def run_all(self) -> int:
         with self._wake:
@@ -46,7 +49,7 @@ class RemovalQueue:
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+            self._wake.notify_all()
 
     def _run(self, item: tuple[str, str]) -> None:
         try:
@@ -61,15 +64,17 @@ class RemovalQueue:
         with self._wake:
             self._due.pop(item, None)
 
-    def _work(self) -> None:
+    def _work(self, fsname: str) -> None:
         while True:
             with self._wake:
                 while not self._stopping:
                     now = time.monotonic()
-                    ready = [item for item, (due, _) in self._due.items() if due <= now]
+                    mine = {item: due for item, (due, _) in self._due.items()
+                            if item[0] == fsname}
+                    ready = [item for item, due in mine.items() if due <= now]
                     if ready:
                         break
-                    waits = [due - now for due, _ in self._due.values()]
+                    waits = [due - now for due in mine.values()]
                     self._wake.wait(min(waits) if waits else None)
                 if self._stopping:
                     return

@@ -17,18 +17,26 @@ trash in one step (a failure is reported and the next DeleteVolume retries it) a
 a tree of more than a few plain files is removed by a background worker (`RemovalQueue`),
 which releases the quota and the project id only once the directory is really gone. A
 dedicated volume's whole file system is deleted instead, if the provider confirms it is
-dedicated to that volume. File-system calls that may hang on a dead server run in
-`BoundedCalls` and answer UNAVAILABLE at their deadline.
+dedicated to that volume; nothing of it is torn down here (mount, index) before the provider
+has confirmed that and deleted it.
+
+Every file-system call inside an RPC (records, project-id claims, directories, the release
+steps) runs in `BoundedCalls` and answers UNAVAILABLE at its deadline, keyed by file system
+so a dead one cannot refuse calls to healthy ones. The in-flight key of the volume is then
+given back as the RPC answers: a retry is not ABORTED while the hung call lingers, and once
+it returns (its effect landed or not) the retry re-reads the record and finishes the step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.controller.catalog import VolumeCatalog
+from csi.controller.catalog import FileSystemLimits, VolumeCatalog
 from csi.controller.directories import make_directory, move_to_trash, remove_tree
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import VolumeParameters
@@ -44,7 +52,7 @@ from csi.errors import (
     InvalidArgument,
     NotFound,
 )
-from csi.host.bounded import BoundedCalls
+from csi.host.bounded import BoundedCalls, T
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider
@@ -121,12 +129,12 @@ class VolumeService:
                 size = existing.capacity_bytes
             if existing is not None:
                 record = existing
-                self._reserve(record, already_counted=True)
+                self._reserve(record, already_counted=True, mountpoint=mountpoint)
             else:
                 record = self._new_record(name, volume_id, size, params, mountpoint)
             self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
-            self._catalog.write(mountpoint, ready)
+            self._write(mountpoint, ready)
             log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
             return LocatedVolume(ready, endpoint, mountpoint)
 
@@ -151,24 +159,33 @@ class VolumeService:
             parameters=params.fingerprint(),
             directory=new_directory(subdir),
         )
-        self._reserve(provisional, already_counted=False)
+        self._reserve(provisional, already_counted=False, mountpoint=mountpoint)
         try:
-            project_id = self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id)
+            project_id = self._io(
+                params.fsname, f"claim a project id for {volume_id}",
+                lambda: self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
+            )
         except BaseException:
             self._catalog.release_hold(provisional)
             raise
         record = replace(provisional, project_id=project_id)
         try:
             # The record goes down before any effect; the directory and quota follow.
-            self._catalog.write(mountpoint, record)
+            self._write(mountpoint, record)
         except BaseException:
             self._catalog.release_hold(provisional)
-            self._catalog.release_project_id(mountpoint, project_id)
+            with contextlib.suppress(OSError, DriverError):  # its write may yet land: kept
+                self._io(params.fsname, f"give back project id {project_id}",
+                         lambda: self._catalog.release_project_id(mountpoint, project_id))
             raise
         return record
 
-    def _reserve(self, record: VolumeRecord, *, already_counted: bool) -> None:
-        """Count the record's size against its file system and make the provider find room."""
+    def _reserve(self, record: VolumeRecord, *, already_counted: bool, mountpoint: Path) -> None:
+        """Count the record's size against its file system and make the provider find room.
+
+        The index first catches up with what other replicas wrote, so the total asked for
+        counts their volumes too."""
+        self._refresh(record.fsname, mountpoint)
         if not already_counted:
             self._catalog.hold(record)
         try:
@@ -240,29 +257,31 @@ class VolumeService:
         it is reloaded once.
         """
         indexed = self._catalog.get(volume_id)
-        record = self._bounded.run(
-            f"read the record of {volume_id}",
-            lambda: self._catalog.read(mountpoint, fsname, volume_id),
-        )
+        record = self._io(fsname, f"read the record of {volume_id}",
+                          lambda: self._catalog.read(mountpoint, fsname, volume_id))
         if record is not None and indexed is None:
             log.info("volume %s was made by another replica; reloading %s", volume_id, fsname)
-            self._bounded.run(
-                f"reload the records of {fsname}", lambda: self._catalog.reload(fsname, mountpoint)
-            )
+            self._io(fsname, f"reload the records of {fsname}",
+                     lambda: self._catalog.reload(fsname, mountpoint))
         self._catalog.sync(fsname, volume_id, record)
         return record
 
     def reload(self, fsname: str) -> None:
         """Re-read a file system's records (a replica that becomes the active one calls this)."""
         mountpoint = self._loaded_mount(self._provider.file_system(fsname))
-        self._bounded.run(
-            f"reload the records of {fsname}", lambda: self._catalog.reload(fsname, mountpoint)
-        )
+        self._io(fsname, f"reload the records of {fsname}",
+                 lambda: self._catalog.reload(fsname, mountpoint))
+
+    def _refresh(self, fsname: str, mountpoint: Path) -> None:
+        """Catch the index up with other replicas' changes to this file system's records
+        (a reload only when they changed, see VolumeCatalog.refresh)."""
+        self._io(fsname, f"check the records of {fsname}",
+                 lambda: self._catalog.refresh(fsname, mountpoint))
 
     def directory_present(self, volume: LocatedVolume) -> bool:
         """Whether the volume's directory is there (bounded: the stat may hang)."""
         path = volume.mountpoint / volume.record.directory
-        return self._bounded.run(f"stat {volume.record.directory}", path.is_dir)
+        return self._io(volume.record.fsname, f"stat {volume.record.directory}", path.is_dir)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
         return self._provider.file_system(record.fsname)
@@ -271,6 +290,10 @@ class VolumeService:
         for fsname in self._provider.list_file_systems():
             if not self._catalog.is_loaded(fsname):
                 self._loaded_mount(self._provider.file_system(fsname))
+            elif not starting_token:
+                # A new listing: caught up with other replicas (pages after it are not, so
+                # a listing does not shift under its own tokens).
+                self._refresh(fsname, self._loaded_mount(self._provider.file_system(fsname)))
         return self._catalog.page(starting_token, max_entries)
 
     # -- delete -------------------------------------------------------------------------------
@@ -283,39 +306,41 @@ class VolumeService:
             try:
                 endpoint = self._provider.file_system(parsed.fsname)
             except NotFound:
+                # Gone (a dedicated one whose teardown an earlier attempt started): what this
+                # controller kept of it goes too.
+                self._forget_file_system(parsed.fsname)
                 return
             mountpoint = self._loaded_mount(endpoint)
             record = self._current(mountpoint, parsed.fsname, volume_id)
             if record is None:
                 return  # no record of this id: nothing here is this volume's to delete
             if record.kind == "dedicated":
-                # The whole file system goes, and only if it says it is this volume's.
-                self._mounts.release(parsed.fsname)
-                self._catalog.forget_file_system(parsed.fsname)
+                # The whole file system goes, and only if the provider says it is this
+                # volume's: it checks before it deletes anything, and the controller's mount
+                # and index of it go only once it did (a refusal leaves them serving).
                 self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
+                self._forget_file_system(parsed.fsname)
                 log.info("deleted volume %s with its file system", volume_id)
                 return
             if record.state != "deleting" or not record.trash:
                 record = replace(record, state="deleting", trash=trash_for(record.directory))
-                self._catalog.write(mountpoint, record)
+                self._write(mountpoint, record)
             deleting = record
             # One rename, inside the call: the volume is unreachable under its name at once,
             # however large its tree. A failure is reported; the record keeps everything.
-            self._bounded.run(
-                f"move {record.directory} of {record.fsname} to the trash",
-                lambda: move_to_trash(mountpoint, deleting),
-            )
+            self._io(record.fsname, f"move {record.directory} of {record.fsname} to the trash",
+                     lambda: move_to_trash(mountpoint, deleting))
             try:
-                small = self._bounded.run(
-                    f"remove {record.trash} of {record.fsname}",
-                    lambda: remove_tree(mountpoint / deleting.trash, volume_id, small_only=True),
+                small = self._io(
+                    record.fsname, f"remove {record.trash} of {record.fsname}",
+                    lambda: remove_tree(mountpoint, deleting.trash, volume_id, small_only=True),
                 )
             except (OSError, DriverError) as exc:
                 log.warning("volume %s: removal will be retried in the background: %s",
                             volume_id, exc)
                 small = False
             if small:
-                self._release(mountpoint, parsed.fsname, volume_id, parsed.subdir)
+                self._release(mountpoint, deleting)
                 log.info("deleted volume %s", volume_id)
             else:
                 self._removals.add(parsed.fsname, volume_id)
@@ -323,42 +348,67 @@ class VolumeService:
                          volume_id, record.trash)
 
     # -- background removal -----------------------------------------------------------------
-    def _release(self, mountpoint: Path, fsname: str, volume_id: str, subdir: str) -> bool:
-        """With the directory gone: the quota, the project id and the record go.
+    def _release(self, mountpoint: Path, finishing: VolumeRecord) -> bool:
+        """With the directory of `finishing` (the deleted volume's record as its removal read
+        it) gone: its quota, its project id and its record go, and nothing of any other
+        volume: a volume made again under the same name since is another record (another
+        directory) and is never taken (see VolumeCatalog.take_for_removal).
 
         False when there was nothing left to release (another replica finished it)."""
-        taken = self._catalog.take_for_removal(mountpoint, fsname, subdir)
-        for path, record in taken:
-            # Only the holder of the claim may clear a project's quota or give its id back.
-            if self._catalog.project_holder(mountpoint, record.project_id) == record.volume_id:
-                self._lustre.clear_project_quota(str(mountpoint), record.project_id)
-                self._catalog.release_project_id(mountpoint, record.project_id)
-            path.unlink(missing_ok=True)
-        self._catalog.sync(fsname, volume_id, None)
+        fsname = finishing.fsname
+        taken = self._io(fsname, f"take the record of {finishing.volume_id}",
+                         lambda: self._catalog.take_for_removal(mountpoint, fsname, finishing))
+        for name, record in taken:
+            self._release_taken(mountpoint, name, record)
+        indexed = self._catalog.get(finishing.volume_id)
+        if indexed is not None and indexed.directory == finishing.directory:
+            self._catalog.sync(fsname, finishing.volume_id, None)
         return bool(taken)
 
+    def _release_taken(self, mountpoint: Path, name: str, record: VolumeRecord) -> None:
+        fsname, project_id = record.fsname, record.project_id
+        # Only the holder of the claim may clear a project's quota or give its id back.
+        holder = self._io(fsname, f"read the claim of project {project_id}",
+                          lambda: self._catalog.project_holder(mountpoint, project_id))
+        if holder == record.volume_id:
+            self._lustre.clear_project_quota(str(mountpoint), project_id)
+            self._io(fsname, f"give back project id {project_id}",
+                     lambda: self._catalog.release_project_id(mountpoint, project_id))
+        self._io(fsname, f"drop the record of {record.volume_id}",
+                 lambda: self._catalog.drop_taken(mountpoint, fsname, name))
+
     def finish_removal(self, fsname: str, volume_id: str) -> None:
-        """Remove a deleted volume's directory from the trash, then release what it held."""
-        parsed = parse_volume_id(volume_id)
+        """Remove a deleted volume's directory from the trash, then release what it held.
+
+        Run by the file system's removal worker, not an RPC: the long tree removal is not
+        bounded (it takes as long as it takes, and a hang holds up only this file system's
+        removals); the record steps are, as everywhere."""
         with self._inflight.claim(f"id:{volume_id}"):
             try:
                 endpoint = self._provider.file_system(fsname)
             except NotFound:
                 return  # the file system went, and the volume with it
             mountpoint = self._loaded_mount(endpoint)
-            record = self._catalog.read(mountpoint, fsname, volume_id)
-            if record is not None:
-                if record.state != "deleting":
-                    return  # not a deleted volume: nothing to remove
-                if not record.trash:
-                    record = replace(record, trash=trash_for(record.directory))
-                    self._catalog.write(mountpoint, record)
-                move_to_trash(mountpoint, record)
-        if record is not None:
-            # The long part, outside the claim: calls for this volume id are not held up.
-            remove_tree(mountpoint / record.trash, volume_id, small_only=False)
+            record = self._io(fsname, f"read the record of {volume_id}",
+                              lambda: self._catalog.read(mountpoint, fsname, volume_id))
+            if record is None:
+                record = self._io(fsname, f"find the taken records of {volume_id}",
+                                  lambda: self._catalog.taken_record(mountpoint, fsname,
+                                                                     volume_id))
+                if record is None:
+                    return  # finished already (by this replica or another)
+            if record.state != "deleting":
+                return  # not a deleted volume: nothing to remove
+            if not record.trash:
+                record = replace(record, trash=trash_for(record.directory))
+                self._write(mountpoint, record)
+            deleting = record
+            self._io(fsname, f"move {record.directory} of {fsname} to the trash",
+                     lambda: move_to_trash(mountpoint, deleting))
+        # The long part, outside the claim: calls for this volume id are not held up.
+        remove_tree(mountpoint, deleting.trash, volume_id, small_only=False)
         with self._inflight.claim(f"id:{volume_id}"):
-            if self._release(mountpoint, fsname, volume_id, parsed.subdir):
+            if self._release(mountpoint, deleting):
                 log.info("deleted volume %s: directory removed, quota and project id released",
                          volume_id)
 
@@ -398,13 +448,14 @@ class VolumeService:
             if record.capacity_bytes >= size:
                 return volume  # never shrink; a repeated expand is a no-op
             grown = replace(record, capacity_bytes=size)
+            self._refresh(record.fsname, mountpoint)  # count the other replicas' volumes too
             self._catalog.hold(grown)
             try:
                 self._provider.ensure_capacity(
                     record.fsname, self._catalog.reserved_bytes(record.fsname)
                 )
                 self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
-                self._catalog.write(mountpoint, grown)
+                self._write(mountpoint, grown)
             except BaseException:
                 # Whatever failed, the volume is still its old size: so is the index.
                 self._catalog.restore(record)
@@ -421,7 +472,7 @@ class VolumeService:
             capacity = self._provider.capacity(params.fsname)
             ceiling = capacity.max_total_bytes
             endpoint = self._provider.file_system(params.fsname)
-            self._loaded_mount(endpoint)
+            self._refresh(params.fsname, self._loaded_mount(endpoint))
             ceiling = max(0, ceiling - self._catalog.reserved_bytes(params.fsname))
         usable = int(ceiling * template.growth_threshold)
         return Capacity(
@@ -432,16 +483,35 @@ class VolumeService:
         """The controller's mount of the file system, its records indexed (bounded: a dead
         MDS makes this UNAVAILABLE instead of holding the thread)."""
         fsname = endpoint.fsname
+        limits = None
+        if not self._catalog.is_loaded(fsname):
+            # What records may claim of it (see csi.controller.catalog), from the provider.
+            limits = FileSystemLimits(
+                max_volume_bytes=self._provider.capacity(fsname).max_total_bytes,
+                dedicated_to=self._provider.dedicated_to(fsname),
+            )
 
-        def mount_and_load() -> tuple[Path, bool]:
+        def mount_and_load() -> tuple[Path, list[str]]:
             mountpoint = self._mounts.mountpoint(endpoint)
-            if self._catalog.is_loaded(fsname):
-                return mountpoint, False
-            self._catalog.load(fsname, mountpoint)
-            return mountpoint, True
+            if limits is None or self._catalog.is_loaded(fsname):
+                return mountpoint, []
+            self._catalog.load(fsname, mountpoint, limits)
+            return mountpoint, self._catalog.pending_removals(fsname, mountpoint)
 
-        mountpoint, loaded = self._bounded.run(f"mount {fsname}", mount_and_load)
-        if loaded:
-            for volume_id in self._catalog.pending_removals(fsname, mountpoint):
-                self._removals.add(fsname, volume_id)
+        mountpoint, pending = self._io(fsname, f"mount {fsname}", mount_and_load)
+        for volume_id in pending:
+            self._removals.add(fsname, volume_id)
         return mountpoint
+
+    def _forget_file_system(self, fsname: str) -> None:
+        """Drop the controller's mount and index of a file system the provider deleted."""
+        self._mounts.release(fsname)
+        self._catalog.forget_file_system(fsname)
+
+    def _write(self, mountpoint: Path, record: VolumeRecord) -> None:
+        self._io(record.fsname, f"write the record of {record.volume_id}",
+                 lambda: self._catalog.write(mountpoint, record))
+
+    def _io(self, fsname: str, what: str, call: Callable[[], T]) -> T:
+        """A file-system call on `fsname`, bounded (its hung calls are capped on their own)."""
+        return self._bounded.run(what, call, key=f"file system {fsname}")

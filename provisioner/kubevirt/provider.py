@@ -110,6 +110,9 @@ class KubeVirtServerSets:
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
 
+    def dedicated_to(self, fsname: str) -> str:
+        return _dedicated_to(self._require(fsname))
+
     def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         validate_fsname(fsname)
         lfs = self.find(fsname)

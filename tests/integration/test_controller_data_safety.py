@@ -135,9 +135,12 @@ def test_a_dedicated_file_system_is_deleted_only_for_the_volume_it_is_dedicated_
     _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
     fresh = Replica(controller.state_dir, "c")
     try:
-        with pytest.raises(FailedPrecondition, match="not dedicated"):
-            fresh.volumes.delete("v1:dedicated:safe:intruder")
+        # The record is not trusted (the provider says "safe" is shared): nothing of the
+        # volume's is there to delete, and the file system stays.
+        fresh.volumes.delete("v1:dedicated:safe:intruder")
         assert fresh.sets.list_file_systems() == ["safe"]
+        with pytest.raises(FailedPrecondition, match="not dedicated"):  # and the provider
+            fresh.sets.delete_file_system("safe", dedicated_to="v1:dedicated:safe:intruder")
     finally:
         fresh.unmount_all()
 

@@ -1,0 +1,419 @@
+"""The controller against the adversarial review of its data-safety fixes (issue 8).
+
+Two replicas over one state directory are two controller replicas over the same file
+systems (see tests/integration/test_controller_data_safety.py for the set-up).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+import csi.controller.catalog as catalog_module
+import csi.controller.volumes as volumes_module
+from csi.controller.sizes import CapacityRange
+from csi.controller.volumes import VolumeService
+from csi.errors import FailedPrecondition, NotFound, OperationInFlight
+from csi.host.bounded import BoundedCalls, CallTimedOut
+from tests.integration.test_controller_data_safety import (  # noqa: F401 (fixtures)
+    GiB,
+    Replica,
+    _write,
+    controller,
+    replicas,
+)
+
+
+def _record_on_disk(replica: Replica, fsname: str, subdir: str) -> dict | None:
+    path = replica.root(fsname) / ".lustre-csi/volumes" / f"{subdir}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _claim(replica: Replica, fsname: str, project_id: int) -> str | None:
+    path = replica.root(fsname) / ".lustre-csi/projects" / str(project_id)
+    return path.read_text().strip() if path.exists() else None
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        return any(line.split()[4] == str(path) for line in table)
+
+
+def _give_it_a_tree(replica: Replica, volume_id: str) -> None:
+    """A subdirectory: the volume's removal goes to the background worker."""
+    record = replica.volumes.get(volume_id).record
+    (replica.root(record.fsname) / record.directory / "sub").mkdir()
+
+
+# -- finding 1: a late removal step takes only its own record ----------------------------------
+def _late_release_by_b(
+    a: Replica, b: Replica, monkeypatch: pytest.MonkeyPatch, then: object
+) -> dict[str, str]:
+    """Replica b's removal of volume `n` runs late: while it removes the tree, replica a
+    finishes the same removal and calls `then(state)` (the CO makes the volume again)."""
+    real = volumes_module.remove_tree
+    state: dict[str, str] = {}
+
+    def remove_tree(mountpoint: Path, trash: str, volume_id: str, *, small_only: bool) -> bool:
+        done = real(mountpoint, trash, volume_id, small_only=small_only)
+        if not small_only and "controller-mounts-b" in str(mountpoint) and not state:
+            state["b"] = "removing"
+            assert a.volumes.run_pending_removals() == 0  # a finishes first ...
+            then(state)  # type: ignore[operator]
+        return done
+
+    monkeypatch.setattr(volumes_module, "remove_tree", remove_tree)
+    b.volumes.run_pending_removals()  # ... then b's late last step
+    return state
+
+
+def test_a_late_removal_step_leaves_the_volume_made_again_under_the_same_name_alone(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = replicas
+    volume_id = a.create("n")
+    _give_it_a_tree(a, volume_id)
+    a.volumes.delete(volume_id)
+    b.volumes.list_page("", 0)  # b indexes the file system: it queues the removal too
+
+    def recreate(state: dict[str, str]) -> None:
+        state["new"] = a.create("n")
+
+    state = _late_release_by_b(a, b, monkeypatch, recreate)
+    new = a.volumes.get(state["new"])  # still there, for both replicas
+    assert b.volumes.get(state["new"]).record.directory == new.record.directory
+    assert (a.root("safe") / new.record.directory).is_dir()
+    assert _claim(a, "safe", new.record.project_id) == state["new"]
+    quota = a.lustre.project_quota(new.mountpoint, new.record.project_id)
+    assert quota.block_hard_limit_bytes == GiB
+
+
+def test_a_late_removal_step_never_releases_a_recreated_volume_that_is_being_deleted(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = replicas
+    volume_id = a.create("n")
+    _give_it_a_tree(a, volume_id)
+    a.volumes.delete(volume_id)
+    b.volumes.list_page("", 0)
+
+    def recreate_and_delete(state: dict[str, str]) -> None:
+        state["new"] = a.create("n", 2 * GiB)
+        record = a.volumes.get(state["new"]).record
+        state["project"] = str(record.project_id)
+        _give_it_a_tree(a, state["new"])
+        a.volumes.delete(state["new"])  # its tree waits in the trash
+
+    state = _late_release_by_b(a, b, monkeypatch, recreate_and_delete)
+    pending = _record_on_disk(a, "safe", "n")
+    assert pending is not None and pending["state"] == "deleting"
+    assert (a.root("safe") / pending["trash"]).is_dir()
+    project_id = int(state["project"])
+    assert _claim(a, "safe", project_id) == state["new"]  # its quota and id are kept ...
+    quota = a.lustre.project_quota(a.state_dir / "controller-mounts-a" / "safe", project_id)
+    assert quota.block_hard_limit_bytes == 2 * GiB
+    monkeypatch.undo()
+    assert a.volumes.run_pending_removals() == 0  # ... until its own removal is done
+    assert _claim(a, "safe", project_id) is None
+    assert not (a.root("safe") / pending["trash"]).exists()
+
+
+# -- finding 2: the driver's directories are not open to pods ----------------------------------
+def test_the_driver_directories_are_closed_to_other_users_and_volume_roots_stay_writable(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    volume_id = controller.create("first")
+    root = controller.root("safe")
+    assert stat.S_IMODE(os.lstat(root / ".lustre-csi").st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(root / "csi-volumes").st_mode) == 0o711
+    directory = root / controller.volumes.get(volume_id).record.directory
+    assert stat.S_IMODE(os.lstat(directory).st_mode) == 0o777  # pods write there
+    os.chmod(root / ".lustre-csi", 0o755)  # as an older version left them
+    os.chmod(root / "csi-volumes", 0o755)
+    with caplog.at_level(logging.WARNING):
+        controller.create("second")
+    assert stat.S_IMODE(os.lstat(root / ".lustre-csi").st_mode) == 0o700
+    assert stat.S_IMODE(os.lstat(root / "csi-volumes").st_mode) == 0o711
+    assert ".lustre-csi" in caplog.text and "csi-volumes" in caplog.text
+
+
+# -- finding 3: a forged dedicated record tears nothing down -----------------------------------
+def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_nothing(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = controller.create("team-a", 2 * GiB)
+    forged = {
+        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
+        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
+        "parameters": {}, "state": "ready",
+        "directory": "csi-volumes/intruder-0123456789abcdef",
+    }
+    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    _write(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
+    fresh = Replica(controller.state_dir, "c")
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert [r.name for r in fresh.volumes.list_page("", 0)[0]] == ["team-a"]
+        assert "intruder.json" in caplog.text
+        mountpoint = fresh.volumes.get(kept).mountpoint
+        assert fresh.volumes.catalog.reserved_bytes("safe") == 2 * GiB
+        try:
+            fresh.volumes.delete("v1:dedicated:safe:intruder")
+        except FailedPrecondition:
+            pass  # refused is fine too: what matters is what it did not do
+        assert _mounted(mountpoint)
+        assert fresh.volumes.catalog.reserved_bytes("safe") == 2 * GiB
+        assert [r.name for r in fresh.volumes.catalog] == ["team-a"]
+        assert fresh.sets.list_file_systems() == ["safe"]
+    finally:
+        fresh.unmount_all()
+
+
+def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = controller.create("team-a", 2 * GiB)
+    forged = {
+        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
+        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
+        "parameters": {}, "state": "ready",
+        "directory": "csi-volumes/intruder-0123456789abcdef",
+    }
+    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    _write(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
+    fresh = Replica(controller.state_dir, "c")
+    # A lookup that got it wrong (stale, say): only delete_file_system's own check is left.
+    monkeypatch.setattr(fresh.sets, "dedicated_to", lambda fsname: forged["volume_id"])
+    try:
+        mountpoint = fresh.volumes.get(kept).mountpoint
+        reserved = fresh.volumes.catalog.reserved_bytes("safe")
+        with pytest.raises(FailedPrecondition, match="not dedicated"):
+            fresh.volumes.delete("v1:dedicated:safe:intruder")
+        assert _mounted(mountpoint)
+        assert fresh.volumes.catalog.reserved_bytes("safe") == reserved
+        assert fresh.volumes.get(kept).record.name == "team-a"
+    finally:
+        fresh.unmount_all()
+
+
+# -- finding 5: hung file-system calls hold neither the thread nor the volume ------------------
+def test_a_hung_record_write_answers_unavailable_and_a_retry_after_the_hang_succeeds(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume_id = controller.create("v")
+    service = VolumeService(
+        controller.sets, controller.mounts, controller.lustre,
+        bounded=BoundedCalls(timeout_s=0.2), background_removals=False,
+    )
+    real = catalog_module.write_json_atomic
+    mds_back = threading.Event()
+
+    def hang_on_deleting(*args: object, **kwargs: object) -> None:
+        document = args[1] if len(args) > 1 else kwargs["document"]
+        if isinstance(document, dict) and document.get("state") == "deleting":
+            mds_back.wait(60)  # the MDS stops answering this write
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_module, "write_json_atomic", hang_on_deleting)
+    try:
+        with pytest.raises(CallTimedOut):
+            service.delete(volume_id)
+        try:
+            service.delete(volume_id)  # the CO's retry: UNAVAILABLE again, never ABORTED
+        except OperationInFlight:
+            pytest.fail("a retry during the hang was refused as in flight (ABORTED)")
+        except CallTimedOut:
+            pass
+    finally:
+        mds_back.set()
+    monkeypatch.undo()
+    for _ in range(100):  # the stuck calls return; then the retry goes through
+        try:
+            service.delete(volume_id)
+            break
+        except CallTimedOut:
+            threading.Event().wait(0.1)
+    assert _record_on_disk(controller, "safe", "v") is None
+    with pytest.raises(NotFound):
+        service.get(volume_id)
+
+
+def test_a_removal_hung_on_one_file_system_does_not_stop_removals_on_others(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = VolumeService(controller.sets, controller.mounts, controller.lustre)
+    controller.volumes = service
+    real = volumes_module.remove_tree
+    slow_mds_back = threading.Event()
+
+    def remove_tree(mountpoint: Path, trash: str, volume_id: str, *, small_only: bool) -> bool:
+        if not small_only and ":slow:" in volume_id:
+            slow_mds_back.wait(60)  # this file system's MDS hangs mid-removal
+        return real(mountpoint, trash, volume_id, small_only=small_only)
+
+    monkeypatch.setattr(volumes_module, "remove_tree", remove_tree)
+    try:
+        slow = controller.create("a", fsname="slow")
+        fast = controller.create("b", fsname="fast")
+        for volume_id in (slow, fast):
+            _give_it_a_tree(controller, volume_id)
+        service.delete(slow)
+        service.delete(fast)
+        removed = threading.Event()
+        for _ in range(300):
+            if _record_on_disk(controller, "fast", "b") is None:
+                removed.set()
+                break
+            threading.Event().wait(0.1)
+        assert removed.is_set(), "the healthy file system's removal waited for the hung one"
+        assert _record_on_disk(controller, "slow", "a") is not None
+    finally:
+        slow_mds_back.set()
+        service.stop()
+
+
+# -- finding 6: symlinked driver directories lead nowhere --------------------------------------
+@pytest.mark.parametrize(
+    "linked", [".lustre-csi/volumes", ".lustre-csi/projects", ".lustre-csi/trash", "csi-volumes",
+               ".lustre-csi"]
+)
+def test_a_driver_directory_swapped_for_a_symlink_leaves_the_outside_untouched(
+    controller: Replica, linked: str
+) -> None:
+    kept = controller.create("kept")
+    doomed = controller.create("doomed")
+    _give_it_a_tree(controller, doomed)
+    root = controller.root("safe")
+    (root / ".lustre-csi/trash").mkdir(exist_ok=True)
+    # Outside the driver's directories but in the same file system (and mount), where a
+    # rename through the link would land.
+    outside = root / "someone-elses"
+    shutil.copytree(root / linked, outside, symlinks=True)
+    for name in ("n2.json", "1001", "n2", "kept.json"):
+        _write(outside / name, "someone else's file")
+    before = {p.relative_to(outside): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    shutil.rmtree(root / linked)
+    (root / linked).symlink_to(os.path.relpath(outside, (root / linked).parent))
+
+    for attempt in (lambda: controller.create("n2"), lambda: controller.volumes.delete(doomed),
+                    controller.volumes.run_pending_removals,
+                    lambda: controller.volumes.delete(kept)):
+        try:
+            attempt()
+        except FailedPrecondition as exc:
+            assert "symlink" in str(exc) or "not a directory" in str(exc)
+    after = {p.relative_to(outside): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    assert after == before  # nothing written, moved or removed out there
+
+
+def test_a_driver_directory_not_owned_by_root_is_refused(controller: Replica) -> None:
+    controller.create("kept")
+    root = controller.root("safe")
+    os.chown(root / "csi-volumes", 1000, 1000)  # someone else could swap entries in it
+    with pytest.raises(FailedPrecondition, match="owned"):
+        controller.create("n2")
+    assert not list((root / "csi-volumes").glob("n2-*"))
+
+
+# -- finding 7: the index follows the other replica --------------------------------------------
+def test_listing_capacity_and_growth_see_the_other_replicas_changes(
+    replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = replicas
+    warm = a.create("warm")
+    assert b.volumes.get(warm).record.name == "warm"  # b has indexed the file system
+    a.create("x", 4 * GiB)
+    gone = a.create("y")
+    a.volumes.delete(gone)
+    assert a.volumes.run_pending_removals() == 0
+
+    assert [r.name for r in b.volumes.list_page("", 0)[0]] == ["warm", "x"]
+    params = b.params("z")
+    assert b.volumes.capacity(params).available_bytes == a.volumes.capacity(params).available_bytes
+    assert b.volumes.catalog.reserved_bytes("safe") == 5 * GiB
+
+    a.create("w", 2 * GiB)
+    asked: list[int] = []
+    real = b.sets.ensure_capacity
+
+    def record_request(fsname: str, required_bytes: int):  # type: ignore[no-untyped-def]
+        asked.append(required_bytes)
+        return real(fsname, required_bytes)
+
+    monkeypatch.setattr(b.sets, "ensure_capacity", record_request)
+    b.create("z", GiB)
+    assert asked == [8 * GiB]  # warm + x + w (made by a) + z
+
+
+# -- finding 8: planted records are not counted ------------------------------------------------
+def _planted(name: str, size: int, project_id: int) -> dict[str, object]:
+    return {
+        "name": name, "volume_id": f"v1:shared:safe:{name}", "kind": "shared", "fsname": "safe",
+        "subdir": name, "capacity_bytes": size, "project_id": project_id, "parameters": {},
+        "state": "ready", "directory": f"csi-volumes/{name}-0123456789abcdef",
+    }
+
+
+def test_a_planted_record_of_an_impossible_size_blocks_no_create(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller.create("warm")
+    osts = len(controller.sets.ledger("safe")["osts"])
+    root = controller.root("safe")
+    _write(root / ".lustre-csi/volumes/big.json", json.dumps(_planted("big", 1 << 62, 999999)))
+    _write(root / ".lustre-csi/projects/999999", "v1:shared:safe:big")
+    fresh = Replica(controller.state_dir, "c")
+    try:
+        with caplog.at_level(logging.WARNING):
+            fresh.create("victim")
+        assert "big.json" in caplog.text
+        assert fresh.volumes.catalog.reserved_bytes("safe") == 2 * GiB
+        assert len(fresh.sets.ledger("safe")["osts"]) == osts
+    finally:
+        fresh.unmount_all()
+
+
+def test_a_planted_record_without_its_project_claim_is_not_indexed(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller.create("warm")
+    root = controller.root("safe")
+    _write(root / ".lustre-csi/volumes/ghost.json", json.dumps(_planted("ghost", 8 * GiB, 5000)))
+    _write(root / ".lustre-csi/volumes/thief.json", json.dumps(_planted("thief", 8 * GiB, 5001)))
+    _write(root / ".lustre-csi/projects/5001", "v1:shared:safe:somebody-else")
+    fresh = Replica(controller.state_dir, "c")
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert [r.name for r in fresh.volumes.list_page("", 0)[0]] == ["warm"]
+        assert "ghost.json" in caplog.text and "thief.json" in caplog.text
+        assert fresh.volumes.catalog.reserved_bytes("safe") == GiB
+        with pytest.raises(NotFound):
+            fresh.volumes.get("v1:shared:safe:ghost")
+        fresh.create("victim", GiB)
+    finally:
+        fresh.unmount_all()
+
+
+def test_expand_counts_the_other_replicas_new_volumes(replicas: tuple[Replica, Replica],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = replicas
+    grown = a.create("grown")
+    assert b.volumes.get(grown).record.name == "grown"
+    a.create("x", 4 * GiB)
+    asked: list[int] = []
+    real = b.sets.ensure_capacity
+
+    def record_request(fsname: str, required_bytes: int):  # type: ignore[no-untyped-def]
+        asked.append(required_bytes)
+        return real(fsname, required_bytes)
+
+    monkeypatch.setattr(b.sets, "ensure_capacity", record_request)
+    b.volumes.expand(grown, CapacityRange(required_bytes=2 * GiB))
+    assert asked == [6 * GiB]
