@@ -1,7 +1,12 @@
 """The node tier: a one-node cluster with a real kubelet and containerd (see node.py) running
 our images from deploy/overlays/local. Marked ``node``; it never skips: when it cannot run
 here it fails and says why (build it with hack/node/build.sh). Set LUSTRE_CSI_KEEP_KUBE=1 to
-keep the cluster's work dir (logs of every component)."""
+keep the cluster's work dir (logs of every component).
+
+It runs when asked for: `pytest tests/node` (or a file in it), `-m node`, or
+LUSTRE_CSI_NODE_TIER=1. A plain `pytest` of the whole suite deselects it, visibly ("N
+deselected" in the summary), because it needs its own build step (hack/node/build.sh) and
+minutes of its own."""
 
 from __future__ import annotations
 
@@ -15,12 +20,28 @@ import pytest
 from tests.node.node import LocalNode, NodeError, NodeKubeCluster, one_node_cluster
 from tests.node.stack import Stack, deploy_overlay
 
+HERE = Path(__file__).parent
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.node)
+
+def _asked_for(config: pytest.Config) -> bool:
+    if os.environ.get("LUSTRE_CSI_NODE_TIER") == "1":
+        return True
+    if "node" in (config.option.markexpr or ""):
+        return True
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0]).resolve()
+        if path == HERE or HERE in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ours = [item for item in items if HERE in Path(item.fspath).parents]
+    for item in ours:
+        item.add_marker(pytest.mark.node)
+    if ours and not _asked_for(config):
+        config.hook.pytest_deselected(items=ours)
+        items[:] = [item for item in items if item not in ours]
 
 
 @pytest.fixture(scope="package")
