@@ -48,11 +48,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def node_cluster() -> Iterator[tuple[NodeKubeCluster, LocalNode]]:
     keep = os.environ.get("LUSTRE_CSI_KEEP_KUBE", "") not in ("", "0")
     work_dir = Path(tempfile.mkdtemp(prefix="lustre-csi-node-")) if keep else None
+    failure = None
     try:
         with one_node_cluster(work_dir) as (cluster, node):
             yield cluster, node
     except NodeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture(scope="package")

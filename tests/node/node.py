@@ -660,8 +660,8 @@ def one_node_cluster(work_dir: Path | None = None) -> Iterator[tuple[NodeKubeClu
     dirs = PrivateHostDirs()
     cluster = NodeKubeCluster(work_dir=work_dir, startup_timeout=120)
     node: LocalNode | None = None
-    network.enter()
     try:
+        network.enter()  # (left in the finally below even when entering fails half-way)
         for path in PRIVATE_HOST_DIRS:
             dirs.mount_tmpfs(path)
         cluster.start()
