@@ -60,7 +60,7 @@ from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
 
-BOUNDED_CALLS = 32  # file-system calls in flight at once (more than the RPC threads)
+BOUNDED_CALLS = 32  # hung file-system calls kept at once, over all file systems
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ class VolumeService:
         self._catalog = VolumeCatalog()
         self._inflight = InFlightKeys()
         self._default_volume_bytes = default_volume_bytes
-        # BoundedCalls counts calls in flight, hung or not: room for every RPC thread and the
-        # removal worker at once, so only calls that really hang ever fill it.
+        # Only hung calls count against BoundedCalls' caps; each file system's calls are keyed
+        # (see _io), so a dead one's hung calls refuse only calls to it.
         self._bounded = bounded or BoundedCalls(max_stuck=BOUNDED_CALLS)
         self._removals = RemovalQueue(self.finish_removal, background=background_removals)
         if background_removals:
