@@ -16,8 +16,12 @@ Layout below a file system's root (what the driver owns there):
   rename inside DeleteVolume and removed by a background worker; the record (state
   deleting, with the trash path) stays until the removal is done, then the quota and the
   project id go. A worker takes a record for that last step by renaming it to
-  `<subdir>.json.removing-<token>` (one rename wins, so two replicas never release the same
-  project id twice); a taken record left by a crash is finished by the next scan.
+  `<subdir>.json.removing-<directory token>-<token>` (one rename wins, so two replicas never
+  release the same project id twice), and only a deleting record naming the directory it
+  removed (never a volume made again under the same name); a taken record left by a crash is
+  finished by the next scan.
+- `.lustre-csi/volumes/generation`: a token every writer replaces, so other replicas see
+  that the records changed (csi.controller.catalog).
 
 Records are not trusted as read: anyone who can write the file system can write one. Each
 is checked on load (`parse_record`): its file name, volume id, kind, fsname and subdir must
