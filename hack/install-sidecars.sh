@@ -48,7 +48,18 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${REPO}/.cache/bin"
 STAMP_DIR="${BIN_DIR}/.stamps"
 SRC_DIR="${REPO}/.cache/sidecars-src"
-THIRD_PARTY="${LUSTRE_CSI_THIRD_PARTY:-$(cd "${REPO}/.." && pwd)/shared/third_party}"
+# Where the source archives are: LUSTRE_CSI_THIRD_PARTY, else ../shared/third_party next to
+# the clone, else this machine's shared copy (a CI clone elsewhere finds it there).
+THIRD_PARTY="${LUSTRE_CSI_THIRD_PARTY:-}"
+if [[ -z "$THIRD_PARTY" ]]; then
+    for candidate in "$(cd "${REPO}/.." && pwd)/shared/third_party" /work/shared/third_party; do
+        if [[ -f "${candidate}/README.md" ]]; then
+            THIRD_PARTY="$candidate"
+            break
+        fi
+    done
+    THIRD_PARTY="${THIRD_PARTY:-$(cd "${REPO}/.." && pwd)/shared/third_party}"
+fi
 
 ALL_TOOLS=()
 EXTRA_TOOLS=()
