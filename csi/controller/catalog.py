@@ -400,10 +400,13 @@ class VolumeCatalog:
         the next `refresh` reloads, as it must)."""
         before = _stamp(records)
         yield
+        # Another writer's change during this one's shows as a token other than `before`'s
+        # now (or later, once it replaces the token): not taken for this writer's own.
+        seen = _stamp(records)[0]
         write_json_atomic(GENERATION_FILE, secrets.token_hex(8), durable=False, dir_fd=records)
         after = _stamp(records)
         with self._guard:
-            if self._stamps.get(fsname) == before:
+            if self._stamps.get(fsname) == before and seen == before[0]:
                 self._stamps[fsname] = after
 
     def get(self, volume_id: str) -> VolumeRecord | None:
