@@ -145,6 +145,11 @@ add_lustre() {
         --exclude='./usr/share/doc' --exclude='*.a' --exclude='*.la' \
         --exclude='./usr/lib/lustre/tests' --exclude='./usr/lib64/lustre/tests' \
         -cf - . | tar -C "$root" -xf - --no-same-owner --keep-directory-symlink
+    # Lustre's install hook links mount.lustre_tgt (what `mount -t lustre_tgt` runs) by the
+    # absolute DESTDIR path, which points nowhere in an image: link it relative.
+    if [[ ! -e "$root/usr/sbin/mount.lustre_tgt" ]]; then
+        ln -sfn mount.lustre "$root/usr/sbin/mount.lustre_tgt"
+    fi
     depmod -b "$root" "$KERNEL_RELEASE"
     chroot "$root" ldconfig
     # Every Lustre utility must find its libraries in the image, not only on the build host.

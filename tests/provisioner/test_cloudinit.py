@@ -50,7 +50,7 @@ case "$*" in
         fi ;;
     "set_param -P "*)
         n=$(($(wc -l < "$STATE/llog" 2>/dev/null || echo 0) + 2))
-        record="event: set_param, device: general, parameter: ${3%%=*}, value: ${3#*=}"
+        record="event: set_param, device: scratch, parameter: ${3%%=*}, value: ${3#*=}"
         echo "- { index: $n, $record }" >> "$STATE/llog" ;;
 esac''',
     "blkid": 'cat "$STATE/disk/${6: -7}.type" 2>/dev/null || exit 2',

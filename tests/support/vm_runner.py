@@ -22,7 +22,8 @@ Readiness is what the manifest's readinessProbe says: its exec command run in th
 through the QEMU guest agent (as KubeVirt runs exec probes), exit code 0.
 
 Accelerator: KVM when a probe shows it boots this kernel (it reaches the kernel's panic for a
-missing root within seconds), else TCG; `LUSTRE_CSI_QEMU_ACCEL=tcg|kvm` overrides the probe.
+missing root within seconds), else TCG; the answer is kept in the cache dir per host and guest
+kernel, and `LUSTRE_CSI_QEMU_ACCEL=tcg|kvm` overrides it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,16 @@ def accelerator(image: ServerImage) -> str:
     if forced in ("kvm", "tcg"):
         return forced
     if _accelerator is None:
-        _accelerator = "kvm" if _kvm_boots(image) else "tcg"
+        # The probe costs its timeout where KVM hangs: remember its answer per host kernel
+        # and guest kernel.
+        stamp = CACHE / "vm" / f"accel-{os.uname().release}-{image.kernel.stat().st_size}"
+        with contextlib.suppress(OSError):
+            _accelerator = stamp.read_text().strip()
+        if _accelerator not in ("kvm", "tcg"):
+            _accelerator = "kvm" if _kvm_boots(image) else "tcg"
+            with contextlib.suppress(OSError):
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                stamp.write_text(_accelerator)
     return _accelerator
 
 
