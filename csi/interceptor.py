@@ -53,7 +53,7 @@ def _strip_secrets(message: Message) -> None:
         elif descriptor.message_type is not None:
             if descriptor.message_type.GetOptions().map_entry:
                 continue
-            if descriptor.label == descriptor.LABEL_REPEATED:
+            if descriptor.is_repeated:
                 for item in value:
                     _strip_secrets(item)
             else:
@@ -101,7 +101,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
             code = grpc.StatusCode.OK
             message = ""
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s request: %s", method, sanitized(request))
+                _log_request(method, request)
             try:
                 if busy is None:
                     return behaviour(request, context)
@@ -140,6 +140,14 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _log_request(method: str, request: Message) -> None:
+    """Log a request with its secrets stripped; a logging failure never fails the call."""
+    try:
+        log.debug("%s request: %s", method, sanitized(request))
+    except Exception as exc:
+        log.warning("%s request not logged: %s", method, exc)
 
 
 # Read-only calls the sidecars and kubelet make all the time.

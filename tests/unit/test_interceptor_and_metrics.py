@@ -68,13 +68,22 @@ def test_domain_errors_map_to_codes_with_their_message(
 
 
 def test_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    request = csi_pb2.NodeStageVolumeRequest(
-        volume_id="v", secrets={"password": "hunter2"}, volume_context={"fsname": "fs"}
+    # Nested messages (a capability, a repeated list of them) are walked too.
+    capability = csi_pb2.VolumeCapability(
+        mount=csi_pb2.VolumeCapability.MountVolume(mount_flags=["flock"])
     )
-    create = csi_pb2.CreateVolumeRequest(name="n", secrets={"token": "s3cr3t"})
+    request = csi_pb2.NodeStageVolumeRequest(
+        volume_id="v",
+        secrets={"password": "hunter2"},
+        volume_context={"fsname": "fs"},
+        volume_capability=capability,
+    )
+    create = csi_pb2.CreateVolumeRequest(
+        name="n", secrets={"token": "s3cr3t"}, volume_capabilities=[capability, capability]
+    )
     text = sanitized(request) + sanitized(create)
     assert "hunter2" not in text and "s3cr3t" not in text
-    assert STRIPPED in text and "fsname" in text
+    assert STRIPPED in text and "fsname" in text and "flock" in text
     assert request.secrets["password"] == "hunter2"  # the request itself is untouched
 
 
@@ -217,3 +226,19 @@ def test_probe_still_answers_when_hung_volume_calls_hold_every_worker_they_may(
         node.release.set()
         channel.close()
         server.stop(0)
+
+
+def test_debug_logging_of_requests_never_fails_a_call(
+    served: tuple[ScriptedIdentity, csi_pb2_grpc.IdentityStub, RpcMetrics],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, stub, _ = served
+
+    def broken(message: object) -> str:
+        raise RuntimeError("cannot render")
+
+    monkeypatch.setattr("csi.interceptor.sanitized", broken)
+    with caplog.at_level(logging.DEBUG, logger="csi.rpc"):
+        assert stub.GetPluginInfo(csi_pb2.GetPluginInfoRequest()).name == "x"
+    assert any("request not logged: cannot render" in r.getMessage() for r in caplog.records)
