@@ -79,3 +79,25 @@ def test_binary_prints_usage_with_the_flags_we_use(tool: str) -> None:
         assert re.search(rf"^\s+--?{re.escape(flag)}\b", usage, re.MULTILINE), (
             f"{tool} --help does not list --{flag}"
         )
+
+
+# The image each built sidecar ships as (upstream's names).
+IMAGE_OF_TOOL = {
+    "csi-provisioner": "csi-provisioner",
+    "csi-resizer": "csi-resizer",
+    "node-driver-registrar": "csi-node-driver-registrar",
+    "livenessprobe": "livenessprobe",
+}
+
+
+def test_deploy_runs_exactly_the_sidecar_versions_the_tests_build() -> None:
+    """deploy/ may pin only what hack/install-sidecars.sh builds and the e2e/node tiers run."""
+    tool_of_image = {image: tool for tool, image in IMAGE_OF_TOOL.items()}
+    images = re.findall(
+        r"image: registry\.k8s\.io/sig-storage/([\w-]+):(v[\w.]+)",
+        "".join(p.read_text() for p in (REPO_ROOT / "deploy").glob("*.yaml")),
+    )
+    assert {image for image, _ in images} == set(tool_of_image), images
+    for image, tag in images:
+        built = PINNED[tool_of_image[image]][0]
+        assert tag == built, f"deploy/ runs {image} {tag}, the tests build {built}"
