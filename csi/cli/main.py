@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from csi.cli.client import CsiClient, mount_capability
 from csi.errors import DriverError
+from csi.identity import DRIVER_NAME, DRIVER_VERSION
 from csi.quantity import parse_quantity
 from csi.rpc import csi_pb2
 
@@ -144,6 +145,9 @@ def _add_client(commands: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lustre-csi", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"lustre-csi {DRIVER_NAME} {DRIVER_VERSION}"
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("LUSTRE_CSI_LOG_LEVEL"),
