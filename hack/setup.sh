@@ -5,6 +5,8 @@
 #   - Go-built tools in .cache/bin: csi-sanity, etcd, kube-apiserver, ... (hack/install-go-tools.sh),
 #     the csi-provisioner / csi-resizer sidecars (hack/install-sidecars.sh) and helm
 #     (hack/install-helm.sh); each also kept in /var/cache/lustre-csi/go-bin/<inputs hash>/
+#   - the node tier: kubelet, kube-scheduler, containerd, runc, CNI plugins, buildah and the
+#     images built from our Dockerfile and the sidecars (hack/node/build.sh)
 # `--python-only` stops after the virtualenv (enough for `lustre-csi demo`, no Go builds).
 set -euo pipefail
 python_only=0
@@ -51,3 +53,4 @@ fi
 bash hack/install-go-tools.sh
 bash hack/install-sidecars.sh
 bash hack/install-helm.sh
+bash hack/node/build.sh

@@ -11,5 +11,14 @@ echo "test: mypy"
 .venv/bin/mypy csi provisioner
 echo "test: generated stubs are current"
 .venv/bin/python hack/generate_stubs.py --check
-echo "test: pytest"
-LUSTRE_CSI_PRIVATE_MOUNTS=1 exec unshare --mount --propagation private -- .venv/bin/pytest -ra "$@"
+private() { LUSTRE_CSI_PRIVATE_MOUNTS=1 unshare --mount --propagation private -- "$@"; }
+status=0
+echo "test: pytest (unit, integration with real mounts, fuzz, csi-sanity, kube, provisioner, e2e)"
+private .venv/bin/pytest -ra "$@" || status=$?
+if (($# == 0)); then
+  # Tiers with a node or VMs of their own run in their own pytest process: each enters
+  # namespaces for its whole run and takes minutes (their conftest deselects them above).
+  echo "test: node tier (one-node cluster: kubelet + containerd + the images built here)"
+  private .venv/bin/pytest -ra tests/node || status=$?
+fi
+exit "$status"
