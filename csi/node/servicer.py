@@ -9,15 +9,17 @@ alone and the call answers UNAVAILABLE.
 Isolation: only kubelet's CSI paths are served, held open without following symlinks or
 crossing other mounts (csi/node/paths.py); only Lustre mounts and binds of them are ever unmounted;
 a publish binds only the volume volume_context names; every mount is nosuid,nodev.
+
+This module translates requests into steps and answers; what is mounted where and the checks
+after each mount and bind are csi.node.volume_mounts'.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager as ContextManager
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 from csi.capabilities import check_capability, is_readonly_mode
@@ -27,21 +29,18 @@ from csi.host.bounded import BoundedCalls, CallTimedOut
 from csi.host.mounts import (
     BIND_DEFAULT_OPTIONS,
     HostMounts,
-    MountEntry,
     MountHealth,
     MountProbe,
     MountTable,
-    MountUnreachable,
     OsMountProbe,
-    mount_health,
-    mounts_at,
 )
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre.mount_options import merge_mount_options
-from csi.lustre.recognizers import LustreMountRecognizer, same_source
-from csi.node.paths import HeldPath, PathPolicy, fd_path
+from csi.lustre.recognizers import LustreMountRecognizer
+from csi.node.paths import PathPolicy, fd_path
 from csi.node.stats import VolumeStatsReader
+from csi.node.volume_mounts import VolumeMounts, opened, same_tree, visible_flags
 from csi.rpc import csi_pb2, csi_pb2_grpc
 from csi.volume_id import check_volume_id_field
 
@@ -62,8 +61,6 @@ NODE_STAT_TIMEOUT_S = 10.0
 # The controller keeps its records (`.lustre-csi/`) and may keep driver-owned parents of volume
 # directories next to them, all under names starting with this; none is ever a volume.
 DRIVER_METADATA_PREFIX = ".lustre-csi"
-# At the root of every file system the driver manages: its records directory.
-DRIVER_METADATA_DIR = ".lustre-csi"
 
 
 def mount_source_from_context(context: Mapping[str, str]) -> str:
@@ -112,15 +109,19 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self._node_id = node_id
         self._lustre = lustre
         self._host = host
-        self._table = table
-        self._recognizer = recognizer
         self._paths = paths
         self._stats = stats
         self._inflight = InFlightKeys()
         # stat(2) of a mount point asks its servers: bounded, so a hung one answers UNAVAILABLE
         # (or is detached, by an unpublish) instead of holding an RPC thread.
-        self._probe = probe or OsMountProbe()
-        self._bounded = bounded or BoundedCalls(timeout_s=NODE_STAT_TIMEOUT_S)
+        self._mounts = VolumeMounts(
+            host=host,
+            table=table,
+            recognizer=recognizer,
+            paths=paths,
+            probe=probe or OsMountProbe(),
+            bounded=bounded or BoundedCalls(timeout_s=NODE_STAT_TIMEOUT_S),
+        )
 
     # -- stage --------------------------------------------------------------------------------
     def NodeStageVolume(self, request, context):
@@ -141,14 +142,14 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"),
             self._hold(staging, field, make_parents=True) as held,
         ):
-            existing = self._healthy_mount_of_ours(
+            existing = self._mounts.healthy_mount_of_ours(
                 held,
                 field,
-                lambda entry: same_source(self._recognizer.lustre_source(entry) or "", source),
+                lambda entry: self._mounts.is_lustre_source(entry, source),
             )
             if existing is not None:
                 # The spec: staged already, but with an incompatible capability -> ALREADY_EXISTS.
-                have, want = _visible_flags(existing.options), _visible_flags(mount_options)
+                have, want = visible_flags(existing.options), visible_flags(mount_options)
                 if have != want:
                     raise AlreadyExists(
                         f"volume {volume_id} is already staged at {staging} with "
@@ -157,25 +158,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     )
                 return csi_pb2.NodeStageVolumeResponse()
             held.make_dir()
-            before = {entry.mount_id for entry in self._table.entries()}
-            with _opened(held) as staging_fd:
+            before = self._mounts.mount_ids()
+            with opened(held) as staging_fd:
                 self._lustre.mount(source, fd_path(staging_fd), mount_options)
-            staged = self._top_mount(staging)
-            if staged is None or not same_source(
-                self._recognizer.lustre_source(staged) or "", source
-            ):
-                # mount.lustre resolves the target to a name again (realpath): if that name
-                # led elsewhere meanwhile, take back whatever of ours it mounted there.
-                for entry in self._table.entries():
-                    if entry.mount_id not in before and same_source(
-                        self._recognizer.lustre_source(entry) or "", source
-                    ):
-                        self._host.unmount(entry.mount_point, lazy=True)
-                raise FailedPrecondition(
-                    f"mounting {source} did not leave it at {field} {staging}; it was undone "
-                    "(was the path changed meanwhile?)"
-                )
-            self._refuse_managed_root(held, staged, source)
+            self._mounts.check_stage(held, field, source, before)
             log.info("staged %s (%s) at %s", volume_id, source, staging)
         return csi_pb2.NodeStageVolumeResponse()
 
@@ -190,7 +176,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             self._hold(staging, field, make_parents=False) as held,
         ):
             if held is not None:  # None: its directories are gone, so nothing is mounted
-                self._unmount_ours(held, field)
+                self._mounts.unmount_ours(held, field)
         return csi_pb2.NodeUnstageVolumeResponse()
 
     # -- publish ------------------------------------------------------------------------------
@@ -212,21 +198,21 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             self._hold(staging, "staging_target_path", make_parents=False) as staged_held,
             self._hold(target, "target_path", make_parents=True) as held,
         ):
-            staged = self._staged_mount_of(volume_id, staging, source, staged_held)
+            staged = self._mounts.staged_mount_of(volume_id, staging, source, staged_held)
             if staged.readonly and not readonly:
                 raise FailedPrecondition(
                     f"volume {volume_id} is staged read-only at {staging}; it cannot be "
                     "published read-write"
                 )
-            top = self._healthy_mount_of_ours(
-                held, "target_path", lambda entry: _same_tree(entry, staged)
+            top = self._mounts.healthy_mount_of_ours(
+                held, "target_path", lambda entry: same_tree(entry, staged)
             )
             if top is not None:
                 if top.readonly != readonly:
                     raise _already_published(target, top.readonly)
                 return csi_pb2.NodePublishVolumeResponse()
             if request.volume_capability.access_mode.mode == AccessMode.SINGLE_NODE_SINGLE_WRITER:
-                elsewhere = self._published_elsewhere(staged, staging, target)
+                elsewhere = self._mounts.published_elsewhere(staged, staging, target)
                 if elsewhere:
                     raise FailedPrecondition(
                         f"volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is "
@@ -235,10 +221,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             held.make_dir()
             # The staged mount's own restrictions go with the bind (a remount sets them all).
             flags = [*BIND_DEFAULT_OPTIONS, *(f for f in ("noexec",) if f in staged.options)]
-            before = {entry.mount_id for entry in self._table.entries()}
+            before = self._mounts.mount_ids()
             # Onto the held target directory itself; `held.at` (by name in the held parent)
             # leads into the new bind, for a kernel that needs a remount to set its flags.
-            with _opened(staged_held) as staging_fd, _opened(held) as target_fd:
+            with opened(staged_held) as staging_fd, opened(held) as target_fd:
                 self._host.bind(
                     fd_path(staging_fd),
                     fd_path(target_fd),
@@ -246,7 +232,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     options=flags,
                     mounted_at=held.at,
                 )
-            self._check_bind(held, staged, readonly, before)
+            self._mounts.check_bind(held, staged, readonly, before)
             log.info("published %s at %s%s", volume_id, target, " (ro)" if readonly else "")
         return csi_pb2.NodePublishVolumeResponse()
 
@@ -259,7 +245,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         ):
             if held is None:  # its directories are gone: nothing is mounted or left to remove
                 return csi_pb2.NodeUnpublishVolumeResponse()
-            self._unmount_ours(held, "target_path")
+            self._mounts.unmount_ours(held, "target_path")
             try:
                 if held.exists():
                     held.remove_dir()
@@ -273,10 +259,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodeGetVolumeStats(self, request, context):
         check_volume_id_field(request.volume_id)
         path = self._existing_volume_path(request.volume_path)
-        top = self._top_mount(path)
+        top = self._mounts.top_mount(path)
         if top is None:
             return _abnormal(f"{path} is not mounted")
-        health, reason = self._health(top)
+        health, reason = self._mounts.health(top)
         if health is not MountHealth.HEALTHY:
             # Reported, never repaired here: an evicted or recovering client comes back by
             # itself, and a stale one is repaired by the next stage or publish.
@@ -309,7 +295,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         path = self._existing_volume_path(request.volume_path)
         if request.HasField("volume_capability"):
             check_capability(request.volume_capability, "volume_capability")
-        if self._top_mount(path) is None:
+        if self._mounts.top_mount(path) is None:
             raise FailedPrecondition(f"volume_path {path} is not mounted")
         # The controller already raised the project quota; a Lustre mount needs no resize.
         return csi_pb2.NodeExpandVolumeResponse(
@@ -349,205 +335,19 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise NotFound(f"volume_path {path} does not exist")
         with held:
             # The mount table first: lstat of a mount point would ask a possibly hung server.
-            if self._top_mount(path) is None and not held.exists():
+            if self._mounts.top_mount(path) is None and not held.exists():
                 raise NotFound(f"volume_path {path} does not exist")
         return path
-
-    def _published_elsewhere(self, staged: MountEntry, staging: str, target: str) -> str | None:
-        """Another path in our kubelet dirs that shows the same tree as the staging mount."""
-        for entry in self._table.entries():
-            if entry.mount_point in (staging, target) or not _same_tree(entry, staged):
-                continue
-            if any(entry.mount_point.startswith(root + "/") for root in self._paths.roots):
-                return entry.mount_point
-        return None
-
-    def _healthy_mount_of_ours(
-        self, held: HeldPath, field: str, ours: Callable[[MountEntry], bool]
-    ) -> MountEntry | None:
-        """What is mounted at `path` already, for an idempotent stage or publish.
-
-        A healthy mount that `ours` accepts is returned (nothing to do); a stale Lustre mount
-        (ESTALE, ENOTCONN, directory gone) is unmounted (the caller mounts again) and None
-        returned; one that answers EIO/EHOSTDOWN or not at all is left alone (UNAVAILABLE:
-        retry); anything else is refused rather than hidden under ours.
-        """
-        top = self._top_mount(held.path)
-        if top is None:
-            return None
-        if self._recognizer.lustre_source(top) is not None:
-            health, reason = self._health(top)
-            if health is MountHealth.UNREACHABLE:
-                raise MountUnreachable(
-                    f"{field} {held.path}: the mount there is not answering ({reason}); the "
-                    "Lustre server may be away or in recovery, so it is left alone: retry later"
-                )
-            if health is MountHealth.STALE:
-                log.warning("repairing stale mount at %s (%s)", held.path, reason)
-                self._unmount_ours(held, field)
-                return None
-        if not ours(top):
-            raise FailedPrecondition(
-                f"{field} {held.path} already holds another mount ({top.source}); unmount it first"
-            )
-        return top
-
-    def _staged_mount_of(
-        self, volume_id: str, staging: str, source: str, staged_held: HeldPath | None
-    ) -> MountEntry:
-        """The healthy mount at `staging`, which must be the Lustre source the volume names.
-
-        Whatever else is there (nothing, a stale mount, another volume, a foreign file system)
-        is refused: a publish binds only the volume it was asked for into a pod.
-        """
-        staged = self._top_mount(staging) if staged_held is not None else None
-        health, reason = self._health(staged) if staged is not None else (None, "")
-        if health is MountHealth.UNREACHABLE:
-            raise MountUnreachable(
-                f"the staging mount of volume {volume_id} at {staging} is not answering "
-                f"({reason}); retry later"
-            )
-        if staged is None or health is not MountHealth.HEALTHY:
-            raise FailedPrecondition(
-                f"volume {volume_id} is not staged at {staging}; call NodeStageVolume first"
-            )
-        staged_source = self._recognizer.lustre_source(staged)
-        if staged_source is None or not same_source(staged_source, source):
-            raise FailedPrecondition(
-                f"staging_target_path {staging} holds {staged_source or staged.source}, not "
-                f"volume {volume_id} ({source}); refusing to publish another volume's data"
-            )
-        return staged
-
-    def _refuse_managed_root(self, held: HeldPath, staged: MountEntry, source: str) -> None:
-        """Undo a stage that mounted the root of a file system this driver manages.
-
-        Its root holds every volume and the driver's records: a static PV naming it (subdir
-        empty) would give a pod all of them. The node cannot know before mounting whether a
-        file system is one of ours (its records are on it), so it looks right after: a
-        `.lustre-csi` at the mounted root means managed. An unmanaged file system's root (a
-        static PV of an external Lustre) has none and stays mounted.
-        """
-
-        def holds_records() -> bool:
-            fd = held.open_dir()  # opened now: the new mount's root, not the directory below
-            try:
-                os.stat(DRIVER_METADATA_DIR, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return False
-            finally:
-                os.close(fd)
-            return True
-
-        try:
-            managed = self._bounded.run(
-                f"stat {held.path}/{DRIVER_METADATA_DIR}", holds_records, key=staged.device
-            )
-        except BaseException:
-            # Not known to be safe (a hung server, an error): not left mounted either.
-            self._host.unmount(held.at, lazy=True, nofollow=True)
-            raise
-        if managed:
-            self._host.unmount(held.at, lazy=True, nofollow=True)
-            raise InvalidArgument(
-                f"volume_context names {source}, the root of a file system that is managed by "
-                "lustre-csi; mount one of its volumes, not the whole file system "
-                f"(subdir {VOLUMES_DIR}/<name>-<token>, as CreateVolume gives it)"
-            )
-
-    def _check_bind(
-        self, held: HeldPath, staged: MountEntry, readonly: bool, before: set[int]
-    ) -> None:
-        """The new top mount at the target must show the staged tree, in the mode asked.
-
-        Otherwise the bind is taken back, at the target and wherever else it landed (a bind
-        of the staged tree that was not there before): nothing of the volume stays mounted
-        at a path the request did not name.
-        """
-        made = self._top_mount(held.path)
-        if made is not None and _same_tree(made, staged) and made.readonly == readonly:
-            return
-        if (
-            made is not None
-            and made.mount_id not in before
-            and self._recognizer.lustre_source(made) is not None
-        ):
-            self._host.unmount(held.at, lazy=True, nofollow=True)
-        for entry in self._table.entries():  # read again: without the one just taken back
-            if entry.mount_id not in before and _same_tree(entry, staged):
-                log.warning("taking back a bind of %s that landed at %s", held.path, entry)
-                self._host.unmount(entry.mount_point, lazy=True, nofollow=True)
-        raise FailedPrecondition(
-            f"the bind mount at target_path {held.path} does not show the staged volume; "
-            "it was undone (was a path changed meanwhile?)"
-        )
 
     def _hold(self, path: str, field: str, *, make_parents: bool) -> ContextManager[Any]:
         held = self._paths.hold(path, field, make_parents=make_parents)
         return held if held is not None else nullcontext()
-
-    def _top_mount(self, path: str) -> MountEntry | None:
-        entries = mounts_at(self._table, path)
-        return entries[-1] if entries else None
-
-    def _health(self, entry: MountEntry) -> tuple[MountHealth, str]:
-        return mount_health(entry, probe=self._probe, bounded=self._bounded)
-
-    def _unmount_ours(self, held: HeldPath, field: str) -> None:
-        """Remove the mounts stacked at `path`, top first, as long as each one is ours.
-
-        Ours: a Lustre mount or a bind of one (the recognizer knows both). Anything else at a
-        kubelet path (a secret's tmpfs, another driver's volume) is left alone and refused: an
-        unstage or unpublish never takes away a mount this driver did not make. A stale mount
-        is detached lazily (it cannot be synced).
-        """
-        path = held.path
-        for _ in range(len(mounts_at(self._table, path))):
-            entries = mounts_at(self._table, path)
-            if not entries:
-                return
-            top = entries[-1]
-            if self._recognizer.lustre_source(top) is None:
-                raise FailedPrecondition(
-                    f"{field} {path} holds a mount that is not a Lustre volume of this driver "
-                    f"({top.fstype} {top.source}); it is left mounted: unmount it first"
-                )
-            # Through the held parent, not following a symlink put in the mount point's place.
-            # Lazily unless it answers: a dead or hung mount cannot be synced, and a plain
-            # umount of a hung Lustre mount would wait for its server.
-            healthy = self._health(top)[0] is MountHealth.HEALTHY
-            self._host.unmount(held.at, lazy=not healthy, nofollow=True)
-
-
-@contextmanager
-def _opened(held: HeldPath | None) -> Iterator[int]:
-    """An O_PATH descriptor of the held directory itself, closed afterwards."""
-    if held is None:
-        raise FailedPrecondition("the path's directories are gone; call NodeStageVolume first")
-    fd = held.open_dir()
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-# Per-mount flags the mount table shows, so a second stage can be compared with the first.
-_VISIBLE_FLAGS = frozenset({"ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime"})
-
-
-def _visible_flags(options: Iterable[str]) -> frozenset[str]:
-    return _VISIBLE_FLAGS.intersection(options)
 
 
 def _abnormal(message: str) -> csi_pb2.NodeGetVolumeStatsResponse:
     return csi_pb2.NodeGetVolumeStatsResponse(
         volume_condition=csi_pb2.VolumeCondition(abnormal=True, message=message)
     )
-
-
-def _same_tree(a: MountEntry, b: MountEntry) -> bool:
-    """Both entries show the same directory of the same file system (a bind of the other)."""
-    return (a.device, a.root) == (b.device, b.root)
 
 
 def _already_published(target: str, readonly: bool) -> AlreadyExists:
