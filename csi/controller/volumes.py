@@ -12,13 +12,9 @@ A volume's directory is one the driver made (see csi.controller.catalog for the 
 is created with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
 record holds before the mkdir, so an existing directory is never adopted.
 
-DeleteVolume marks the record `deleting` (with a trash path), renames the directory into the
-trash in one step (a failure is reported and the next DeleteVolume retries it) and answers;
-a tree of more than a few plain files is removed by a background worker (`RemovalQueue`),
-which releases the quota and the project id only once the directory is really gone. A
-dedicated volume's whole file system is deleted instead, if the provider confirms it is
-dedicated to that volume; nothing of it is torn down here (mount, index) before the provider
-has confirmed that and deleted it.
+Deleting a volume (DeleteVolume and the background removal after it) is
+csi.controller.deletion's; both halves reach the file systems through
+csi.controller.file_systems.
 
 Every file-system call inside an RPC (records, project-id claims, directories, the release
 steps) runs in `BoundedCalls` and answers UNAVAILABLE at its deadline, keyed by file system
@@ -31,16 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from csi.controller.catalog import FileSystemLimits, VolumeCatalog
-from csi.controller.directories import make_directory, move_to_trash, remove_tree
+from csi.controller.catalog import VolumeCatalog
+from csi.controller.deletion import VolumeDeletion
+from csi.controller.directories import make_directory
+from csi.controller.file_systems import FileSystemAccess
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import VolumeParameters
-from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory, trash_for
+from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory
 from csi.controller.removal import RemovalQueue
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (
@@ -52,7 +48,7 @@ from csi.errors import (
     InvalidArgument,
     NotFound,
 )
-from csi.host.bounded import BoundedCalls, T
+from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider
@@ -90,19 +86,25 @@ class VolumeService:
         """`background_removals=False`: deleted trees are removed only by
         `run_pending_removals` (tests); otherwise by a thread, started when needed."""
         self._provider = provider
-        self._mounts = mounts
         self._lustre = lustre
         self._catalog = VolumeCatalog()
         self._inflight = InFlightKeys()
         self._default_volume_bytes = default_volume_bytes
         # Only hung calls count against BoundedCalls' caps; each file system's calls are keyed
-        # (see _io), so a dead one's hung calls refuse only calls to it.
-        self._bounded = bounded or BoundedCalls(max_stuck=BOUNDED_CALLS)
-        self._removals = RemovalQueue(self.finish_removal, background=background_removals)
+        # (see FileSystemAccess.io), so a dead one's hung calls refuse only calls to it.
+        self._removals = RemovalQueue(
+            lambda fsname, volume_id: self._deletion.finish_removal(fsname, volume_id),
+            background=background_removals,
+        )
+        self._fs = FileSystemAccess(
+            provider, mounts, self._catalog,
+            bounded or BoundedCalls(max_stuck=BOUNDED_CALLS), self._removals.add,
+        )
+        self._deletion = VolumeDeletion(
+            provider, self._fs, lustre, self._inflight, self._removals
+        )
         if background_removals:
-            threading.Thread(
-                target=self.resume_removals, name="resume-removals", daemon=True
-            ).start()
+            self._deletion.start()
 
     @property
     def catalog(self) -> VolumeCatalog:
@@ -118,8 +120,8 @@ class VolumeService:
         volume_id = str(VolumeId(params.kind, params.fsname, subdir_for_name(name)))
         with self._inflight.claim(f"name:{name}", f"id:{volume_id}"):
             endpoint = self._provider.ensure_file_system(params.fsname, params.template)
-            mountpoint = self._loaded_mount(endpoint)
-            existing = self._current(mountpoint, params.fsname, volume_id)
+            mountpoint = self._fs.loaded_mount(endpoint)
+            existing = self._fs.current(mountpoint, params.fsname, volume_id)
             if existing is not None:
                 self._check_compatible(existing, name, requested, params)
                 if existing.state == "ready":
@@ -134,7 +136,7 @@ class VolumeService:
                 record = self._new_record(name, volume_id, size, params, mountpoint)
             self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
-            self._write(mountpoint, ready)
+            self._fs.write(mountpoint, ready)
             log.info("created volume %s (%d bytes) for %s", volume_id, size, name)
             return LocatedVolume(ready, endpoint, mountpoint)
 
@@ -161,7 +163,7 @@ class VolumeService:
         )
         self._reserve(provisional, already_counted=False, mountpoint=mountpoint)
         try:
-            project_id = self._io(
+            project_id = self._fs.io(
                 params.fsname, f"claim a project id for {volume_id}",
                 lambda: self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
             )
@@ -171,12 +173,12 @@ class VolumeService:
         record = replace(provisional, project_id=project_id)
         try:
             # The record goes down before any effect; the directory and quota follow.
-            self._write(mountpoint, record)
+            self._fs.write(mountpoint, record)
         except BaseException:
             self._catalog.release_hold(provisional)
             with contextlib.suppress(OSError, DriverError):  # its write may yet land: kept
-                self._io(params.fsname, f"give back project id {project_id}",
-                         lambda: self._catalog.release_project_id(mountpoint, project_id))
+                self._fs.io(params.fsname, f"give back project id {project_id}",
+                             lambda: self._catalog.release_project_id(mountpoint, project_id))
             raise
         return record
 
@@ -185,7 +187,7 @@ class VolumeService:
 
         The index first catches up with what other replicas wrote, so the total asked for
         counts their volumes too."""
-        self._refresh(record.fsname, mountpoint)
+        self._fs.refresh(record.fsname, mountpoint)
         if not already_counted:
             self._catalog.hold(record)
         try:
@@ -209,7 +211,7 @@ class VolumeService:
                 f"volume {record.volume_id}: its record names no directory of lustre-csi's"
             )
         directory = mountpoint / record.directory
-        self._bounded.run(
+        self._fs.run(
             f"mkdir {record.directory} on {record.fsname}",
             lambda: make_directory(mountpoint, record, made_before=made_before),
         )
@@ -242,46 +244,20 @@ class VolumeService:
             endpoint = self._provider.file_system(parsed.fsname)
         except NotFound as exc:
             raise NotFound(f"volume {volume_id!r} does not exist") from exc
-        mountpoint = self._loaded_mount(endpoint)
-        record = self._current(mountpoint, parsed.fsname, volume_id)
+        mountpoint = self._fs.loaded_mount(endpoint)
+        record = self._fs.current(mountpoint, parsed.fsname, volume_id)
         if record is None or record.state != "ready":
             raise NotFound(f"volume {volume_id!r} does not exist")
         return LocatedVolume(record, endpoint, mountpoint)
 
-    def _current(self, mountpoint: Path, fsname: str, volume_id: str) -> VolumeRecord | None:
-        """The volume's record as its file system has it now; the index follows it.
-
-        The index alone may be behind: another controller replica can have created or deleted
-        the volume since this one indexed the file system (a leader change). One small read;
-        a volume the index did not know means the whole file system's index is behind, so
-        it is reloaded once.
-        """
-        indexed = self._catalog.get(volume_id)
-        record = self._io(fsname, f"read the record of {volume_id}",
-                          lambda: self._catalog.read(mountpoint, fsname, volume_id))
-        if record is not None and indexed is None:
-            log.info("volume %s was made by another replica; reloading %s", volume_id, fsname)
-            self._io(fsname, f"reload the records of {fsname}",
-                     lambda: self._catalog.reload(fsname, mountpoint))
-        self._catalog.sync(fsname, volume_id, record)
-        return record
-
     def reload(self, fsname: str) -> None:
         """Re-read a file system's records (a replica that becomes the active one calls this)."""
-        mountpoint = self._loaded_mount(self._provider.file_system(fsname))
-        self._io(fsname, f"reload the records of {fsname}",
-                 lambda: self._catalog.reload(fsname, mountpoint))
-
-    def _refresh(self, fsname: str, mountpoint: Path) -> None:
-        """Catch the index up with other replicas' changes to this file system's records
-        (a reload only when they changed, see VolumeCatalog.refresh)."""
-        self._io(fsname, f"check the records of {fsname}",
-                 lambda: self._catalog.refresh(fsname, mountpoint))
+        self._fs.reload(fsname)
 
     def directory_present(self, volume: LocatedVolume) -> bool:
         """Whether the volume's directory is there (bounded: the stat may hang)."""
         path = volume.mountpoint / volume.record.directory
-        return self._io(volume.record.fsname, f"stat {volume.record.directory}", path.is_dir)
+        return self._fs.io(volume.record.fsname, f"stat {volume.record.directory}", path.is_dir)
 
     def endpoint(self, record: VolumeRecord) -> FileSystemEndpoint:
         return self._provider.file_system(record.fsname)
@@ -289,149 +265,23 @@ class VolumeService:
     def list_page(self, starting_token: str, max_entries: int) -> tuple[list[VolumeRecord], str]:
         for fsname in self._provider.list_file_systems():
             if not self._catalog.is_loaded(fsname):
-                self._loaded_mount(self._provider.file_system(fsname))
+                self._fs.loaded_mount(self._provider.file_system(fsname))
             elif not starting_token:
                 # A new listing: caught up with other replicas (pages after it are not, so
                 # a listing does not shift under its own tokens).
-                self._refresh(fsname, self._loaded_mount(self._provider.file_system(fsname)))
+                self._fs.refresh(fsname, self._fs.loaded_mount(self._provider.file_system(fsname)))
         return self._catalog.page(starting_token, max_entries)
 
-    # -- delete -------------------------------------------------------------------------------
+    # -- delete (csi.controller.deletion) -----------------------------------------------------
     def delete(self, volume_id: str) -> None:
-        try:
-            parsed = parse_volume_id(volume_id)
-        except NotFound:
-            return  # not ours, so nothing of ours to delete: success per the CSI spec
-        with self._inflight.claim(f"id:{volume_id}"):
-            try:
-                endpoint = self._provider.file_system(parsed.fsname)
-            except NotFound:
-                # Gone (a dedicated one whose teardown an earlier attempt started): what this
-                # controller kept of it goes too.
-                self._forget_file_system(parsed.fsname)
-                return
-            mountpoint = self._loaded_mount(endpoint)
-            record = self._current(mountpoint, parsed.fsname, volume_id)
-            if record is None:
-                return  # no record of this id: nothing here is this volume's to delete
-            if record.kind == "dedicated":
-                # The whole file system goes, and only if the provider says it is this
-                # volume's: it checks before it deletes anything, and the controller's mount
-                # and index of it go only once it did (a refusal leaves them serving).
-                self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
-                self._forget_file_system(parsed.fsname)
-                log.info("deleted volume %s with its file system", volume_id)
-                return
-            if record.state != "deleting" or not record.trash:
-                record = replace(record, state="deleting", trash=trash_for(record.directory))
-                self._write(mountpoint, record)
-            deleting = record
-            # One rename, inside the call: the volume is unreachable under its name at once,
-            # however large its tree. A failure is reported; the record keeps everything.
-            self._io(record.fsname, f"move {record.directory} of {record.fsname} to the trash",
-                     lambda: move_to_trash(mountpoint, deleting))
-            try:
-                small = self._io(
-                    record.fsname, f"remove {record.trash} of {record.fsname}",
-                    lambda: remove_tree(mountpoint, deleting.trash, volume_id, small_only=True),
-                )
-            except (OSError, DriverError) as exc:
-                log.warning("volume %s: removal will be retried in the background: %s",
-                            volume_id, exc)
-                small = False
-            if small:
-                self._release(mountpoint, deleting)
-                log.info("deleted volume %s", volume_id)
-            else:
-                self._removals.add(parsed.fsname, volume_id)
-                log.info("volume %s: moved to %s; its removal goes on in the background",
-                         volume_id, record.trash)
-
-    # -- background removal -----------------------------------------------------------------
-    def _release(self, mountpoint: Path, finishing: VolumeRecord) -> bool:
-        """With the directory of `finishing` (the deleted volume's record as its removal read
-        it) gone: its quota, its project id and its record go, and nothing of any other
-        volume: a volume made again under the same name since is another record (another
-        directory) and is never taken (see VolumeCatalog.take_for_removal).
-
-        False when there was nothing left to release (another replica finished it)."""
-        fsname = finishing.fsname
-        taken = self._io(fsname, f"take the record of {finishing.volume_id}",
-                         lambda: self._catalog.take_for_removal(mountpoint, fsname, finishing))
-        for name, record in taken:
-            self._release_taken(mountpoint, name, record)
-        indexed = self._catalog.get(finishing.volume_id)
-        if indexed is not None and indexed.directory == finishing.directory:
-            self._catalog.sync(fsname, finishing.volume_id, None)
-        return bool(taken)
-
-    def _release_taken(self, mountpoint: Path, name: str, record: VolumeRecord) -> None:
-        fsname, project_id = record.fsname, record.project_id
-        # Only the holder of the claim may clear a project's quota or give its id back.
-        holder = self._io(fsname, f"read the claim of project {project_id}",
-                          lambda: self._catalog.project_holder(mountpoint, project_id))
-        if holder == record.volume_id:
-            self._lustre.clear_project_quota(str(mountpoint), project_id)
-            self._io(fsname, f"give back project id {project_id}",
-                     lambda: self._catalog.release_project_id(mountpoint, project_id))
-        self._io(fsname, f"drop the record of {record.volume_id}",
-                 lambda: self._catalog.drop_taken(mountpoint, fsname, name))
-
-    def finish_removal(self, fsname: str, volume_id: str) -> None:
-        """Remove a deleted volume's directory from the trash, then release what it held.
-
-        Run by the file system's removal worker, not an RPC: the long tree removal is not
-        bounded (it takes as long as it takes, and a hang holds up only this file system's
-        removals); the record steps are, as everywhere."""
-        with self._inflight.claim(f"id:{volume_id}"):
-            try:
-                endpoint = self._provider.file_system(fsname)
-            except NotFound:
-                return  # the file system went, and the volume with it
-            mountpoint = self._loaded_mount(endpoint)
-            record = self._io(fsname, f"read the record of {volume_id}",
-                              lambda: self._catalog.read(mountpoint, fsname, volume_id))
-            if record is None:
-                record = self._io(fsname, f"find the taken records of {volume_id}",
-                                  lambda: self._catalog.taken_record(mountpoint, fsname,
-                                                                     volume_id))
-                if record is None:
-                    return  # finished already (by this replica or another)
-            if record.state != "deleting":
-                return  # not a deleted volume: nothing to remove
-            if not record.trash:
-                record = replace(record, trash=trash_for(record.directory))
-                self._write(mountpoint, record)
-            deleting = record
-            self._io(fsname, f"move {record.directory} of {fsname} to the trash",
-                     lambda: move_to_trash(mountpoint, deleting))
-        # The long part, outside the claim: calls for this volume id are not held up.
-        remove_tree(mountpoint, deleting.trash, volume_id, small_only=False)
-        with self._inflight.claim(f"id:{volume_id}"):
-            if self._release(mountpoint, deleting):
-                log.info("deleted volume %s: directory removed, quota and project id released",
-                         volume_id)
+        self._deletion.delete(volume_id)
 
     def run_pending_removals(self) -> int:
         """Run every queued removal once, now, in this thread; how many are still pending."""
         return self._removals.run_all()
 
     def resume_removals(self) -> None:
-        """Queue the unfinished removals of every file system (after a restart).
-
-        Loading a file system queues its removals; those not loadable now (not Ready) are
-        queued when first used.
-        """
-        try:
-            fsnames = self._provider.list_file_systems()
-        except Exception as exc:  # a start-up scan must never stop the controller
-            log.warning("pending removals not checked: %s", exc)
-            return
-        for fsname in fsnames:
-            try:
-                self._loaded_mount(self._provider.file_system(fsname))
-            except Exception as exc:
-                log.info("file system %s: pending removals not checked yet: %s", fsname, exc)
+        self._deletion.resume_removals()
 
     def stop(self) -> None:
         """Stop the background removals (what is left resumes at the next start)."""
@@ -448,14 +298,14 @@ class VolumeService:
             if record.capacity_bytes >= size:
                 return volume  # never shrink; a repeated expand is a no-op
             grown = replace(record, capacity_bytes=size)
-            self._refresh(record.fsname, mountpoint)  # count the other replicas' volumes too
+            self._fs.refresh(record.fsname, mountpoint)  # count the other replicas' volumes too
             self._catalog.hold(grown)
             try:
                 self._provider.ensure_capacity(
                     record.fsname, self._catalog.reserved_bytes(record.fsname)
                 )
                 self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
-                self._write(mountpoint, grown)
+                self._fs.write(mountpoint, grown)
             except BaseException:
                 # Whatever failed, the volume is still its old size: so is the index.
                 self._catalog.restore(record)
@@ -472,46 +322,9 @@ class VolumeService:
             capacity = self._provider.capacity(params.fsname)
             ceiling = capacity.max_total_bytes
             endpoint = self._provider.file_system(params.fsname)
-            self._refresh(params.fsname, self._loaded_mount(endpoint))
+            self._fs.refresh(params.fsname, self._fs.loaded_mount(endpoint))
             ceiling = max(0, ceiling - self._catalog.reserved_bytes(params.fsname))
         usable = int(ceiling * template.growth_threshold)
         return Capacity(
             available_bytes=usable, maximum_volume_bytes=usable, minimum_volume_bytes=1024
         )
-
-    def _loaded_mount(self, endpoint: FileSystemEndpoint) -> Path:
-        """The controller's mount of the file system, its records indexed (bounded: a dead
-        MDS makes this UNAVAILABLE instead of holding the thread)."""
-        fsname = endpoint.fsname
-        limits = None
-        if not self._catalog.is_loaded(fsname):
-            # What records may claim of it (see csi.controller.catalog), from the provider.
-            limits = FileSystemLimits(
-                max_volume_bytes=self._provider.capacity(fsname).max_total_bytes,
-                dedicated_to=self._provider.dedicated_to(fsname),
-            )
-
-        def mount_and_load() -> tuple[Path, list[str]]:
-            mountpoint = self._mounts.mountpoint(endpoint)
-            if limits is None or self._catalog.is_loaded(fsname):
-                return mountpoint, []
-            self._catalog.load(fsname, mountpoint, limits)
-            return mountpoint, self._catalog.pending_removals(fsname, mountpoint)
-
-        mountpoint, pending = self._io(fsname, f"mount {fsname}", mount_and_load)
-        for volume_id in pending:
-            self._removals.add(fsname, volume_id)
-        return mountpoint
-
-    def _forget_file_system(self, fsname: str) -> None:
-        """Drop the controller's mount and index of a file system the provider deleted."""
-        self._mounts.release(fsname)
-        self._catalog.forget_file_system(fsname)
-
-    def _write(self, mountpoint: Path, record: VolumeRecord) -> None:
-        self._io(record.fsname, f"write the record of {record.volume_id}",
-                 lambda: self._catalog.write(mountpoint, record))
-
-    def _io(self, fsname: str, what: str, call: Callable[[], T]) -> T:
-        """A file-system call on `fsname`, bounded (its hung calls are capped on their own)."""
-        return self._bounded.run(what, call, key=f"file system {fsname}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import csi.controller.catalog as catalog_module
-import csi.controller.volumes as volumes_module
+import csi.controller.deletion as deletion_module
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import FailedPrecondition, NotFound, OperationInFlight
@@ -67,7 +67,7 @@ def _late_release_by_b(
 ) -> dict[str, str]:
     """Replica b's removal of volume `n` runs late: while it removes the tree, replica a
     finishes the same removal and calls `then(state)` (the CO makes the volume again)."""
-    real = volumes_module.remove_tree
+    real = deletion_module.remove_tree
     state: dict[str, str] = {}
 
     def remove_tree(mountpoint: Path, trash: str, volume_id: str, *, small_only: bool) -> bool:
@@ -78,7 +78,7 @@ def _late_release_by_b(
             then(state)  # type: ignore[operator]
         return done
 
-    monkeypatch.setattr(volumes_module, "remove_tree", remove_tree)
+    monkeypatch.setattr(deletion_module, "remove_tree", remove_tree)
     b.volumes.run_pending_removals()  # ... then b's late last step
     return state
 
@@ -257,7 +257,7 @@ def test_a_removal_hung_on_one_file_system_does_not_stop_removals_on_others(
 ) -> None:
     service = VolumeService(controller.sets, controller.mounts, controller.lustre)
     controller.volumes = service
-    real = volumes_module.remove_tree
+    real = deletion_module.remove_tree
     slow_mds_back = threading.Event()
 
     def remove_tree(mountpoint: Path, trash: str, volume_id: str, *, small_only: bool) -> bool:
@@ -265,7 +265,7 @@ def test_a_removal_hung_on_one_file_system_does_not_stop_removals_on_others(
             slow_mds_back.wait(60)  # this file system's MDS hangs mid-removal
         return real(mountpoint, trash, volume_id, small_only=small_only)
 
-    monkeypatch.setattr(volumes_module, "remove_tree", remove_tree)
+    monkeypatch.setattr(deletion_module, "remove_tree", remove_tree)
     try:
         slow = controller.create("a", fsname="slow")
         fast = controller.create("b", fsname="fast")
