@@ -1,0 +1,68 @@
+"""The Lustre tier (marker `lustre`): the provisioner's own server VMs, booted for real.
+
+It reuses the provisioner tier's real kube-apiserver and KubeVirt stand-in (`kube_env`), and
+boots the VirtualMachines the provisioner generates with tests/support/vm_runner.py, from the
+server image of hack/lustre/image.sh. It never passes by skipping: without root, the host
+tools, or the image (with Lustre), every test fails and says how to get them.
+
+LUSTRE_CSI_SERVER_IMAGE=<dir> uses an image dir other than the one for the current inputs.
+Run it on its own (it boots VMs for minutes; its stand-in must be the only one on the cluster):
+    sudo .venv/bin/pytest -m lustre tests/lustre
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.provisioner.conftest import kube_env  # noqa: F401  (the session's API server)
+from tests.support.vm_runner import CACHE, ServerImage, missing_host_tools
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_HINT = ("build it with: bash hack/lustre/build.sh && bash hack/lustre/image.sh "
+              "(about 35 + 6 min cold; seconds when cached)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lustre)
+            item.add_marker(pytest.mark.kube)
+
+
+@pytest.fixture(scope="session")
+def server_image() -> ServerImage:
+    """The server image built from the current inputs; the test fails without it."""
+    if os.geteuid() != 0:
+        pytest.fail("the Lustre tier needs root (network namespaces, taps, QEMU)", pytrace=False)
+    missing = missing_host_tools()
+    if missing:
+        pytest.fail(f"host tools missing: apt-get install {' '.join(missing)}", pytrace=False)
+    chosen = os.environ.get("LUSTRE_CSI_SERVER_IMAGE", "")  # an image dir built elsewhere
+    if not chosen:
+        result = subprocess.run(["bash", str(REPO / "hack/lustre/image.sh"), "--print-dir"],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"no Lustre server image: {result.stderr.strip()}; {BUILD_HINT}",
+                        pytrace=False)
+        chosen = result.stdout.strip()
+    image = ServerImage(Path(chosen))
+    if image.missing():
+        pytest.fail(f"no Lustre server image in {image.directory} (missing "
+                    f"{', '.join(image.missing())}); {BUILD_HINT}", pytrace=False)
+    return image
+
+
+@pytest.fixture(scope="session")
+def vm_work_dir() -> Iterator[Path]:
+    """The run's VM files; afterwards only the consoles, logs and captured outputs stay."""
+    path = CACHE / "vm" / f"lustre-tier-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    for disk in (*path.glob("pvcs/*"), *path.glob("*/root.qcow2")):
+        disk.unlink(missing_ok=True)
