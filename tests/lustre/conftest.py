@@ -24,7 +24,7 @@ from tests.support.vm_runner import CACHE, ServerImage, missing_host_tools
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_HINT = ("build it with: bash hack/lustre/build.sh && bash hack/lustre/image.sh "
-              "(about 35 + 6 min cold; seconds when cached)")
+              "(cold on 2 busy cores: about 15-35 min and 5 min; seconds when cached)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
