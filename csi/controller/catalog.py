@@ -1,13 +1,15 @@
 """The index over the volume records of every loaded file system (see csi.controller.records).
 
 It answers ListVolumes pages in O(log n + page) and sums reservations per file system
-without I/O; project ids are claimed beside the records, one O_EXCL file each. Every file
-is reached through the driver's directories opened without following links (driver_dirs).
+without I/O, and it is the one way the controller changes records, so every change replaces
+the generation token. Every file is reached through the driver's directories opened without
+following links (driver_dirs).
 
-What a record on disk may claim is checked against the file system as the provider reports
-it (`FileSystemLimits`): a record is indexed only when its project-id claim names it, its
-size fits the file system's maximum, and a dedicated-kind record only on a file system
-dedicated to that very volume. Anything else is skipped with a WARNING naming the file.
+What is not the index lives beside the records: which records a load may trust
+(csi.controller.record_loading: each checked against its project-id claim and the file
+system's `FileSystemLimits`), the project-id claims themselves (csi.controller.project_claims,
+one O_EXCL file each), the generation stamp and the taking of a record for its removal's last
+step (csi.controller.records).
 
 Other replicas change records too: writers replace a generation token beside the records,
 and `refresh` reloads a file system's index only when that token (or the directory's times)
@@ -20,39 +22,30 @@ import bisect
 import contextlib
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from csi.controller import project_claims
 from csi.controller.driver_dirs import driver_dir
+from csi.controller.record_loading import FileSystemLimits, read_trusted_records, trusted
 from csi.controller.records import (
     FIRST_PROJECT_ID,
     PROJECTS_DIR,
     RECORDS_DIR,
     TAKEN_MARK,
+    Stamp,
     VolumeRecord,
     read_record,
     record_path,
+    records_stamp,
+    replace_generation,
+    take_records,
 )
-from csi.host.atomicfile import read_json, write_json_atomic
+from csi.host.atomicfile import write_json_atomic
 from csi.volume_id import parse_volume_id
 
 log = logging.getLogger(__name__)
-
-GENERATION_FILE = "generation"  # in RECORDS_DIR: a token every writer replaces
-# What the index last saw of a records directory: the token, its mtime_ns and ctime_ns.
-Stamp = tuple[str, int, int]
-
-
-@dataclass(frozen=True)
-class FileSystemLimits:
-    """What the provider says of a file system, which its records must agree with."""
-
-    max_volume_bytes: int  # the file system's largest size (0: no limit known)
-    dedicated_to: str  # the volume id it is dedicated to ('' for a shared one)
-
 
 class VolumeCatalog:
     """Index over the records of every file system loaded so far."""
@@ -99,7 +92,7 @@ class VolumeCatalog:
         """Reload one file system's index if its records changed since it was read (another
         replica wrote); True when it did. One stat and one small read when nothing changed."""
         with driver_dir(mountpoint, RECORDS_DIR, create=False) as records:
-            current = _stamp(records)
+            current = records_stamp(records)
         with self._guard:
             if self._stamps.get(fsname) == current:
                 return False
@@ -136,8 +129,10 @@ class VolumeCatalog:
             record = read_record(path, fsname, skip_io_errors=False, dir_fd=records)
         if record is None or record.volume_id != volume_id:
             return None
+        with self._guard:
+            limits = self._limits.get(record.fsname)
         with driver_dir(mountpoint, PROJECTS_DIR, create=False) as claims:
-            return record if self._trusted(path, record, claims) else None
+            return record if trusted(path, record, claims, limits) else None
 
     def take_for_removal(
         self, mountpoint: Path, fsname: str, finishing: VolumeRecord
@@ -152,48 +147,17 @@ class VolumeCatalog:
         winner releases the quota and project id. The caller drops the taken file when done.
         """
         subdir = finishing.subdir
-        mark = f"{subdir}{TAKEN_MARK}{finishing.directory.rsplit('-', 1)[-1]}-"
-        taken: list[tuple[str, VolumeRecord]] = []
         with driver_dir(mountpoint, RECORDS_DIR, create=False) as records:
             if records is None:
-                return taken
+                return []
             # Any taken file of this volume may be a crashed taker's; only content decides.
             leftovers = sorted(
                 n for n in os.listdir(records) if n.startswith(f"{subdir}{TAKEN_MARK}")
             )
             with self._changing(fsname, records):
-                self._take(records, mountpoint, fsname, finishing, mark,
-                           [f"{subdir}.json", *leftovers], taken)
+                taken = take_records(records, mountpoint, fsname, finishing,
+                                     [f"{subdir}.json", *leftovers])
         return taken
-
-    @staticmethod
-    def _take(
-        records: int,
-        mountpoint: Path,
-        fsname: str,
-        finishing: VolumeRecord,
-        mark: str,
-        names: list[str],
-        taken: list[tuple[str, VolumeRecord]],
-    ) -> None:
-        subdir = finishing.subdir
-        for name in names:
-            path = mountpoint / RECORDS_DIR / name
-            if not _finishes(read_record(path, fsname, subdir=subdir, dir_fd=records), finishing):
-                continue  # another volume's (or nothing): never taken
-            mine = f"{mark}{secrets.token_hex(8)}"
-            try:
-                os.rename(name, mine, src_dir_fd=records, dst_dir_fd=records)
-            except FileNotFoundError:
-                continue  # another taker has it
-            record = read_record(
-                mountpoint / RECORDS_DIR / mine, fsname, subdir=subdir, dir_fd=records
-            )
-            if record is None or not _finishes(record, finishing):
-                # Replaced between the read and the rename: it goes back, untouched.
-                _put_back(records, mine, name)
-                continue
-            taken.append((mine, record))
 
     def taken_record(self, mountpoint: Path, fsname: str, volume_id: str) -> VolumeRecord | None:
         """A deleted volume's record a taker left behind (it crashed before the last step
@@ -251,64 +215,9 @@ class VolumeCatalog:
                 self._index(record)
 
     def _read_all(self, fsname: str, mountpoint: Path) -> tuple[list[VolumeRecord], Stamp]:
-        """Every valid, trusted record of a file system (others skipped, see `parse_record`
-        and `_trusted`), and the stamp of the directory taken before they were read."""
-        records: list[VolumeRecord] = []
-        claimed: dict[int, VolumeRecord] = {}
-        with (
-            driver_dir(mountpoint, RECORDS_DIR, create=False) as directory,
-            driver_dir(mountpoint, PROJECTS_DIR, create=False) as claims,
-        ):
-            stamp = _stamp(directory)
-            if directory is None:
-                return records, stamp
-            for name in sorted(os.listdir(directory)):
-                if not name.endswith(".json") or name.startswith("."):
-                    continue
-                path = mountpoint / RECORDS_DIR / name
-                record = read_record(path, fsname, dir_fd=directory)
-                if record is None or not self._trusted(path, record, claims):
-                    continue
-                rival = claimed.get(record.project_id)
-                if rival is not None:
-                    # Two records, one project id: only the one the claim file names keeps
-                    # it (and may ever clear its quota); the other is not trusted.
-                    if _holder(claims, record.project_id) != record.volume_id:
-                        log.warning(
-                            "skipping volume record %s: project id %d belongs to %s",
-                            path, record.project_id, rival.volume_id,
-                        )
-                        continue
-                    log.warning(
-                        "skipping volume record of %s: project id %d belongs to %s",
-                        rival.volume_id, record.project_id, record.volume_id,
-                    )
-                    records.remove(rival)
-                claimed[record.project_id] = record
-                records.append(record)
-        return records, stamp
-
-    def _trusted(self, path: Path, record: VolumeRecord, claims: int | None) -> bool:
-        """Whether a well-formed record may be indexed on its file system (module docstring)."""
         with self._guard:
-            limits = self._limits.get(record.fsname)
-        if limits is None:
-            return True
-        problem = ""
-        holder = _holder(claims, record.project_id)
-        if holder != record.volume_id:
-            problem = (f"its project id {record.project_id} is claimed by "
-                       f"{holder or 'no volume'}, not by {record.volume_id}")
-        elif limits.max_volume_bytes and record.capacity_bytes > limits.max_volume_bytes:
-            problem = (f"capacity_bytes {record.capacity_bytes} is more than the file "
-                       f"system's maximum ({limits.max_volume_bytes})")
-        elif record.kind == "dedicated" and limits.dedicated_to != record.volume_id:
-            holder = limits.dedicated_to or "no volume (a shared file system)"
-            problem = f"its file system is dedicated to {holder}, not to {record.volume_id}"
-        if problem:
-            log.warning("skipping volume record %s: %s", path, problem)
-            return False
-        return True
+            limits = self._limits.get(fsname)
+        return read_trusted_records(fsname, mountpoint, limits)
 
     def forget_file_system(self, fsname: str) -> None:
         with self._guard:
@@ -322,38 +231,25 @@ class VolumeCatalog:
             self._stamps.pop(fsname, None)
 
     def allocate_project_id(self, fsname: str, mountpoint: Path, volume_id: str) -> int:
-        """A project id no other volume of this file system holds.
+        """A project id no other volume of this file system holds (see
+        csi.controller.project_claims); the index's next id is the first guess."""
 
-        The claim is a marker file created with O_EXCL on the file system itself, so two
-        controller replicas (around a leader change) can never hand out the same id, even if
-        one's in-memory index is behind; the index only makes the first guess right.
-        """
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        with driver_dir(mountpoint, PROJECTS_DIR, create=True) as claims:
-            while True:
-                with self._guard:
-                    project_id = self._next_project_id.get(fsname, FIRST_PROJECT_ID)
-                    self._next_project_id[fsname] = project_id + 1
-                try:
-                    fd = os.open(str(project_id), flags, 0o600, dir_fd=claims)
-                except FileExistsError:
-                    continue
-                with os.fdopen(fd, "w") as claim:
-                    claim.write(volume_id)
-                return project_id
+        def next_guess() -> int:
+            with self._guard:
+                project_id = self._next_project_id.get(fsname, FIRST_PROJECT_ID)
+                self._next_project_id[fsname] = project_id + 1
+            return project_id
+
+        return project_claims.claim_project_id(mountpoint, volume_id, next_guess)
 
     @staticmethod
     def project_holder(mountpoint: Path, project_id: int) -> str:
         """The volume id a project id's claim file names ('' when unclaimed or unreadable)."""
-        with driver_dir(mountpoint, PROJECTS_DIR, create=False) as claims:
-            return _holder(claims, project_id)
+        return project_claims.project_holder(mountpoint, project_id)
 
     @staticmethod
     def release_project_id(mountpoint: Path, project_id: int) -> None:
-        with driver_dir(mountpoint, PROJECTS_DIR, create=False) as claims:
-            if claims is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(str(project_id), dir_fd=claims)
+        project_claims.release_project_id(mountpoint, project_id)
 
     def write(self, mountpoint: Path, record: VolumeRecord) -> None:
         with driver_dir(mountpoint, RECORDS_DIR, create=True) as records:
@@ -398,13 +294,13 @@ class VolumeCatalog:
         """Around a change of the records: a new generation token tells other replicas. This
         index keeps its stamp current only when nobody else wrote since it last looked (else
         the next `refresh` reloads, as it must)."""
-        before = _stamp(records)
+        before = records_stamp(records)
         yield
         # Another writer's change during this one's shows as a token other than `before`'s
         # now (or later, once it replaces the token): not taken for this writer's own.
-        seen = _stamp(records)[0]
-        write_json_atomic(GENERATION_FILE, secrets.token_hex(8), durable=False, dir_fd=records)
-        after = _stamp(records)
+        seen = records_stamp(records)[0]
+        replace_generation(records)
+        after = records_stamp(records)
         with self._guard:
             if self._stamps.get(fsname) == before and seen == before[0]:
                 self._stamps[fsname] = after
@@ -459,48 +355,3 @@ class VolumeCatalog:
             position = bisect.bisect_left(self._sorted_ids, volume_id)
             if position < len(self._sorted_ids) and self._sorted_ids[position] == volume_id:
                 del self._sorted_ids[position]
-
-
-def _stamp(records: int | None) -> Stamp:
-    if records is None:
-        return ("", 0, 0)
-    try:
-        token = read_json(GENERATION_FILE, follow_symlinks=False, dir_fd=records)
-    except (OSError, ValueError):
-        token = None
-    info = os.fstat(records)
-    return (str(token or ""), info.st_mtime_ns, info.st_ctime_ns)
-
-
-def _holder(claims: int | None, project_id: int) -> str:
-    """The volume id a project id's claim file names ('' when unclaimed or unreadable)."""
-    if claims is None:
-        return ""
-    try:
-        fd = os.open(str(project_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=claims)
-    except OSError:
-        return ""
-    try:
-        with os.fdopen(fd, encoding="utf-8") as claim:
-            return claim.read().strip()
-    except (OSError, ValueError):
-        return ""
-
-
-def _finishes(record: VolumeRecord | None, finishing: VolumeRecord) -> bool:
-    """Whether `record` is the deleted volume whose removal is being finished."""
-    return (
-        record is not None
-        and record.state == "deleting"
-        and record.volume_id == finishing.volume_id
-        and record.directory == finishing.directory
-    )
-
-
-def _put_back(records: int, taken: str, name: str) -> None:
-    """Give a record taken by mistake its name back, unless a newer one is there already."""
-    try:
-        os.link(taken, name, src_dir_fd=records, dst_dir_fd=records, follow_symlinks=False)
-    except FileExistsError:
-        log.info("record %s was written again meanwhile; the copy taken is dropped", name)
-    os.unlink(taken, dir_fd=records)

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from csi.controller.catalog import FileSystemLimits, VolumeCatalog
+from csi.controller.catalog import VolumeCatalog
 from csi.controller.mounts import ControllerMounts
+from csi.controller.record_loading import FileSystemLimits
 from csi.controller.records import VolumeRecord
 from csi.host.bounded import BoundedCalls, T
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider

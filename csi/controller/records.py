@@ -21,7 +21,10 @@ Layout below a file system's root (what the driver owns there):
   removed (never a volume made again under the same name); a taken record left by a crash is
   finished by the next scan.
 - `.lustre-csi/volumes/generation`: a token every writer replaces, so other replicas see
-  that the records changed (csi.controller.catalog).
+  that the records changed (csi.controller.catalog keeps the stamp, `records_stamp`).
+
+The file operations on this layout are here too (`take_records` for a removal's last step,
+`replace_generation`); the index (csi.controller.catalog) decides when to call them.
 
 Records are not trusted as read: anyone who can write the file system can write one. Each
 is checked on load (`parse_record`): its file name, volume id, kind, fsname and subdir must
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from csi.errors import DriverError, InProgress
-from csi.host.atomicfile import read_json
+from csi.host.atomicfile import read_json, write_json_atomic
 from csi.lustre.client import MAX_PROJECT_ID
 from csi.volume_id import parse_volume_id, subdir_for_name
 
@@ -58,6 +61,9 @@ TRASH_DIR = ".lustre-csi/trash"  # deleted volumes' directories, until they are 
 TAKEN_MARK = ".json.removing-"  # `<subdir>.json.removing-<token>`: a record taken for release
 RECORD_STATES = ("creating", "ready", "deleting")
 _TOKEN = re.compile(r"^[0-9a-f]{16}$")
+GENERATION_FILE = "generation"  # in RECORDS_DIR: a token every writer replaces
+# What an index last saw of a records directory: the token, its mtime_ns and ctime_ns.
+Stamp = tuple[str, int, int]
 
 
 def new_directory(subdir: str) -> str:
@@ -205,3 +211,69 @@ def _exists(path: Path, dir_fd: int | None) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def records_stamp(records: int | None) -> Stamp:
+    """What a records directory (opened as `records`) shows now of its changes: the generation
+    token, its mtime_ns and ctime_ns."""
+    if records is None:
+        return ("", 0, 0)
+    try:
+        token = read_json(GENERATION_FILE, follow_symlinks=False, dir_fd=records)
+    except (OSError, ValueError):
+        token = None
+    info = os.fstat(records)
+    return (str(token or ""), info.st_mtime_ns, info.st_ctime_ns)
+
+
+def replace_generation(records: int) -> None:
+    """Write a new generation token: other replicas' next stamp differs from their last."""
+    write_json_atomic(GENERATION_FILE, secrets.token_hex(8), durable=False, dir_fd=records)
+
+
+def take_records(
+    records: int, mountpoint: Path, fsname: str, finishing: VolumeRecord, names: list[str]
+) -> list[tuple[str, VolumeRecord]]:
+    """Rename each of `names` (in the records directory opened as `records`) that is the
+    record of the removal being finished to a name of this caller's; the taken names with
+    their records (see VolumeCatalog.take_for_removal)."""
+    subdir = finishing.subdir
+    mark = f"{subdir}{TAKEN_MARK}{finishing.directory.rsplit('-', 1)[-1]}-"
+    taken: list[tuple[str, VolumeRecord]] = []
+    for name in names:
+        path = mountpoint / RECORDS_DIR / name
+        if not _finishes(read_record(path, fsname, subdir=subdir, dir_fd=records), finishing):
+            continue  # another volume's (or nothing): never taken
+        mine = f"{mark}{secrets.token_hex(8)}"
+        try:
+            os.rename(name, mine, src_dir_fd=records, dst_dir_fd=records)
+        except FileNotFoundError:
+            continue  # another taker has it
+        record = read_record(
+            mountpoint / RECORDS_DIR / mine, fsname, subdir=subdir, dir_fd=records
+        )
+        if record is None or not _finishes(record, finishing):
+            # Replaced between the read and the rename: it goes back, untouched.
+            _put_back(records, mine, name)
+            continue
+        taken.append((mine, record))
+    return taken
+
+
+def _finishes(record: VolumeRecord | None, finishing: VolumeRecord) -> bool:
+    """Whether `record` is the deleted volume whose removal is being finished."""
+    return (
+        record is not None
+        and record.state == "deleting"
+        and record.volume_id == finishing.volume_id
+        and record.directory == finishing.directory
+    )
+
+
+def _put_back(records: int, taken: str, name: str) -> None:
+    """Give a record taken by mistake its name back, unless a newer one is there already."""
+    try:
+        os.link(taken, name, src_dir_fd=records, dst_dir_fd=records, follow_symlinks=False)
+    except FileExistsError:
+        log.info("record %s was written again meanwhile; the copy taken is dropped", name)
+    os.unlink(taken, dir_fd=records)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from csi.controller.catalog import FileSystemLimits, VolumeCatalog
+from csi.controller.catalog import VolumeCatalog
 from csi.controller.driver_dirs import driver_dir
+from csi.controller.record_loading import FileSystemLimits
 from csi.controller.records import (
     PROJECTS_DIR,
     RECORDS_DIR,

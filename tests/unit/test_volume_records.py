@@ -137,7 +137,7 @@ def test_two_records_claiming_one_project_id_leave_it_to_the_claims_holder(
     copy = {**owner.to_json(), "name": "aaa", "volume_id": "v1:shared:fs:aaa", "subdir": "aaa",
             "directory": "csi-volumes/aaa-0123456789abcdef"}
     bad = _put(tmp_path, "aaa.json", json.dumps(copy))
-    with caplog.at_level(logging.WARNING, logger="csi.controller.catalog"):
+    with caplog.at_level(logging.WARNING, logger="csi.controller.record_loading"):
         assert [r.volume_id for r in _loaded(tmp_path)] == ["v1:shared:fs:owner"]
     assert "v1:shared:fs:aaa" in caplog.text or str(bad) in caplog.text
     assert record_path(tmp_path, "aaa") == bad
