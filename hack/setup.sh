@@ -7,6 +7,8 @@
 #     (hack/install-helm.sh); each also kept in /var/cache/lustre-csi/go-bin/<inputs hash>/
 #   - the node tier: kubelet, kube-scheduler, containerd, runc, CNI plugins, buildah and the
 #     images built from our Dockerfile and the sidecars (hack/node/build.sh)
+#   - the real-Lustre tier: QEMU, Lustre 2.17.0 built for the pinned Debian kernel and the
+#     server disk image (hack/lustre/setup.sh; both cached in /var/cache/lustre-csi/)
 # `--python-only` stops after the virtualenv (enough for `lustre-csi demo`, no Go builds).
 set -euo pipefail
 python_only=0
@@ -54,3 +56,4 @@ bash hack/install-go-tools.sh
 bash hack/install-sidecars.sh
 bash hack/install-helm.sh
 bash hack/node/build.sh
+bash hack/lustre/setup.sh

@@ -20,5 +20,7 @@ if (($# == 0)); then
   # namespaces for its whole run and takes minutes (their conftest deselects them above).
   echo "test: node tier (one-node cluster: kubelet + containerd + the images built here)"
   private .venv/bin/pytest -ra tests/node || status=$?
+  echo "test: real-Lustre tier (the provisioner's own server VMs, Lustre 2.17 under QEMU)"
+  private .venv/bin/pytest -ra tests/lustre || status=$?
 fi
 exit "$status"

@@ -6,8 +6,9 @@ server image of hack/lustre/image.sh. It never passes by skipping: without root,
 tools, or the image (with Lustre), every test fails and says how to get them.
 
 LUSTRE_CSI_SERVER_IMAGE=<dir> uses an image dir other than the one for the current inputs.
-Run it on its own (it boots VMs for minutes; its stand-in must be the only one on the cluster):
-    sudo .venv/bin/pytest -m lustre tests/lustre
+It runs in a pytest process of its own (it boots VMs for minutes; its stand-in must be the
+only one on the cluster), as hack/test.sh does: `pytest tests/lustre`; a plain `pytest` of the
+whole suite deselects it (tests/support/own_process_tier.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.provisioner.conftest import kube_env  # noqa: F401  (the session's API server)
+from tests.support.own_process_tier import keep_to_its_own_process
 from tests.support.vm_runner import CACHE, ServerImage, missing_host_tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,12 +29,10 @@ BUILD_HINT = ("build it with: bash hack/lustre/build.sh && bash hack/lustre/imag
               "(cold on 2 busy cores: about 15-35 min and 5 min; seconds when cached)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.lustre)
-            item.add_marker(pytest.mark.kube)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep_to_its_own_process(
+        config, items, Path(__file__).parent, ("lustre", "kube"), "LUSTRE_CSI_LUSTRE_TIER"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,29 +19,13 @@ import pytest
 
 from tests.node.node import LocalNode, NodeError, NodeKubeCluster, one_node_cluster
 from tests.node.stack import Stack, deploy_overlay
+from tests.support.own_process_tier import keep_to_its_own_process
 
 HERE = Path(__file__).parent
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    if os.environ.get("LUSTRE_CSI_NODE_TIER") == "1":
-        return True
-    if "node" in (config.option.markexpr or ""):
-        return True
-    for arg in config.args:
-        path = Path(arg.split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    ours = [item for item in items if HERE in Path(item.fspath).parents]
-    for item in ours:
-        item.add_marker(pytest.mark.node)
-    if ours and not _asked_for(config):
-        config.hook.pytest_deselected(items=ours)
-        items[:] = [item for item in items if item not in ours]
+    keep_to_its_own_process(config, items, HERE, ("node",), "LUSTRE_CSI_NODE_TIER")
 
 
 @pytest.fixture(scope="package")

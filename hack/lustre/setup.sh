@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything the real-Lustre tier (tests/lustre) needs, idempotently; a second run takes seconds:
+#   - Debian packages: QEMU and its image tools, genisoimage (cloud-init seeds), dnsmasq (the
+#     VMs' management DHCP), mmdebstrap, e2fsprogs, fdisk (the server image)
+#   - Lustre 2.17.0 built for the pinned Debian kernel (hack/lustre/build.sh)
+#   - the Lustre server disk image (hack/lustre/image.sh)
+# Both builds are kept in /var/cache/lustre-csi/ keyed by the hash of their inputs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+packages=(qemu-system-x86 qemu-utils genisoimage dnsmasq-base iproute2 mmdebstrap e2fsprogs fdisk)
+missing=()
+for package in "${packages[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$package" 2> /dev/null || true)"
+    [[ "$status" == "install ok installed" ]] || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "lustre: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 "${missing[@]}" > /dev/null
+fi
+bash hack/lustre/build.sh
+bash hack/lustre/image.sh
