@@ -8,7 +8,7 @@ dedicated volume is the same inside a file system of its own. The controller:
 Steps that start long work answer InProgress; the retry finds them done. Every step is
 idempotent by the volume name, so a crash anywhere is finished by the next attempt.
 
-A volume's directory is one the driver made (see csi.controller.catalog for the layout): it
+A volume's directory is one the driver made (see csi.controller.records for the layout): it
 is created with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
 record holds before the mkdir, so an existing directory is never adopted.
 
@@ -92,16 +92,16 @@ class VolumeService:
         self._default_volume_bytes = default_volume_bytes
         # Only hung calls count against BoundedCalls' caps; each file system's calls are keyed
         # (see FileSystemAccess.io), so a dead one's hung calls refuse only calls to it.
-        self._removals = RemovalQueue(
+        removals = RemovalQueue(
             lambda fsname, volume_id: self._deletion.finish_removal(fsname, volume_id),
             background=background_removals,
         )
         self._fs = FileSystemAccess(
             provider, mounts, self._catalog,
-            bounded or BoundedCalls(max_stuck=BOUNDED_CALLS), self._removals.add,
+            bounded or BoundedCalls(max_stuck=BOUNDED_CALLS), removals.add,
         )
         self._deletion = VolumeDeletion(
-            provider, self._fs, lustre, self._inflight, self._removals
+            provider, self._fs, lustre, self._inflight, removals
         )
         if background_removals:
             self._deletion.start()
@@ -277,15 +277,13 @@ class VolumeService:
         self._deletion.delete(volume_id)
 
     def run_pending_removals(self) -> int:
-        """Run every queued removal once, now, in this thread; how many are still pending."""
-        return self._removals.run_all()
+        return self._deletion.run_pending_removals()
 
     def resume_removals(self) -> None:
         self._deletion.resume_removals()
 
     def stop(self) -> None:
-        """Stop the background removals (what is left resumes at the next start)."""
-        self._removals.stop()
+        self._deletion.stop()
 
     # -- expand -------------------------------------------------------------------------------
     def expand(self, volume_id: str, requested: CapacityRange) -> LocatedVolume:
