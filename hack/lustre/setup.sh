@@ -8,17 +8,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-packages=(qemu-system-x86 qemu-utils genisoimage dnsmasq-base iproute2 mmdebstrap e2fsprogs fdisk)
-missing=()
-for package in "${packages[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$package" 2> /dev/null || true)"
-    [[ "$status" == "install ok installed" ]] || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    echo "lustre: installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        -o DPkg::Lock::Timeout=300 "${missing[@]}" > /dev/null
-fi
+# shellcheck source=../lib/debian-packages.sh
+. hack/lib/debian-packages.sh
+ensure_debian_packages lustre qemu-system-x86 qemu-utils genisoimage dnsmasq-base iproute2 \
+    mmdebstrap e2fsprogs fdisk
 bash hack/lustre/build.sh
 bash hack/lustre/image.sh

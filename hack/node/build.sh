@@ -14,27 +14,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
 
-packages=(runc containernetworking-plugins buildah mmdebstrap iptables iproute2)
-missing=()
-for package in "${packages[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$package" 2> /dev/null || true)"
-    [[ "$status" == "install ok installed" ]] || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    echo "node: installing Debian packages: ${missing[*]}"
-    # apt may be held by another job on a shared machine: wait for it rather than fail.
-    for attempt in 1 2 3 4 5 6; do
-        if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            -o DPkg::Lock::Timeout=120 "${missing[@]}" > /dev/null; then
-            break
-        fi
-        ((attempt < 6)) || { echo "node: apt-get install failed" >&2; exit 1; }
-        apt-get update -qq || true
-        sleep 10
-    done
-else
-    echo "node: Debian packages present"
-fi
+# shellcheck source=../lib/debian-packages.sh
+. hack/lib/debian-packages.sh
+ensure_debian_packages node runc containernetworking-plugins buildah mmdebstrap iptables iproute2
 
 bash hack/install-go-tools.sh
 bash hack/install-go-tools.sh kube-scheduler kubelet containerd ctr containerd-shim-runc-v2
