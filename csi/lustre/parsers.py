@@ -1,7 +1,8 @@
-"""Parsers for what `lfs quota -p`, `lfs project` and `lctl get_param -n health_check` print.
+"""Parsers for what `lfs quota -p`, `lfs project` and `lctl get_param [-n] health_check` print.
 
 The formats follow lustre/utils/lfs.c (`print_quota_title`, `print_quota`) and
-lustre/obdclass/obd_sysfs.c (`health_check_show`); `lfs df` has its own module (csi.lustre.df).
+lustre/obdclass/obd_sysfs.c (`health_check_show`), checked against real Lustre 2.17 output in
+tests/fixtures/lustre-2.17; `lfs df` has its own module (csi.lustre.df).
 Every parser is strict: a line it does not understand raises `LustreOutputError` naming the
 line, because a capacity or quota figure read wrongly would be acted on (a volume placed on a
 full file system, a quota never raised).
@@ -65,8 +66,13 @@ _QUOTA_TITLE = re.compile(
     r"Disk quotas for (?P<type>prj|project|usr|user|grp|group) (?P<name>\S+) "
     r"\((?P<letter>[pug])id (?P<id>\d+)\):"
 )
+# The column names: Lustre <= 2.15 prints "quota limit grace" twice; 2.17 (captured in
+# tests/fixtures/lustre-2.17) prints "bquota blimit bgrace" and "iquota ilimit igrace". The
+# figures under them are the same eight in the same order.
 _QUOTA_COLUMNS = re.compile(
-    r"Filesystem\s+(?P<unit>kbytes|used)\s+quota\s+limit\s+grace\s+files\s+quota\s+limit\s+grace"
+    r"Filesystem\s+(?P<unit>kbytes|used)\s+"
+    r"(?:quota\s+limit\s+grace\s+files\s+quota\s+limit\s+grace"
+    r"|bquota\s+blimit\s+bgrace\s+files\s+iquota\s+ilimit\s+igrace)"
 )
 # A usage figure: digits, bracketed when inaccurate, then up to two '*' (one from -EREMOTEIO,
 # one for "over quota").
@@ -117,7 +123,9 @@ def parse_lfs_quota(text: str) -> ProjectQuota:
     number, line = lines[1]
     columns = _QUOTA_COLUMNS.fullmatch(line.strip())
     if not columns:
-        raise output_error(what, number, line, "expected the 'Filesystem kbytes quota ...' header")
+        raise output_error(
+            what, number, line, "expected the 'Filesystem kbytes quota|bquota ...' header"
+        )
     if columns["unit"] == "used":
         raise output_error(what, number, line, "human-readable figures (-h) are not parsed")
 
@@ -214,7 +222,7 @@ def parse_lfs_project(text: str) -> ProjectAttribute:
 
 
 # ---------------------------------------------------------------------------------------------
-# lctl get_param -n health_check
+# lctl get_param [-n] health_check
 # ---------------------------------------------------------------------------------------------
 
 
@@ -224,10 +232,21 @@ class LustreHealth(enum.StrEnum):
     LBUG = "lbug"  # the kernel hit an LBUG: the node needs a reboot
 
 
+_HEALTH_PARAM = "health_check="
+
+
 def parse_health_check(text: str) -> LustreHealth:
     """health_check_show() prints "healthy", or "NOT HEALTHY" (with "LBUG" and
-    "device <name> reported unhealthy" lines before it on releases that keep them)."""
+    "device <name> reported unhealthy" lines before it on releases that keep them).
+
+    The driver reads `lctl get_param -n health_check`; without -n lctl puts
+    "health_check=" before the value (2.17 prints `health_check=healthy`), and that form is
+    read too. A value of several lines starts on the line after "health_check=".
+    """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith(_HEALTH_PARAM):
+        first = lines[0].removeprefix(_HEALTH_PARAM).strip()
+        lines = [first, *lines[1:]] if first else lines[1:]
     if "LBUG" in lines:
         return LustreHealth.LBUG
     if lines == ["healthy"]:
