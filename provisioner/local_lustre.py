@@ -2,9 +2,10 @@
 
 `LocalLustreCommands` is a CommandRunner: it receives the same argv lists the real driver
 would run (`mount -t lustre ...`, `lfs df`, `lfs project`, `lfs setquota`, `lfs quota`,
-`lctl get_param`) and answers in Lustre's documented output formats, so the driver's argv
-builders and parsers run unchanged. Everything else (plain `mount --bind`, `umount`) goes to the
-real runner: a Lustre mount becomes a real bind mount of the local server set's tree.
+`lctl get_param`) and answers in the formats real Lustre 2.17 prints (captured in
+tests/fixtures/lustre-2.17), so the driver's argv builders and parsers run unchanged.
+Everything else (plain `mount --bind`, `umount`) goes to the real runner: a Lustre mount
+becomes a real bind mount of the local server set's tree.
 
 Project quota state lives next to the server set, one file per project id, so setting one
 volume's quota never rewrites another's.
@@ -12,9 +13,10 @@ volume's quota never rewrites another's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from csi.host.atomicfile import read_json, write_json_atomic
@@ -118,9 +120,9 @@ class LocalLustreCommands:
         ledger = self._server_sets.ledger(fsname) or {"osts": [], "template": {}}
         used_bytes, used_files = _tree_usage(self._server_sets.namespace_root(fsname))
         active = [ost for ost in ledger["osts"] if ost["state"] == "active"]
-        header = "UUID                      Inodes       IUsed       IFree IUse% Mounted on"
+        header = "UUID                      Inodes       IUsed       IFree IUse%  Mounted on"
         if not inodes:
-            header = "UUID                   1K-blocks        Used   Available Use% Mounted on"
+            header = "UUID                   1K-blocks        Used   Available Use%  Mounted on"
         rows = [header]
         mdt_kib = ledger["template"].get("mdt_size_bytes", 64 << 30) // 1024
         # An MDT holds about one inode per 2 KiB on ldiskfs; OSTs one object per 16 KiB or so.
@@ -128,6 +130,7 @@ class LocalLustreCommands:
         mdt_used = used_files if inodes else min(mdt_kib, 4 * (used_files + 1))
         rows.append(_df_row(f"{fsname}-MDT0000_UUID", mdt_total, mdt_used, mountpoint, "MDT:0"))
         totals = [0, 0]
+        ost_free_inodes = 0
         for ost in ledger["osts"]:
             name = f"{fsname}-OST{ost['index']:04x}_UUID"
             if ost["state"] != "active":
@@ -139,11 +142,16 @@ class LocalLustreCommands:
             rows.append(_df_row(name, total, share, mountpoint, f"OST:{ost['index']}"))
             totals[0] += total
             totals[1] += share
+            ost_free_inodes += max(0, total - share)
         if inodes:
-            # Lustre sums inodes from the MDTs (files are created there), not from OSTs.
-            totals = [mdt_total, mdt_used]
+            # Files are counted on the MDTs, but each needs an OST object too: lfs reports
+            # the MDTs' used inodes and the smaller of the two free counts (2.17:
+            # 309 used + min(419123, 130770) free = 131079 files).
+            free = min(max(0, mdt_total - mdt_used), ost_free_inodes)
+            totals = [mdt_used + free, mdt_used]
         rows.append("")
         rows.append(_df_row("filesystem_summary:", totals[0], totals[1], mountpoint, None))
+        rows.append("")  # lfs ends each file system's block with a blank line
         return _ok(args, "\n".join(rows) + "\n")
 
     def _lfs_project(self, args: tuple[str, ...]) -> CommandResult:
@@ -161,10 +169,18 @@ class LocalLustreCommands:
     def _lfs_setquota(self, args: tuple[str, ...]) -> CommandResult:
         project_id = int(_option_value(args, "-p") or "0")
         fsname, _ = self._locate(args[-1])
-        limits = {
-            "hard_kib": _kib(_option_value(args, "-B") or "0"),
-            "soft_kib": _kib(_option_value(args, "-b") or "0"),
+        # lfs setquota changes only the limits it is given and keeps the others.
+        limit_options: dict[str, tuple[str, Callable[[str], int]]] = {
+            "-B": ("hard_kib", _kib),
+            "-b": ("soft_kib", _kib),
+            "-I": ("hard_inodes", int),
+            "-i": ("soft_inodes", int),
         }
+        limits = {}
+        for flag, (key, parse) in limit_options.items():
+            value = _option_value(args, flag)
+            if value is not None:
+                limits[key] = parse(value)
         self._write_project(fsname, project_id, limits)
         return _ok(args, "")
 
@@ -175,24 +191,32 @@ class LocalLustreCommands:
         record = read_json(self._project_file(fsname, project_id)) or {}
         used_kib, files = 0, 0
         if "path" in record:
-            used_bytes, files = _tree_usage(
-                self._server_sets.namespace_root(fsname) / record["path"]
-            )
+            directory = self._server_sets.namespace_root(fsname) / record["path"]
+            used_bytes, files = _tree_usage(directory)
+            # The project's directory is in the project too: Lustre 2.17 counts 2 files for
+            # a directory holding one file (tests/fixtures/lustre-2.17/lfs-quota-p.txt).
+            with contextlib.suppress(OSError):
+                used_bytes += os.lstat(directory).st_blocks * 512
+                files += 1
             used_kib = (used_bytes + 1023) // 1024
-        hard, soft = record.get("hard_kib", 0), record.get("soft_kib", 0)
-        over = "*" if hard and used_kib > hard else ""
-        text = (
-            f"Disk quotas for prj {project_id} (pid {project_id}):\n"
-            "     Filesystem  kbytes   quota   limit   grace   files   quota   limit   grace\n"
-            f"{mountpoint:>15} {str(used_kib) + over:>7} {soft:>7} {hard:>7} {'-':>7} "
-            f"{files:>7} {0:>7} {0:>7} {'-':>7}\n"
+        return _ok(
+            args,
+            project_quota_report(
+                project_id,
+                mountpoint,
+                used_kib=used_kib,
+                block_limits=(record.get("soft_kib", 0), record.get("hard_kib", 0)),
+                files=files,
+                inode_limits=(record.get("soft_inodes", 0), record.get("hard_inodes", 0)),
+            ),
         )
-        return _ok(args, text)
 
     # -- lctl -----------------------------------------------------------------------------------
     def _lctl(self, args: tuple[str, ...]) -> CommandResult:
         if args[1:] == ("get_param", "-n", "health_check"):
             return _ok(args, "healthy\n")
+        if args[1:] == ("get_param", "health_check"):
+            return _ok(args, "health_check=healthy\n")
         if args[1:] == ("get_param", "-n", "version"):
             return _ok(args, "lustre: 2.16.1 (lustre-csi local stand-in)\n")
         if args[1:] == ("list_nids",):
@@ -313,11 +337,42 @@ def _tree_usage(top: Path) -> tuple[int, int]:
     return used, entries
 
 
+def project_quota_report(
+    project_id: int,
+    mountpoint: str,
+    *,
+    used_kib: int,
+    block_limits: tuple[int, int],
+    files: int,
+    inode_limits: tuple[int, int],
+) -> str:
+    """`lfs quota -p <id> <mountpoint>` as Lustre 2.17 prints it (tests/fixtures/lustre-2.17).
+
+    Limits are (soft, hard), 0 for none. The stand-in knows no project names, so the title
+    says `<unknown>` as Lustre does for an id missing from /etc/projid; no grace timers run.
+    """
+
+    def usage(value: int, limits: tuple[int, int]) -> str:
+        # '*' right after the figure once it is over a limit (lfs's `%7s%c`).
+        soft, hard = limits
+        over = (soft and value > soft) or (hard and value > hard)
+        return f" {value:>7}{'*' if over else ' '}{limits[0]:>7}{limits[1]:>8}{'-':>8}"
+
+    # print_quota(): a mount point wider than its 15 columns gets a line of its own.
+    place = f"{mountpoint}\n{'':15}" if len(mountpoint) > 15 else f"{mountpoint:>15}"
+    return (
+        f"Disk quotas for prj <unknown> (pid {project_id}):\n"
+        "     Filesystem  kbytes  bquota  blimit  bgrace   files  iquota  ilimit  igrace \n"
+        f"{place}{usage(used_kib, block_limits)}{usage(files, inode_limits)} \n"
+    )
+
+
 def _df_row(name: str, total: int, used: int, mountpoint: str, target: str | None) -> str:
+    # showdf() in 2.17: "%-20s %11s %11s %11s %4s  %s" (two spaces before the mount point).
     available = max(0, total - used)
     percent = f"{(100 * used + total - 1) // total if total else 0}%"
     suffix = f"[{target}]" if target else ""
-    return f"{name:<20} {total:>12} {used:>11} {available:>11} {percent:>4} {mountpoint}{suffix}"
+    return f"{name:<20} {total:>11} {used:>11} {available:>11} {percent:>4}  {mountpoint}{suffix}"
 
 
 def _ok(args: tuple[str, ...], stdout: str) -> CommandResult:
