@@ -145,7 +145,8 @@ filesystem_summary:      3944808     1067428     2651380  29% /mnt/my fs[1]
 
 
 def test_df_local_stand_in_layout() -> None:
-    # provisioner.local_lustre prints wider columns; the parser reads by field, not by column.
+    # Wider columns than lfs prints, one space before the mount point: the parser reads by
+    # field, not by column (the real 2.17 layout is in tests/unit/test_real_lustre_fixtures.py).
     text = (
         "UUID                   1K-blocks        Used   Available Use% Mounted on\n"
         "local-MDT0000_UUID       67108864           4    67108860   1% /var/lib/x/mnt[MDT:0]\n"
@@ -213,6 +214,8 @@ def test_parse_errors_are_driver_errors_that_name_the_line() -> None:
 
 # --- lfs quota -p ---------------------------------------------------------------------------
 
+# The column names of Lustre <= 2.15; 2.17's ("bquota blimit bgrace ... igrace") are read in
+# tests/unit/test_real_lustre_fixtures.py from captured output.
 QUOTA_HEADER = (
     "Disk quotas for prj 1000 (pid 1000):\n"
     "     Filesystem  kbytes   quota   limit   grace   files   quota   limit   grace\n"
@@ -273,7 +276,7 @@ def test_quota_long_mountpoint_sits_on_its_own_line() -> None:
 
 
 def test_quota_long_mountpoint_on_the_same_line_is_read_too() -> None:
-    # The local stand-in pads with %15s but never wraps.
+    # lfs wraps a mount point longer than 15 columns; read it unwrapped too.
     text = QUOTA_HEADER + (
         "/var/lib/lustre-csi/mounts/testfs    1024       0 1048576       -       3       0"
         "       0       -\n"
@@ -324,6 +327,8 @@ GOOD_QUOTA_ROW = "    /mnt/testfs    1024       0 1048576       -       3       
         (QUOTA_HEADER, "no quota figures"),
         ("Disk quotas for prj 1000 (pid 1000):\n", "no column header"),
         (QUOTA_HEADER.replace("kbytes", "  used") + GOOD_QUOTA_ROW, "human-readable"),
+        # Old and 2.17 column names mixed: neither release prints that.
+        (QUOTA_HEADER.replace("kbytes   quota", "kbytes  bquota") + GOOD_QUOTA_ROW, "header"),
         (
             QUOTA_HEADER + GOOD_QUOTA_ROW.replace("1024", "1.5G"),
             "quota figures not understood",
@@ -407,13 +412,30 @@ def test_project_output_not_understood(text: str) -> None:
             LustreHealth.NOT_HEALTHY,
         ),
         ("LBUG\nNOT HEALTHY\n", LustreHealth.LBUG),
+        # Without -n, lctl prints the parameter's name first.
+        ("health_check=healthy\n", LustreHealth.HEALTHY),
+        (
+            "health_check=\ndevice testfs-OST0001 reported unhealthy\nNOT HEALTHY\n",
+            LustreHealth.NOT_HEALTHY,
+        ),
     ],
 )
 def test_health_check(text: str, health: LustreHealth) -> None:
     assert parse_health_check(text) is health
 
 
-@pytest.mark.parametrize("text", ["", "ok\n", "healthy\nhealthy\n", "garbage\nNOT HEALTHY\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "ok\n",
+        "healthy\nhealthy\n",
+        "garbage\nNOT HEALTHY\n",
+        "health_check=\n",
+        "health_check=ok\n",
+        "other=healthy\n",
+    ],
+)
 def test_health_check_refuses_unknown_output(text: str) -> None:
     with pytest.raises(LustreOutputError):
         parse_health_check(text)
