@@ -40,11 +40,8 @@ from tests.support.kube import (
     SERVICE_CLUSTER_IP_RANGE,
     KubeClusterError,
     LocalKubeCluster,
-    _Component,
-    _die_with_parent,
-    _tail,
-    free_port,
 )
+from tests.support.processes import Component, free_port, tail
 
 BIN_DIR = REPO_ROOT / ".cache" / "bin"
 IMAGE_INDEX = REPO_ROOT / ".cache" / "images" / "index.tsv"
@@ -330,26 +327,11 @@ class NodeKubeCluster(LocalKubeCluster):
         )
         self._wait_http(scheduler, f"https://127.0.0.1:{port}/healthz", None, verify=False)
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> _Component:
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Component:
         """Start a node component logging to <work_dir>/<name>.log; stopped by ``stop()``."""
-        log_path = self.log_path(name)
-        with log_path.open("a") as log:
-            log.write(f"$ {' '.join(args)}\n")
-            log.flush()
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-        component = _Component(name, process, log_path)
-        self._components.append(component)
-        return component
+        return self._spawn(name, args, env)
 
-    def forget(self, component: _Component) -> None:
+    def forget(self, component: Component) -> None:
         with contextlib.suppress(ValueError):
             self._components.remove(component)
 
@@ -471,8 +453,8 @@ class LocalNode:
         self.containerd_work = self.work / "containerd"
         self.socket = self.containerd_work / "containerd.sock"
         self.cgroups = CgroupRoot(f"lustre-csi-node-{secrets.token_hex(4)}")
-        self.kubelet: _Component | None = None
-        self.containerd: _Component | None = None
+        self.kubelet: Component | None = None
+        self.containerd: Component | None = None
         self.kubelet_config_path = self.work / "kubelet.yaml"
         self.kubelet_kubeconfig = self.work / "kubelet.kubeconfig"
 
@@ -620,7 +602,7 @@ class LocalNode:
         self._wait(ready, self.kubelet, f"Node {NODE_NAME} Ready", timeout)
 
     def _wait(
-        self, predicate: Callable[[], bool], component: _Component | None, what: str, timeout: float
+        self, predicate: Callable[[], bool], component: Component | None, what: str, timeout: float
     ) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -630,7 +612,7 @@ class LocalNode:
             if time.monotonic() > deadline:
                 log = component.log_path if component else self.cluster.work_dir
                 raise NodeError(
-                    f"no {what} after {timeout:.0f}s; last lines of {log}:\n{_tail(Path(log), 60)}"
+                    f"no {what} after {timeout:.0f}s; last lines of {log}:\n{tail(Path(log), 60)}"
                 )
             time.sleep(0.5)
 

@@ -43,11 +43,6 @@ from tests.support.kube_credentials import (
 )
 from tests.support.processes import Component, ComponentFailed, die_with_parent, free_port, tail
 
-# Kept under their former names for code that supervises more components (tests/node).
-_Component = Component
-_die_with_parent = die_with_parent
-_tail = tail
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Where hack/install-go-tools.sh puts the binaries; LUSTRE_CSI_BIN_DIR overrides it.
 DEFAULT_BIN_DIR = Path(os.environ.get("LUSTRE_CSI_BIN_DIR") or REPO_ROOT / ".cache" / "bin")
@@ -205,7 +200,10 @@ class LocalKubeCluster:
 
     # -- process start ---------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> Component:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> Component:
+        """Start a component logging to <work_dir>/<name>.log; stopped with the cluster."""
         log_path = self.log_path(name)
         with log_path.open("a") as log:
             log.write(f"$ {' '.join(args)}\n")
@@ -216,6 +214,7 @@ class LocalKubeCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.work_dir,
+                env=env,
                 preexec_fn=die_with_parent,
             )
         component = Component(name, process, log_path)
