@@ -154,10 +154,9 @@ def test_the_driver_directories_are_closed_to_other_users_and_volume_roots_stay_
 
 
 # -- finding 3: a forged dedicated record tears nothing down -----------------------------------
-def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_nothing(
-    controller: Replica, caplog: pytest.LogCaptureFixture
-) -> None:
-    kept = controller.create("team-a", 2 * GiB)
+def _plant_forged_dedicated_record(controller: Replica) -> dict:
+    """A well-formed record, with its project claim, that says the shared file system "safe"
+    is dedicated to a volume that was never made."""
     forged = {
         "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
         "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
@@ -166,6 +165,14 @@ def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_
     }
     _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
     _write(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
+    return forged
+
+
+def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_nothing(
+    controller: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = controller.create("team-a", 2 * GiB)
+    _plant_forged_dedicated_record(controller)
     fresh = Replica(controller.state_dir, "c")
     try:
         with caplog.at_level(logging.WARNING):
@@ -187,14 +194,7 @@ def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
     controller: Replica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept = controller.create("team-a", 2 * GiB)
-    forged = {
-        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
-        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
-        "parameters": {}, "state": "ready",
-        "directory": "csi-volumes/intruder-0123456789abcdef",
-    }
-    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
-    _write(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
+    forged = _plant_forged_dedicated_record(controller)
     fresh = Replica(controller.state_dir, "c")
     # A lookup that got it wrong (stale, say): only delete_file_system's own check is left.
     monkeypatch.setattr(fresh.sets, "dedicated_to", lambda fsname: forged["volume_id"])
