@@ -201,32 +201,12 @@ class Stack:
 
     def delete_workloads(self, pods: list[str], claims: list[str]) -> None:
         """Delete pods (waiting: kubelet unmounts first), then claims."""
-        if pods:
-            self.kubectl(
-                "delete",
-                "pod",
-                "-n",
-                "default",
-                *pods,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=180s",
-                check=False,
-                timeout=240,
-            )
-        if claims:
-            self.kubectl(
-                "delete",
-                "pvc",
-                "-n",
-                "default",
-                *claims,
-                "--ignore-not-found",
-                "--wait=true",
-                "--timeout=180s",
-                check=False,
-                timeout=240,
-            )
+        for kind, names in (("pod", pods), ("pvc", claims)):
+            if names:
+                self.kubectl(
+                    "delete", kind, "-n", "default", *names, "--ignore-not-found",
+                    "--wait=true", "--timeout=180s", check=False, timeout=240,
+                )
 
     def remove(self) -> None:
         """Delete what the overlay made, waiting for the node plugin to stop."""
