@@ -104,6 +104,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 def _add_client(commands: argparse._SubParsersAction) -> None:
     client = commands.add_parser("client", help="call CSI RPCs on an endpoint")
     client.add_argument("--endpoint", default="unix:///csi/csi.sock")
+    client.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds each call may take (default 30)")
     calls = client.add_subparsers(dest="call", required=True)
     calls.add_parser("info", help="GetPluginInfo + capabilities")
     calls.add_parser("probe")
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_client(args: argparse.Namespace) -> int:
-    with CsiClient(args.endpoint) as client:
+    with CsiClient(args.endpoint, timeout=args.timeout) as client:
         timeout = client.timeout
         match args.call:
             case "info":
