@@ -2,18 +2,23 @@
 
 `LocalLustreCommands` is a CommandRunner: it receives the same argv lists the real driver
 would run (`mount -t lustre ...`, `lfs df`, `lfs project`, `lfs setquota`, `lfs quota`,
-`lctl get_param`) and answers in the formats real Lustre 2.17 prints (captured in
-tests/fixtures/lustre-2.17), so the driver's argv builders and parsers run unchanged.
-Everything else (plain `mount --bind`, `umount`) goes to the real runner: a Lustre mount
-becomes a real bind mount of the local server set's tree.
+`lfs setstripe`/`getstripe -d` on directories, `lfs pool_list`, `lctl get_param`) and
+answers in the formats real Lustre 2.17 prints (captured in tests/fixtures/lustre-2.17;
+the layout formats from 2.17's liblustreapi.c, as no fixture has them yet), so the
+driver's argv builders and parsers run unchanged. Everything else (plain `mount --bind`,
+`umount`) goes to the real runner: a Lustre mount becomes a real bind mount of the local
+server set's tree.
 
 Project quota state lives next to the server set, one file per project id, so setting one
-volume's quota never rewrites another's.
+volume's quota never rewrites another's. A directory's default layout lives on the directory
+itself (an extended attribute, as Lustre keeps it in `lustre.lov`), so it moves and goes
+with the directory; OST pools are the ledger's `pools` (name -> OST indices).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +33,9 @@ _SOURCE = re.compile(rf"^(?P<nids>[^/]+):/(?P<fsname>{FSNAME_CHARS})(?P<subdir>(
 
 
 MGS_NIDS_FILE = "mgs-nids"
+LAYOUT_XATTR = "user.lustre-csi-stand-in.lov"
+DEFAULT_STRIPE_SIZE = 1 << 20  # Lustre's file-system default (lfs-setstripe(1))
+_MIN_STRIPE_SIZE = 64 << 10
 _PER_MOUNT_FLAGS = ("ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
 
 
@@ -104,6 +112,9 @@ class LocalLustreCommands:
             "project": self._lfs_project,
             "setquota": self._lfs_setquota,
             "quota": self._lfs_quota,
+            "setstripe": self._lfs_setstripe,
+            "getstripe": self._lfs_getstripe,
+            "pool_list": self._lfs_pool_list,
         }
         handler = handlers.get(command)
         if handler is None:
@@ -210,6 +221,64 @@ class LocalLustreCommands:
                 inode_limits=(record.get("soft_inodes", 0), record.get("hard_inodes", 0)),
             ),
         )
+
+    def _lfs_setstripe(self, args: tuple[str, ...]) -> CommandResult:
+        """A directory's default layout: plain (-c/-S/-p) or one component per -E."""
+        directory = args[-1]
+        fsname, _ = self._locate(directory)
+        components: list[dict] = []
+        current: dict = {}
+        options = list(args[2:-1])
+        while options:
+            flag = options.pop(0)
+            if flag not in ("-E", "-c", "-S", "-p") or not options:
+                return _fail(args, 22, f"lfs setstripe: option '{flag}' is not supported by "
+                                       "the local stand-in")
+            value = options.pop(0)
+            if flag == "-E":
+                current = {"end": None if value in ("-1", "eof") else _bytes(value)}
+                components.append(current)
+            elif flag == "-c":
+                current["stripe_count"] = int(value)
+            elif flag == "-S":
+                size = _bytes(value)
+                if size % _MIN_STRIPE_SIZE:
+                    return _fail(args, 22, f"lfs setstripe: invalid stripe size '{value}'")
+                current["stripe_size"] = size
+            else:
+                pools = (self._server_sets.ledger(fsname) or {}).get("pools", {})
+                if value not in pools:
+                    return _fail(args, 22, f"pool '{fsname}.{value}' does not exist")
+                current["pool"] = value
+        layout = {"components": components} if components else current
+        os.setxattr(directory, LAYOUT_XATTR, json.dumps(layout).encode())
+        return _ok(args, "")
+
+    def _lfs_getstripe(self, args: tuple[str, ...]) -> CommandResult:
+        if args[2:-1] != ("-d",):
+            return _fail(args, 22, "lfs getstripe: only -d DIRECTORY is in the local stand-in")
+        directory = args[-1]
+        self._locate(directory)
+        try:
+            layout = json.loads(os.getxattr(directory, LAYOUT_XATTR))
+        except OSError:
+            layout = None
+        return _ok(args, getstripe_directory_report(layout))
+
+    def _lfs_pool_list(self, args: tuple[str, ...]) -> CommandResult:
+        target = args[-1]
+        if target.startswith("/"):
+            fsname, _ = self._locate(target)
+            pools = (self._server_sets.ledger(fsname) or {}).get("pools", {})
+            lines = [f"Pools from {fsname}:", *(f"{fsname}.{pool}" for pool in sorted(pools))]
+            return _ok(args, "\n".join(lines) + "\n")
+        fsname, _, pool = target.partition(".")
+        members = (self._server_sets.ledger(fsname) or {}).get("pools", {}).get(pool)
+        if members is None:
+            return _fail(args, 2, f"cannot open {target}: No such file or directory")
+        osts = [f"{fsname}-OST{index:04x}_UUID" for index in members]
+        lines = [f"Pool: {fsname}.{pool}", *osts]
+        return _ok(args, "\n".join(lines) + "\n")
 
     # -- lctl -----------------------------------------------------------------------------------
     def _lctl(self, args: tuple[str, ...]) -> CommandResult:
@@ -321,6 +390,58 @@ def _kib(text: str) -> int:
     if text and text[-1] in units:
         return int(text[:-1]) * units[text[-1]]
     return int(text)
+
+
+def _bytes(text: str) -> int:
+    """An lfs size: bytes, or binary units with a k/m/g/t/p suffix; lfs takes a number below
+    4096 as KiB (lfs-setstripe(1), for -S and -E alike)."""
+    size = _kib(text) * 1024 if text[-1:].lower() in ("k", "m", "g", "t", "p") else int(text)
+    return size * 1024 if size < 4096 else size
+
+
+def getstripe_directory_report(layout: dict | None) -> str:
+    """`lfs getstripe -d <directory>` as Lustre 2.17 prints it (lov_dump_user_lmm_header and
+    lov_dump_comp_v1 in liblustreapi.c): a plain layout on one line, fields separated by
+    one space; a progressive one as `lcm_*`, then per component `lcme_*` lines and its
+    fields on one line, each preceded by the six-space indent. No layout: the file system's
+    default (count 1, 1 MiB, pattern 0)."""
+    if layout is None:
+        return f"stripe_count:  1 stripe_size:   {DEFAULT_STRIPE_SIZE} pattern:       0 " \
+               "stripe_offset: -1\n\n"
+
+    def fields(part: dict, space: str) -> str:
+        shown = [
+            f"{space}stripe_count:  {part.get('stripe_count', 1)}",
+            f"{space}stripe_size:   {part.get('stripe_size', DEFAULT_STRIPE_SIZE)}",
+            f"{space}pattern:       raid0",
+            f"{space}stripe_offset: -1",
+        ]
+        if part.get("pool"):
+            shown.append(f"{space}pool:          {part['pool']}")
+        return " ".join(shown) + "\n\n"
+
+    components = layout.get("components")
+    if not components:
+        return fields(layout, "")
+    lines = [
+        "  lcm_layout_gen:    0",
+        "  lcm_mirror_count:  1",
+        f"  lcm_entry_count:   {len(components)}",
+    ]
+    text = "\n".join(lines) + "\n"
+    start = 0
+    for component in components:
+        end = component["end"]
+        text += (
+            "    lcme_id:             N/A\n"
+            "    lcme_mirror_id:      N/A\n"
+            "    lcme_flags:          0\n"
+            f"    lcme_extent.e_start: {start}\n"
+            f"    lcme_extent.e_end:   {'EOF' if end is None else end}\n"
+        )
+        text += fields(component, "      ")
+        start = end if end is not None else start
+    return text
 
 
 def _tree_usage(top: Path) -> tuple[int, int]:

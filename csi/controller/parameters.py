@@ -2,6 +2,11 @@
 
 Every key is checked: an unknown key or a bad value is InvalidArgument naming the key, so a
 typo in a StorageClass shows up as a PVC Event instead of a silently different volume.
+
+Three groups of keys: the volume's own (`kind`, `fsname`), the server set's template (one
+table, csi.server_sets.TEMPLATE_FIELDS) and the mutable ones a VolumeAttributesClass may also
+give and ModifyVolume may change later: the default layout (csi.lustre.layout's table) and
+`inodeLimit`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from typing import Any
 
 from csi.errors import InvalidArgument
 from csi.lustre.fsname import validate_fsname
+from csi.lustre.layout import (
+    DEFAULT_LAYOUT,
+    LAYOUT_PARAMETERS,
+    LayoutParameters,
+    parse_layout,
+)
 from csi.quantity import format_quantity, parse_quantity
 from csi.server_sets import DEDICATED_TO, TEMPLATE_FIELDS, ServerSetTemplate, TemplateField
 from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
@@ -66,7 +77,20 @@ _TEMPLATE_KEYS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     field.parameter: (field.attribute, _parser(field)) for field in TEMPLATE_FIELDS
 }
 _OWN_KEYS = ("kind", "fsname")
-KNOWN_KEYS = (*_OWN_KEYS, *_TEMPLATE_KEYS)
+INODE_LIMIT = "inodeLimit"
+MAX_INODE_LIMIT = (1 << 63) - 1
+# What a VolumeAttributesClass may set and ModifyVolume may change.
+MUTABLE_KEYS = (*LAYOUT_PARAMETERS, INODE_LIMIT)
+KNOWN_KEYS = (*_OWN_KEYS, *_TEMPLATE_KEYS, *MUTABLE_KEYS)
+
+
+@dataclass(frozen=True)
+class MutableParameters:
+    """The mutable keys a request gave: a layout (only `given` keys count) and an inode limit."""
+
+    layout: LayoutParameters = DEFAULT_LAYOUT
+    given: frozenset[str] = frozenset()
+    inode_limit: int | None = None  # files and directories; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -74,12 +98,54 @@ class VolumeParameters:
     kind: VolumeKind
     fsname: str  # for the dedicated kind: derived from the volume name
     template: ServerSetTemplate
+    layout: LayoutParameters = DEFAULT_LAYOUT
+    inode_limit: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a repeated CreateVolume with the same name to be the same volume."""
         values = {f.name: getattr(self.template, f.name) for f in fields(self.template)}
         values.pop("extra")
-        return {"kind": self.kind, "fsname": self.fsname, "template": values}
+        found: dict[str, Any] = {"kind": self.kind, "fsname": self.fsname, "template": values}
+        # Only when given: records of volumes made before layouts existed still match.
+        if not self.layout.is_default:
+            found["layout"] = self.layout.to_attributes()
+        if self.inode_limit is not None:
+            found[INODE_LIMIT] = self.inode_limit
+        return found
+
+
+def _inode_limit(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_INODE_LIMIT:
+        raise InvalidArgument(
+            f"parameter {INODE_LIMIT}: {text!r} must be a whole number of files and "
+            f"directories from 0 (no limit) to {MAX_INODE_LIMIT}"
+        )
+    return int(text)
+
+
+def parse_mutable_parameters(parameters: Mapping[str, str]) -> MutableParameters:
+    """ModifyVolume's (and a VolumeAttributesClass's) parameters: only MUTABLE_KEYS.
+
+    A key fixed when the volume is made is refused with that reason, any other unknown key
+    with the list of the keys that may change."""
+    fixed = sorted(key for key in parameters if key in KNOWN_KEYS and key not in MUTABLE_KEYS)
+    if fixed:
+        raise InvalidArgument(
+            f"parameter(s) {', '.join(fixed)} cannot change after a volume is made; "
+            f"a VolumeAttributesClass may set {', '.join(MUTABLE_KEYS)}"
+        )
+    unknown = sorted(key for key in parameters if key not in MUTABLE_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown mutable parameter(s) {', '.join(unknown)}; a VolumeAttributesClass may "
+            f"set {', '.join(MUTABLE_KEYS)}"
+        )
+    limit = parameters.get(INODE_LIMIT)
+    return MutableParameters(
+        layout=parse_layout(parameters),
+        given=frozenset(key for key in parameters if key in LAYOUT_PARAMETERS),
+        inode_limit=None if limit is None else _inode_limit(limit),
+    )
 
 
 def dedicated_fsname(volume_name: str) -> str:
@@ -99,7 +165,10 @@ def parse_volume_parameters(
     volume_name: str,
     default_fsname: str,
     defaults: ServerSetTemplate = ServerSetTemplate(),  # noqa: B008 - frozen, shared safely
+    mutable_parameters: Mapping[str, str] | None = None,
 ) -> VolumeParameters:
+    """`parameters` from the StorageClass; `mutable_parameters` from the claim's
+    VolumeAttributesClass, whose keys win over the StorageClass's for the same setting."""
     unknown = sorted(
         key for key in parameters if key not in KNOWN_KEYS and not key.startswith(SIDECAR_PREFIX)
     )
@@ -135,4 +204,16 @@ def parse_volume_parameters(
         raise InvalidArgument(
             f"parameter minOsts ({template.min_osts}) is above maxOsts ({template.max_osts})"
         )
-    return VolumeParameters(kind=kind, fsname=fsname, template=template)
+    mutable = parse_mutable_parameters(
+        {key: parameters[key] for key in MUTABLE_KEYS if key in parameters}
+    )
+    if mutable_parameters:
+        chosen = parse_mutable_parameters(mutable_parameters)
+        mutable = MutableParameters(
+            layout=mutable.layout.changed_by(chosen.layout, set(chosen.given)),
+            inode_limit=mutable.inode_limit if chosen.inode_limit is None else chosen.inode_limit,
+        )
+    return VolumeParameters(
+        kind=kind, fsname=fsname, template=template, layout=mutable.layout,
+        inode_limit=mutable.inode_limit,
+    )

@@ -48,6 +48,7 @@ from typing import Any
 from csi.errors import DriverError, InProgress
 from csi.host.atomicfile import read_json, write_json_atomic
 from csi.lustre.client import MAX_PROJECT_ID
+from csi.lustre.layout import LAYOUT_PARAMETERS, parse_layout
 from csi.volume_id import parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ class VolumeRecord:
     directory: str = ""
     # While deleting: where the directory was moved to (`.lustre-csi/trash/...`).
     trash: str = ""
+    # The directory's default layout now, in parameter form (csi.lustre.layout; {}: the file
+    # system's default), and the project's inode limit (0: none). ModifyVolume changes both;
+    # `parameters` keeps what CreateVolume was asked.
+    layout: dict[str, str] = field(default_factory=dict)
+    inode_limit: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,7 +171,23 @@ def parse_record(document: Any, *, fsname: str, subdir: str) -> VolumeRecord:
     trash = document.get("trash", "")
     if trash not in ("", trash_for(directory)):
         raise InvalidRecord(f"trash {trash!r} is not {trash_for(directory)!r}")
+    _check_layout_fields(document.get("layout", {}), document.get("inode_limit", 0))
     return VolumeRecord.from_json(document)
+
+
+def _check_layout_fields(layout: Any, inode_limit: Any) -> None:
+    """A record's layout must be one the driver could have set: it is applied again as read."""
+    if not isinstance(layout, dict) or any(
+        key not in LAYOUT_PARAMETERS or not isinstance(value, str)
+        for key, value in layout.items()
+    ):
+        raise InvalidRecord(f"layout {layout!r} is not a layout in parameter form")
+    try:
+        parse_layout(layout)
+    except DriverError as exc:
+        raise InvalidRecord(f"layout: {exc}") from None
+    if not isinstance(inode_limit, int) or isinstance(inode_limit, bool) or inode_limit < 0:
+        raise InvalidRecord(f"inode_limit {inode_limit!r} is not a whole number >= 0")
 
 
 def read_record(

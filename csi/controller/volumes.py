@@ -35,7 +35,7 @@ from csi.controller.deletion import VolumeDeletion
 from csi.controller.directories import make_directory
 from csi.controller.file_systems import FileSystemAccess
 from csi.controller.mounts import ControllerMounts
-from csi.controller.parameters import VolumeParameters
+from csi.controller.parameters import MutableParameters, VolumeParameters
 from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory
 from csi.controller.removal import RemovalQueue
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
@@ -51,6 +51,7 @@ from csi.errors import (
 from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
+from csi.lustre.layout import ALL_OSTS, LayoutParameters, check_layout_fits, parse_layout
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
@@ -133,6 +134,9 @@ class VolumeService:
                 record = existing
                 self._reserve(record, already_counted=True, mountpoint=mountpoint)
             else:
+                # Before anything is reserved or written: a layout this file system cannot
+                # give is the request's mistake and leaves nothing behind.
+                self._check_layout(params.layout, params.fsname, mountpoint)
                 record = self._new_record(name, volume_id, size, params, mountpoint)
             self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
@@ -160,6 +164,8 @@ class VolumeService:
             project_id=0,  # none claimed yet; only the size counts while room is made
             parameters=params.fingerprint(),
             directory=new_directory(subdir),
+            layout=params.layout.to_attributes(),
+            inode_limit=params.inode_limit or 0,
         )
         self._reserve(provisional, already_counted=False, mountpoint=mountpoint)
         try:
@@ -215,8 +221,26 @@ class VolumeService:
             f"mkdir {record.directory} on {record.fsname}",
             lambda: make_directory(mountpoint, record, made_before=made_before),
         )
+        layout = parse_layout(record.layout)
+        if not layout.is_default:
+            self._lustre.set_default_layout(str(directory), layout)
         self._lustre.assign_project(str(directory), record.project_id)
         self._lustre.set_project_quota(str(mountpoint), record.project_id, record.capacity_bytes)
+        if record.inode_limit:
+            self._lustre.set_project_inode_limit(
+                str(mountpoint), record.project_id, record.inode_limit
+            )
+
+    def _check_layout(self, layout: LayoutParameters, fsname: str, mountpoint: Path) -> None:
+        """InvalidArgument unless the file system has the pool and the OSTs `layout` names.
+
+        Asks Lustre only when the layout names a pool or a count above one, so a volume with
+        the default layout costs no extra command."""
+        if layout.pool is None and all(c in (1, ALL_OSTS) for c in layout.stripe_counts()):
+            return
+        pools = self._lustre.pools(str(mountpoint), fsname) if layout.pool is not None else {}
+        osts = len(self._lustre.df(str(mountpoint)).active_osts)
+        check_layout_fits(layout, fsname=fsname, ost_count=osts, pools=pools)
 
     @staticmethod
     def _check_compatible(
@@ -310,6 +334,37 @@ class VolumeService:
                 raise
             log.info("expanded volume %s to %d bytes", volume_id, size)
             return replace(volume, record=grown)
+
+    # -- modify -------------------------------------------------------------------------------
+    def modify(self, volume_id: str, changes: MutableParameters) -> LocatedVolume:
+        """Give the volume's directory a new default layout and the project a new inode limit.
+
+        Only new files take the layout: Lustre keeps every existing file's layout (`lfs
+        migrate` restripes one). The effects come first, then the record, so a failure
+        leaves the old record and a retry sets the same values again."""
+        with self._inflight.claim(f"id:{volume_id}"):
+            volume = self.get(volume_id)
+            record, mountpoint = volume.record, volume.mountpoint
+            current = parse_layout(record.layout)
+            layout = current.changed_by(changes.layout, set(changes.given))
+            inode_limit = record.inode_limit if changes.inode_limit is None else changes.inode_limit
+            if layout == current and inode_limit == record.inode_limit:
+                return volume
+            if layout != current:
+                self._check_layout(layout, record.fsname, mountpoint)
+                self._lustre.set_default_layout(str(mountpoint / record.directory), layout)
+            if inode_limit != record.inode_limit:
+                self._lustre.set_project_inode_limit(
+                    str(mountpoint), record.project_id, inode_limit
+                )
+            modified = replace(record, layout=layout.to_attributes(), inode_limit=inode_limit)
+            self._fs.write(mountpoint, modified)
+            log.info(
+                "modified volume %s: default layout %s, inode limit %s; files that exist "
+                "keep their layout", volume_id, modified.layout or "of the file system",
+                inode_limit or "none",
+            )
+            return replace(volume, record=modified)
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self, params: VolumeParameters) -> Capacity:

@@ -16,6 +16,12 @@ from csi.errors import InvalidArgument
 from csi.host.command import DEFAULT_TIMEOUT_S, CommandRunner
 from csi.lustre.df import LfsDf, parse_lfs_df
 from csi.lustre.fsname import FSNAME
+from csi.lustre.layout import (
+    LayoutParameters,
+    parse_getstripe_directory,
+    parse_pool_list,
+    parse_pool_members,
+)
 from csi.lustre.mount_options import validate_mount_options
 from csi.lustre.parsers import (
     LustreHealth,
@@ -183,6 +189,48 @@ def build_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
     return ["lfs", "quota", "-p", str(project_id), mountpoint]
 
 
+def build_set_inode_limit_argv(mountpoint: str, project_id: int, hard_limit: int) -> list[str]:
+    # Only the inode limits are given, so lfs keeps the block limits (the capacity) as they
+    # are; the soft limit is 0 ("none") for the same reason as the block one.
+    return ["lfs", "setquota", "-p", str(project_id), "-i", "0", "-I", str(hard_limit), mountpoint]
+
+
+def build_setstripe_argv(directory: str, layout: LayoutParameters) -> list[str]:
+    """`lfs setstripe` making `layout` the default layout of `directory` (lfs-setstripe(1)).
+
+    It replaces the whole default layout the directory had. Sizes and extent ends are bytes
+    (all multiples of 64 KiB, so never below lfs's 4096 "assume KiB" cut); a progressive
+    layout is one `-E <end>` per extent (`eof` for the last) followed by that extent's
+    options, and the stripe size and pool are repeated on every extent so none inherits
+    another's by accident.
+    """
+    def options(stripe_count: int | None) -> list[str]:
+        argv = [] if stripe_count is None else ["-c", str(stripe_count)]
+        if layout.stripe_size is not None:
+            argv += ["-S", str(layout.stripe_size)]
+        if layout.pool is not None:
+            argv += ["-p", layout.pool]
+        return argv
+
+    if not layout.extents:
+        return ["lfs", "setstripe", *options(layout.stripe_count), directory]
+    argv = ["lfs", "setstripe"]
+    for extent in layout.extents:
+        argv += ["-E", "eof" if extent.end is None else str(extent.end)]
+        argv += options(extent.stripe_count)
+    return [*argv, directory]
+
+
+def build_getstripe_directory_argv(directory: str) -> list[str]:
+    # -d: the directory's own default layout, not a listing of every file in it.
+    return ["lfs", "getstripe", "-d", directory]
+
+
+def build_pool_list_argv(target: str) -> list[str]:
+    """`lfs pool_list <mountpoint>` lists the pools; `lfs pool_list FS.POOL` a pool's OSTs."""
+    return ["lfs", "pool_list", target]
+
+
 def build_df_argv(mountpoint: str, *, inodes: bool = False) -> list[str]:
     # -v lists OSTs an administrator deactivated as "inactive device" rows instead of hiding
     # them, so the provisioner sees every OST it owns; without -v they vanish from the list.
@@ -255,6 +303,44 @@ class LustreClient:
                 f"{' '.join(argv)}: reported project {quota.project_id}, not {project_id}"
             )
         return quota
+
+    def set_project_inode_limit(
+        self, mountpoint: str | os.PathLike[str], project_id: int, hard_limit: int
+    ) -> None:
+        """Cap project `project_id` at `hard_limit` files and directories (0: no limit)."""
+        if not isinstance(hard_limit, int) or isinstance(hard_limit, bool) or hard_limit < 0:
+            raise InvalidArgument(f"inode limit {hard_limit!r} must be a whole number >= 0")
+        self._run(
+            build_set_inode_limit_argv(
+                _validate_path("mount point", mountpoint), validate_project_id(project_id),
+                hard_limit,
+            )
+        )
+
+    def set_default_layout(
+        self, directory: str | os.PathLike[str], layout: LayoutParameters
+    ) -> None:
+        """Make `layout` the layout new files in `directory` get (files there keep theirs)."""
+        if layout.is_default:
+            raise InvalidArgument("set_default_layout: the layout sets nothing")
+        self._run(build_setstripe_argv(_validate_path("directory", directory), layout))
+
+    def default_layout(self, directory: str | os.PathLike[str]) -> LayoutParameters:
+        """The default layout of `directory`, as `lfs getstripe -d` reports it."""
+        argv = build_getstripe_directory_argv(_validate_path("directory", directory))
+        return self._parse(argv, parse_getstripe_directory)
+
+    def pools(self, mountpoint: str | os.PathLike[str], fsname: str) -> dict[str, int]:
+        """Each OST pool of the file system mounted at `mountpoint`, with its OST count."""
+        if not FSNAME.fullmatch(fsname):
+            raise InvalidArgument(f"file system name {fsname!r} is not valid")
+        argv = build_pool_list_argv(_validate_path("mount point", mountpoint))
+        names = self._parse(argv, lambda text: parse_pool_list(text, fsname))
+        return {pool: len(self._pool_members(fsname, pool)) for pool in names}
+
+    def _pool_members(self, fsname: str, pool: str) -> list[str]:
+        argv = build_pool_list_argv(f"{fsname}.{pool}")
+        return self._parse(argv, lambda text: parse_pool_members(text, fsname, pool))
 
     def df(self, mountpoint: str | os.PathLike[str]) -> LfsDf:
         """Space per MDT/OST and in total, in bytes."""

@@ -1,0 +1,141 @@
+"""Volume layouts end to end in one controller: CreateVolume sets the directory's default layout
+and records it, a layout the file system cannot give leaves nothing behind, ModifyVolume
+changes the layout for new files and the inode limit.
+
+Real (private) mounts of the embedded local server set, as `serve --mode controller` makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from csi.controller.parameters import parse_mutable_parameters
+from csi.controller.servicer import volume_context
+from csi.controller.sizes import CapacityRange
+from csi.errors import InvalidArgument, NotFound
+from csi.host.atomicfile import write_json_atomic
+from csi.lustre.layout import LayoutParameters, parse_layout
+from tests.integration.test_controller_data_safety import GiB, Replica
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Replica]:
+    replica = Replica(tmp_path, "a")
+    yield replica
+    replica.unmount_all()
+
+
+def _directory(controller: Replica, volume_id: str) -> Path:
+    record = controller.volumes.get(volume_id).record
+    return controller.root(record.fsname) / record.directory
+
+
+def test_create_sets_records_and_reports_the_default_layout(controller: Replica) -> None:
+    volume_id = controller.create("striped", minOsts="2", stripeCount="2", stripeSize="4Mi")
+    layout = controller.lustre.default_layout(_directory(controller, volume_id))
+    assert (layout.stripe_count, layout.stripe_size) == (2, 4 * MiB)
+    record = controller.volumes.get(volume_id).record
+    assert record.layout == {"stripeCount": "2", "stripeSize": "4Mi"}
+    context = volume_context(record, ("0@lo",))
+    assert (context["stripeCount"], context["stripeSize"]) == ("2", "4Mi")
+    # A retry with the same parameters is the same volume; other layouts are another volume.
+    assert controller.create("striped", minOsts="2", stripeCount="2", stripeSize="4Mi") == volume_id
+
+
+def test_a_volume_without_layout_parameters_keeps_the_file_system_default(
+    controller: Replica,
+) -> None:
+    volume_id = controller.create("plain")
+    assert controller.volumes.get(volume_id).record.layout == {}
+    default = controller.lustre.default_layout(_directory(controller, volume_id))
+    assert (default.stripe_count, default.stripe_size, default.pool) == (1, MiB, None)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"stripeCount": "3"}, r"stripeCount: stripe count 3 is above the 2 OST\(s\) of file"),
+        ({"progressiveLayout": "4Mi:1,eof:5"}, r"progressiveLayout: stripe count 5 is above"),
+        ({"ostPool": "flash"}, r"ostPool: 'flash' is not an OST pool of file system 'safe'"),
+    ],
+)
+def test_a_layout_the_file_system_cannot_give_is_refused_and_leaves_nothing(
+    controller: Replica, parameters: dict[str, str], message: str
+) -> None:
+    controller.create("neighbour", minOsts="2")
+    with pytest.raises(InvalidArgument, match=message):
+        controller.create("refused", minOsts="2", **parameters)
+    assert [r.name for r in controller.volumes.catalog] == ["neighbour"]
+    assert not list((controller.root("safe") / "csi-volumes").glob("refused-*"))
+    # Nothing was reserved or claimed for it: the name makes a volume once the layout fits.
+    assert controller.create("refused", minOsts="2", stripeCount="2")
+
+
+def test_a_layout_may_name_a_pool_of_the_file_system(controller: Replica) -> None:
+    controller.create("first", minOsts="2")
+    ledger = controller.sets.ledger("safe")
+    assert ledger is not None
+    ledger_path = controller.root("safe").parent / "server-set.json"
+    write_json_atomic(ledger_path, {**ledger, "pools": {"flash": [1]}})
+    with pytest.raises(InvalidArgument, match=r"above the 1 OST\(s\) of pool 'flash'"):
+        controller.create("fast", minOsts="2", ostPool="flash", stripeCount="2")
+    volume_id = controller.create("fast", minOsts="2", ostPool="flash", stripeCount="-1")
+    assert controller.lustre.default_layout(_directory(controller, volume_id)).pool == "flash"
+
+
+def test_modify_changes_the_layout_for_new_files_and_the_inode_limit(controller: Replica) -> None:
+    volume_id = controller.create("growing", minOsts="2", stripeCount="1")
+    changes = parse_mutable_parameters(
+        {"progressiveLayout": "64Mi:1,eof:-1", "stripeSize": "1Mi", "inodeLimit": "5000"}
+    )
+    modified = controller.volumes.modify(volume_id, changes).record
+    expected = parse_layout({"progressiveLayout": "64Mi:1,eof:-1", "stripeSize": "1Mi"})
+    assert controller.lustre.default_layout(_directory(controller, volume_id)) == expected
+    assert modified.layout == expected.to_attributes()
+    mountpoint = controller.volumes.get(volume_id).mountpoint
+    quota = controller.lustre.project_quota(mountpoint, modified.project_id)
+    assert quota.inode_hard_limit == 5000
+    assert quota.block_hard_limit_bytes == GiB  # the capacity is untouched
+    # The change is in the record: another controller sees it, and CreateVolume's own
+    # parameters (what a retry must match) are what they were.
+    fresh = Replica(controller.state_dir, "b")
+    try:
+        record = fresh.volumes.get(volume_id).record
+        assert (record.layout, record.inode_limit) == (modified.layout, 5000)
+        assert fresh.create("growing", minOsts="2", stripeCount="1") == volume_id
+    finally:
+        fresh.unmount_all()
+
+
+def test_modify_that_does_not_fit_changes_nothing(controller: Replica) -> None:
+    volume_id = controller.create("steady", minOsts="2", stripeCount="2")
+    with pytest.raises(InvalidArgument, match=r"stripeCount: stripe count 4 is above"):
+        controller.volumes.modify(volume_id, parse_mutable_parameters({"stripeCount": "4"}))
+    assert controller.volumes.get(volume_id).record.layout == {"stripeCount": "2"}
+    layout = controller.lustre.default_layout(_directory(controller, volume_id))
+    assert layout.stripe_count == 2
+
+
+def test_modify_of_an_unknown_volume_is_not_found(controller: Replica) -> None:
+    controller.create("known")
+    with pytest.raises(NotFound):
+        controller.volumes.modify(
+            "v1:shared:safe:unknown", parse_mutable_parameters({"stripeCount": "1"})
+        )
+
+
+def test_repeating_a_modify_is_a_no_op(controller: Replica) -> None:
+    volume_id = controller.create("twice", minOsts="2")
+    changes = parse_mutable_parameters({"stripeCount": "-1"})
+    first = controller.volumes.modify(volume_id, changes).record
+    second = controller.volumes.modify(volume_id, changes).record
+    assert first == second
+    assert parse_layout(second.layout) == LayoutParameters(stripe_count=-1)
+    # Growing the volume keeps the layout it was given.
+    assert controller.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
+    assert controller.volumes.get(volume_id).record.layout == {"stripeCount": "-1"}
