@@ -5,7 +5,11 @@ from __future__ import annotations
 from google.protobuf import wrappers_pb2
 
 from csi.capabilities import capability_problem, check_capabilities
-from csi.controller.parameters import parse_volume_parameters
+from csi.controller.parameters import (
+    INODE_LIMIT,
+    parse_mutable_parameters,
+    parse_volume_parameters,
+)
 from csi.controller.records import VolumeRecord
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
@@ -22,18 +26,24 @@ CONTROLLER_CAPABILITIES = (
     Capability.EXPAND_VOLUME,
     Capability.GET_VOLUME,
     Capability.VOLUME_CONDITION,
+    Capability.MODIFY_VOLUME,
 )
 MAX_PAGE = 1000
 
 
 def volume_context(record: VolumeRecord, mgs_nids: tuple[str, ...]) -> dict[str, str]:
-    """Everything the node plugin needs to mount the volume, so it can stay stateless."""
-    return {
+    """Everything the node plugin needs to mount the volume, so it can stay stateless, and
+    the directory's default layout and inode limit when they are not the file system's."""
+    context = {
         "fsname": record.fsname,
         "mgsNids": ":".join(mgs_nids),
         "subdir": record.directory,  # the path below the file-system root
         "kind": record.kind,
+        **record.layout,
     }
+    if record.inode_limit:
+        context[INODE_LIMIT] = str(record.inode_limit)
+    return context
 
 
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):
@@ -58,7 +68,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
                 "volume_content_source: snapshots and clones are not supported by lustre-csi"
             )
         params = parse_volume_parameters(
-            request.parameters, volume_name=request.name, default_fsname=self._default_fsname
+            request.parameters, volume_name=request.name, default_fsname=self._default_fsname,
+            mutable_parameters=request.mutable_parameters,
         )
         volume = self._volumes.create(request.name, _capacity_range(request), params)
         return csi_pb2.CreateVolumeResponse(volume=self._volume(volume.record, volume.endpoint))
@@ -152,6 +163,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=False
         )
+
+    def ControllerModifyVolume(self, request, context):
+        check_volume_id_field(request.volume_id)
+        changes = parse_mutable_parameters(request.mutable_parameters)
+        # A layout is a directory default: files written before keep theirs (the log and
+        # ControllerGetVolume's volume_context say what the directory gives new files now).
+        self._volumes.modify(request.volume_id, changes)
+        return csi_pb2.ControllerModifyVolumeResponse()
 
     def ControllerGetCapabilities(self, request, context):
         return csi_pb2.ControllerGetCapabilitiesResponse(

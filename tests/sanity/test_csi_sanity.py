@@ -17,6 +17,7 @@ from tests.support.driver import REPO, DriverProcess
 
 CSI_SANITY = REPO / ".cache" / "bin" / "csi-sanity"
 PARAMS = Path(__file__).with_name("params.yaml")
+MUTABLE_PARAMS = Path(__file__).with_name("mutable-params.yaml")  # a VolumeAttributesClass's
 EXPECTED_SKIPS = Path(__file__).with_name("expected-skips.txt")
 
 
@@ -48,6 +49,7 @@ def test_csi_sanity_passes_with_only_documented_skips(tmp_path: Path) -> None:
                 f"--csi.mountdir={mount_dir}",
                 f"--csi.stagingdir={staging_dir}",
                 f"--csi.testvolumeparameters={PARAMS}",
+                f"--csi.testvolumemutableparameters={MUTABLE_PARAMS}",
                 "--csi.testvolumesize=10737418240",
                 "--csi.testvolumeexpandsize=21474836480",
                 f"--ginkgo.junit-report={report}",
