@@ -6,7 +6,8 @@ status, answering `InProgress` (retryable) until the leader's reconciler has mad
 
 Where a growth request is recorded: `spec.ostCount`, the desired number of OSTs. It is the
 durable, level-based form of "make room for N bytes": `ensure_capacity` computes the OST count
-the reservation needs (`provisioner.growth.plan_growth`, against every OST already planned,
+the reservation (or the use measured in status.capacity, when larger) needs
+(`provisioner.growth.plan_growth`, against every OST already planned,
 so a repeated request adds nothing), raises `spec.ostCount` to it (never lowers it) with
 optimistic concurrency, and answers InProgress until enough OSTs are `Active` in status. A
 provisioner restart loses nothing: the request is in the spec, the plan in the status.
@@ -56,7 +57,7 @@ class KubeVirtServerSets:
 
     # -- ServerSetProvider -------------------------------------------------------------------
     def file_system(self, fsname: str) -> FileSystemEndpoint:
-        return _endpoint_of(self._require(fsname))
+        return endpoint_of(self._require(fsname))
 
     def ensure_file_system(self, fsname: str, template: ServerSetTemplate) -> FileSystemEndpoint:
         validate_fsname(fsname)
@@ -64,7 +65,7 @@ class KubeVirtServerSets:
         if lfs is None:
             lfs = self._create(fsname, template)
         check_dedication(fsname, _dedicated_to(lfs), template)
-        return _endpoint_of(lfs)
+        return endpoint_of(lfs)
 
     def ensure_capacity(self, fsname: str, required_bytes: int) -> FileSystemCapacity:
         for _ in range(_PATCH_ATTEMPTS):
@@ -77,11 +78,12 @@ class KubeVirtServerSets:
             desired = max(spec.ost_count, len(planned))
             # OSTs desired but not yet planned will get today's ostSize.
             desired_total = planned_total + (desired - len(planned)) * spec.ost_size_bytes
+            used = int((status.get("capacity") or {}).get("usedBytes") or 0)
             plan = plan_growth(
                 fsname=fsname, required_bytes=required_bytes,
                 current_total_bytes=desired_total, current_osts=desired,
                 ost_size_bytes=spec.ost_size_bytes, threshold=spec.growth_threshold,
-                max_osts=spec.max_osts, max_total_bytes=spec.max_size_bytes,
+                max_osts=spec.max_osts, max_total_bytes=spec.max_size_bytes, used_bytes=used,
             )
             if plan.add:
                 try:
@@ -94,12 +96,12 @@ class KubeVirtServerSets:
                 lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
                 lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
                 self._events.record(lfs, "Normal", "GrowthRequested", (
-                    f"{format_quantity(required_bytes)} of volumes need "
+                    f"{_what_needs_room(required_bytes, plan.sized_for)} need "
                     f"{format_quantity(plan.target_total_bytes)} at the "
                     f"{spec.growth_threshold:.0%} threshold: spec.ostCount {desired} -> "
                     f"{plan.target_osts}"))
             capacity = _capacity_of(lfs)
-            if required_bytes <= capacity.total_bytes * spec.growth_threshold:
+            if plan.sized_for <= capacity.total_bytes * spec.growth_threshold:
                 return capacity
             raise InProgress(
                 f"file system {fsname!r} is growing to hold {required_bytes} bytes of volumes: "
@@ -138,14 +140,6 @@ class KubeVirtServerSets:
                       if (i.get("spec") or {}).get("fsname"))
 
     # -- extras for the controller -----------------------------------------------------------
-    def report_usage(self, fsname: str, used_bytes: int, available_bytes: int) -> None:
-        """Record measured use (`lfs df`) in status.capacity, for `kubectl get` and growth."""
-        lfs = self._require(fsname)
-        self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {"status": {"capacity": {
-            "used": format_quantity(used_bytes), "usedBytes": used_bytes,
-            "available": format_quantity(available_bytes), "availableBytes": available_bytes,
-        }}}, subresource="status")
-
     def find(self, fsname: str) -> dict[str, Any] | None:
         """The LustreFileSystem whose spec.fsname is `fsname`, or None."""
         lfs = self._kube.get(LUSTRE_FILE_SYSTEMS, object_name(fsname))
@@ -189,6 +183,13 @@ class KubeVirtServerSets:
         return created
 
 
+def _what_needs_room(required_bytes: int, sized_for: int) -> str:
+    volumes = f"{format_quantity(required_bytes)} of volumes"
+    if sized_for > required_bytes:
+        return f"{format_quantity(sized_for)} measured in use ({volumes})"
+    return volumes
+
+
 def _typed(lfs: dict[str, Any]) -> dict[str, Any]:
     lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
     lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
@@ -224,7 +225,8 @@ def _check_usable(lfs: dict[str, Any]) -> None:
                                  f"{ready.get('message', 'see its status')}")
 
 
-def _endpoint_of(lfs: dict[str, Any]) -> FileSystemEndpoint:
+def endpoint_of(lfs: dict[str, Any]) -> FileSystemEndpoint:
+    """How to mount a Ready file system; InProgress (or FailedPrecondition) when it is not."""
     _check_usable(lfs)
     fsname = lfs["spec"]["fsname"]
     status = lfs.get("status") or {}

@@ -47,9 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from csi.metrics import ProvisionerMetrics
 from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.addresses import AddressClaimStore
+from provisioner.kubevirt.capacity import FileSystemUsage
 from provisioner.kubevirt.claims import claim_plan, release_claims
 from provisioner.kubevirt.events import EventRecorder, now_rfc3339
 from provisioner.kubevirt.fencing import Fencing
@@ -95,15 +97,25 @@ class ReconcilerConfig:
 
 
 class Reconciler:
+    """See the module docstring.
+
+    `usage`: the latest measured use of a LustreFileSystem by name (capacity.UsageMeter), or
+    None; `metrics`: where provisioning durations and growth steps are counted.
+    """
+
     def __init__(self, kube: Kube, config: ReconcilerConfig, events: EventRecorder,
                  monotonic: Callable[[], float] = time.monotonic,
-                 guard: LeadershipGuard | None = None) -> None:
+                 guard: LeadershipGuard | None = None,
+                 usage: Callable[[str], FileSystemUsage | None] | None = None,
+                 metrics: ProvisionerMetrics | None = None) -> None:
         self._kube = kube
         self._config = config
         self._events = events
         self._guard = guard
+        self._usage = usage or (lambda name: None)
+        self._metrics = metrics or ProvisionerMetrics()
         self._claims = AddressClaimStore(kube, config.claims_namespace)
-        self._fencing = Fencing(kube, config.namespace, events,
+        self._fencing = Fencing(kube, config.namespace, _CountedFencing(events, self._metrics),
                                 fence_after_seconds=config.fence_after_seconds,
                                 confirm=self._confirm, monotonic=monotonic)
 
@@ -168,6 +180,8 @@ class Reconciler:
                   + (" as a hotplugged disk" if o.hotplug else "") for o in added_osts]
         if parts:
             self._events.record(lfs, "Normal", "Planned", "allocated " + "; ".join(parts))
+        if added_osts and old.osts:
+            self._metrics.growth.inc(spec.fsname)
         updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
         updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
         return updated
@@ -247,11 +261,14 @@ class Reconciler:
                   for v in self._kube.list(VIRTUAL_MACHINE_INSTANCES, namespace, selector)[0]},
             conflicts=conflicts,
             fence_notes=fence_notes,
+            usage=self._usage(fs),
         )
         derived = derive_status(lfs, spec, layout, observed, now=now_rfc3339())
         for event in derived.events:
             self._events.record(lfs, event.type, event.reason, event.message)
         self._write_status(lfs, lfs.get("status") or {}, derived.status)
+        for duration in derived.durations:  # only once written: a conflict derives it again
+            self._metrics.provisioning_seconds.observe(duration.seconds, duration.operation)
         return requeue
 
     # -- step 7: deletion -------------------------------------------------------------------
@@ -346,6 +363,20 @@ class Reconciler:
             log.info("LustreFileSystem %s changed while reconciling; will look again",
                      lfs["metadata"]["name"])
             raise
+
+
+class _CountedFencing(EventRecorder):
+    """The Events fencing records, passed on to `inner`; each `Fenced` one is counted."""
+
+    def __init__(self, inner: EventRecorder, metrics: ProvisionerMetrics) -> None:
+        # Nothing of the base's own: every Event goes through `inner`.
+        self._inner = inner
+        self._metrics = metrics
+
+    def record(self, obj: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        self._inner.record(obj, event_type, reason, message)
+        if reason == "Fenced":
+            self._metrics.fencing.inc(str((obj.get("spec") or {}).get("fsname", "")))
 
 
 def _phase_while_planning(lfs: dict[str, Any]) -> str:

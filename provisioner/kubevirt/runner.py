@@ -29,10 +29,16 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from csi.lustre.client import LustreClient
+from csi.metrics import ProvisionerMetrics, RpcMetrics
+from csi.server_sets import FileSystemEndpoint
 from provisioner.kubevirt import manifests
-from provisioner.kubevirt.events import EventRecorder
+from provisioner.kubevirt.capacity import MountedUsage, UsageMeter, UsageReader
+from provisioner.kubevirt.events import EventRecorder, now_rfc3339
 from provisioner.kubevirt.kube import (
     LUSTRE_FILE_SYSTEMS,
     VIRTUAL_MACHINE_INSTANCES,
@@ -71,6 +77,7 @@ class RunnerConfig:
     fence_after_seconds: float = 300.0
     deletion_retry_seconds: float = 10.0
     watch_timeout_seconds: int = 30
+    usage_interval_seconds: float = 60.0  # lfs df of every Ready file system, this often
 
 
 class WorkQueue:
@@ -146,9 +153,15 @@ class WorkQueue:
 
 
 class ProvisionerRunner:
-    def __init__(self, kube: Kube, config: RunnerConfig = RunnerConfig()) -> None:
+    """See the module docstring. `usage`: how file systems' use is measured (None: it is not,
+    until `attach_controller` gives the controller's Lustre client and mounts)."""
+
+    def __init__(self, kube: Kube, config: RunnerConfig = RunnerConfig(), *,
+                 usage: UsageReader | None = None) -> None:
         self._kube = kube
         self.config = config
+        self.metrics = ProvisionerMetrics()
+        self._meter = UsageMeter(usage, self.metrics) if usage is not None else None
         self.identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
         self.server_namespace = config.server_namespace or config.namespace
         self._events = EventRecorder(kube, self.identity)
@@ -173,10 +186,19 @@ class ProvisionerRunner:
     def _term_reconciler(self, stop: threading.Event) -> Reconciler:
         """A reconciler that may act only during the term `stop` ends."""
         guard = SessionGuard(self._elector, stop)
+        meter = self._meter
         return Reconciler(LeaderOnlyKube(self._kube, guard), self._reconciler_config,
-                          self._events, guard=guard)
+                          self._events, guard=guard, metrics=self.metrics,
+                          usage=meter.latest if meter is not None else None)
 
     # -- public ------------------------------------------------------------------------------
+    def attach_controller(self, metrics: RpcMetrics, lustre: LustreClient,
+                          mountpoint: Callable[[FileSystemEndpoint], Path]) -> None:
+        """Measure use through the controller's Lustre client and its own mounts
+        (`ControllerMounts.mountpoint`), and serve our metrics on its /metrics. Before start."""
+        metrics.include(self.metrics)
+        self._meter = UsageMeter(MountedUsage(lustre, mountpoint, now_rfc3339), self.metrics)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._elect, name="lustre-provisioner-elector",
                                         daemon=True)
@@ -257,6 +279,8 @@ class ProvisionerRunner:
                              name="lustre-provisioner-worker", daemon=True),
             threading.Thread(target=self._resync, args=(stop,), name="lustre-provisioner-resync",
                              daemon=True),
+            *([threading.Thread(target=self._measure, args=(stop, self._meter), daemon=True,
+                                name="lustre-provisioner-usage")] if self._meter else []),
             *(threading.Thread(target=self._watch, args=(stop, *w), daemon=True,
                                name=f"lustre-provisioner-watch-{w[0].plural}") for w in watches),
         ]
@@ -308,6 +332,18 @@ class ProvisionerRunner:
                     self.queue.add(item["metadata"]["name"], background=True)
             except KubeError as error:
                 log.warning("resync list failed: %s", error)
+
+    def _measure(self, stop: threading.Event, meter: UsageMeter) -> None:
+        """lfs df of each Ready file system, then a reconcile writes it (capacity.py)."""
+        while not stop.is_set():
+            try:
+                for name in meter.measure_all(self._kube.list(LUSTRE_FILE_SYSTEMS)[0]):
+                    if stop.is_set():
+                        return
+                    self.queue.add(name)
+            except KubeError as error:
+                log.warning("listing file systems to measure failed: %s", error)
+            stop.wait(self.config.usage_interval_seconds)
 
     def _watch(self, stop: threading.Event, resource: Resource, namespace: str | None,
                label: str | None) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
+from provisioner.kubevirt.capacity import FileSystemUsage
 from provisioner.kubevirt.layout import MDS, Layout, ServerRecord, layout_status
 from provisioner.kubevirt.spec import FileSystemSpec
 
@@ -29,6 +31,7 @@ class Observed:
     vmis: dict[str, dict[str, Any]] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)  # addresses others hold the claim of
     fence_notes: list[str] = field(default_factory=list)
+    usage: FileSystemUsage | None = None  # the latest `lfs df`, when one was taken
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,18 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class Duration:
+    """How long one provisioning operation took ("create" or "grow"), for the histogram."""
+
+    operation: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class DerivedStatus:
     status: dict[str, Any]
     events: list[StatusEvent]
+    durations: list[Duration] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,8 @@ def derive_status(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
         attached = not ost.hotplug or _hotplug_ready(vmi, ost.label.lower())
         before = prev_osts.get(ost.index, {}).get("state", "")
         state = OST_STATES.next(bool(ready.get(ost.oss)) and attached, before)
-        osts_status.append({**row, "pvc": manifests.pvc_name(fs, ost.label), "state": state})
+        osts_status.append({**row, "pvc": manifests.pvc_name(fs, ost.label), "state": state,
+                            **_ost_usage(observed.usage, ost.index, prev_osts.get(ost.index))})
 
     active = [o for o in osts_status if o["state"] == "Active"]
     total = sum(int(o["sizeBytes"]) for o in active)
@@ -167,16 +180,76 @@ def derive_status(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
         "capacity": {**(previous.get("capacity") or {}),
                      "total": format_quantity(total), "totalBytes": total,
                      "planned": format_quantity(planned_total),
-                     "plannedBytes": planned_total},
+                     "plannedBytes": planned_total,
+                     **_measured(observed.usage)},
         "conditions": merge_conditions(previous.get("conditions") or [], conditions,
                                        generation, now=now),
     }
+    durations = []
+    if phase == "Ready" and previous.get("phase") != "Ready":
+        durations = _durations(lfs, previous, now)
+    if phase == "Ready" or previous.get("firstReadyTime"):
+        status["firstReadyTime"] = previous.get("firstReadyTime") or now
     if previous.get("phase") != phase:
         events.append(StatusEvent(
             "Warning" if phase == "Degraded" else "Normal", f"Phase{phase}",
             f"phase {previous.get('phase') or 'none'} -> {phase}: "
             f"{conditions['Ready']['message']}"))
-    return DerivedStatus(status, events)
+    return DerivedStatus(status, events, durations)
+
+
+def _measured(usage: FileSystemUsage | None) -> dict[str, Any]:
+    """status.capacity's measured figures (kept from before when nothing new was measured)."""
+    if usage is None:
+        return {}
+    return {"used": format_quantity(usage.used_bytes), "usedBytes": usage.used_bytes,
+            "available": format_quantity(usage.available_bytes),
+            "availableBytes": usage.available_bytes,
+            "inodesUsed": usage.inodes_used, "inodesFree": usage.inodes_free,
+            "measuredAt": usage.measured_at}
+
+
+_OST_USAGE_KEYS = ("usedBytes", "availableBytes", "inodesUsed", "inodesFree")
+
+
+def _ost_usage(usage: FileSystemUsage | None, index: int,
+               previous: dict[str, Any] | None) -> dict[str, Any]:
+    """One OST row's measured figures: from this measurement, else as reported before."""
+    if usage is None:
+        before = previous or {}
+        return {key: before[key] for key in _OST_USAGE_KEYS if key in before}
+    ost = usage.ost(index)
+    if ost is None or not ost.active:
+        return {}  # not in lfs df yet, or inactive: no figures rather than stale ones
+    return {"usedBytes": ost.used_bytes, "availableBytes": ost.available_bytes,
+            "inodesUsed": ost.inodes_used, "inodesFree": ost.inodes_free}
+
+
+def _durations(lfs: dict[str, Any], previous: dict[str, Any], now: str) -> list[Duration]:
+    """Provisioning just finished: the first Ready (create) or the end of a growth (grow).
+
+    A create counts from the object's creation; a growth from when Progressing turned True.
+    Both come from the API server's records, so a leader change in between loses nothing.
+    A recovery (Degraded -> Ready) is neither.
+    """
+    if not previous.get("firstReadyTime"):
+        operation, since = "create", lfs["metadata"].get("creationTimestamp")
+    elif previous.get("phase") == "Growing":
+        progressing = find_condition(previous.get("conditions"), "Progressing")
+        operation, since = "grow", progressing.get("lastTransitionTime")
+    else:
+        return []
+    seconds = _seconds_between(since, now)
+    return [] if seconds is None else [Duration(operation, seconds)]
+
+
+def _seconds_between(start: str | None, end: str) -> float | None:
+    try:
+        began = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (ended - began).total_seconds())
 
 
 def find_condition(conditions: list[dict[str, Any]] | None, kind: str) -> dict[str, Any]:

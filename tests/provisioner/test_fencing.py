@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from csi.errors import InProgress
+from csi.metrics import ProvisionerMetrics
 from provisioner.kubevirt.events import EventRecorder
 from provisioner.kubevirt.fencing import OUT_OF_SERVICE_TAINT, NodeDownClock
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, NODES, PODS, KubeError
@@ -92,9 +93,10 @@ def _ready_file_system(env: KubeEnv, reconciler: Reconciler, fs: str) -> tuple[s
     return pod["metadata"]["name"], pod["spec"]["nodeName"]
 
 
-def _reconciler(env: KubeEnv, clock: FakeClock, fence_after: float) -> Reconciler:
+def _reconciler(env: KubeEnv, clock: FakeClock, fence_after: float,
+                metrics: ProvisionerMetrics | None = None) -> Reconciler:
     config = ReconcilerConfig(namespace=SERVER_NAMESPACE, fence_after_seconds=fence_after)
-    return Reconciler(env.sa, config, EventRecorder(env.sa), monotonic=clock)
+    return Reconciler(env.sa, config, EventRecorder(env.sa), monotonic=clock, metrics=metrics)
 
 
 def _reconcile(reconciler: Reconciler, fs: str) -> None:
@@ -154,7 +156,8 @@ def test_a_node_object_that_disappears_is_not_fenced_at_once(env: KubeEnv) -> No
 @pytest.mark.kube
 def test_the_out_of_service_taint_fences_at_once(env: KubeEnv) -> None:
     clock = FakeClock()
-    reconciler = _reconciler(env, clock, fence_after=300)
+    metrics = ProvisionerMetrics()
+    reconciler = _reconciler(env, clock, fence_after=300, metrics=metrics)
     pod, node = _ready_file_system(env, reconciler, "ftaint")
     env.standin.kill_node(node)
     env.admin.patch(NODES, node, {"spec": {"taints": [
@@ -162,6 +165,8 @@ def test_the_out_of_service_taint_fences_at_once(env: KubeEnv) -> None:
     _reconcile(reconciler, "ftaint")
     assert pod not in _launcher_pods(env, "ftaint")
     assert any(OUT_OF_SERVICE_TAINT in m for m in env.events("ftaint", "Fenced"))
+    fenced = len(env.events("ftaint", "Fenced"))  # one per launcher pod on the node
+    assert f'lustre_csi_fencing_total{{fsname="ftaint"}} {fenced}' in metrics.lines()
     # The VM comes back elsewhere with the same address.
     wait_for(lambda: (_reconcile(reconciler, "ftaint"), env.provider().file_system(
         "ftaint"))[1], 20, "ftaint Ready again")

@@ -52,3 +52,16 @@ def test_limits_do_not_refuse_a_request_that_needs_no_growth():
     # A file system already past its (lowered) limits still serves what fits.
     assert plan(required_bytes=TIB // 2, current_osts=4, current_total_bytes=4 * TIB,
                 max_osts=2).add == 0
+
+
+def test_measured_use_past_the_threshold_adds_osts_even_when_reservations_fit():
+    # 0.5 TiB reserved fits 1 TiB at 80%, but 0.9 TiB is in use (data outside quotas).
+    result = plan(required_bytes=TIB // 2, used_bytes=int(0.9 * TIB))
+    assert (result.add, result.target_osts, result.sized_for) == (1, 2, int(0.9 * TIB))
+
+
+def test_measured_use_past_the_limits_never_refuses_what_the_reservations_allow():
+    result = plan(required_bytes=TIB // 2, used_bytes=3 * TIB, max_osts=2)
+    assert (result.add, result.sized_for) == (0, TIB // 2)
+    with pytest.raises(CapacityExhausted, match="maxOsts is 2"):
+        plan(required_bytes=3 * TIB, used_bytes=3 * TIB, max_osts=2)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from provisioner.kubevirt.capacity import FileSystemUsage, OstUsage
 from provisioner.kubevirt.layout import Layout, extend_layout, read_layout
 from provisioner.kubevirt.spec import parse_spec
 from provisioner.kubevirt.status import Observed, derive_status
@@ -97,3 +99,65 @@ def test_conflicts_and_fence_notes_show_in_the_degraded_condition() -> None:
     assert degraded["Degraded"]["status"] == "True"
     assert "10.0.0.1 is claimed by other" in degraded["Degraded"]["message"]
     assert "oss0 fenced off node w1" in degraded["Degraded"]["message"]
+
+
+def _usage(*osts: OstUsage) -> FileSystemUsage:
+    return FileSystemUsage(used_bytes=3 << 20, available_bytes=5 << 30, inodes_used=40,
+                           inodes_free=900, osts=osts, measured_at=NOW)
+
+
+def test_measured_use_is_written_per_ost_and_in_total_and_kept_until_measured_again() -> None:
+    layout = _layout()
+    usage = _usage(OstUsage(0, True, 1 << 20, 2 << 30, 10, 400),
+                   OstUsage(1, True, 2 << 20, 3 << 30, 30, 500))
+    observed = replace(_all_up(layout), usage=usage)
+    status = derive_status(_lfs(), SPEC, layout, observed, now=NOW).status
+    capacity = status["capacity"]
+    assert (capacity["usedBytes"], capacity["used"], capacity["availableBytes"]) == (
+        3 << 20, "3Mi", 5 << 30)
+    assert (capacity["inodesUsed"], capacity["inodesFree"], capacity["measuredAt"]) == (
+        40, 900, NOW)
+    assert [(o["usedBytes"], o["inodesFree"]) for o in status["osts"]] == [
+        (1 << 20, 400), (2 << 20, 500)]
+    # A reconcile with no new measurement (another leader, a restart) keeps the figures.
+    again = derive_status(_lfs(status), SPEC, layout, _all_up(layout), now="later").status
+    assert again["capacity"]["usedBytes"] == 3 << 20
+    assert [o["usedBytes"] for o in again["osts"]] == [1 << 20, 2 << 20]
+
+
+def test_an_ost_inactive_in_lfs_df_shows_no_stale_figures() -> None:
+    layout = _layout()
+    measured = replace(_all_up(layout), usage=_usage(OstUsage(0, True, 1 << 20, 2 << 30, 1, 2),
+                                                     OstUsage(1, True, 7, 8, 9, 10)))
+    before = derive_status(_lfs(), SPEC, layout, measured, now=NOW).status
+    inactive = replace(measured, usage=_usage(OstUsage(0, True, 1 << 20, 2 << 30, 1, 2),
+                                              OstUsage(1, False)))
+    after = derive_status(_lfs(before), SPEC, layout, inactive, now="later").status
+    assert "usedBytes" not in after["osts"][1]
+    assert after["osts"][0]["usedBytes"] == 1 << 20
+
+
+def test_the_first_ready_counts_as_create_and_a_finished_growth_as_grow() -> None:
+    layout = _layout()
+    created = {"name": "scr", "generation": 3, "creationTimestamp": "2026-12-01T00:00:00Z"}
+    lfs = {"metadata": created, "status": {}}
+    first = derive_status(lfs, SPEC, layout, _all_up(layout), now="2026-12-01T00:05:00Z")
+    assert [(d.operation, d.seconds) for d in first.durations] == [("create", 300.0)]
+    assert first.status["firstReadyTime"] == "2026-12-01T00:05:00Z"
+    # Growth: spec.ostCount 2 -> 3; the new OST pending, then serving.
+    grown_spec = replace(SPEC, ost_count=3)
+    grown = extend_layout(layout, grown_spec, ())
+    new_oss = f"scr-{grown.osts[-1].oss}"
+    booting = replace(_all_up(grown), vms={**_all_up(grown).vms, new_oss: _vm(False)})
+    growing = derive_status({"metadata": created, "status": first.status}, grown_spec, grown,
+                            booting, now="2026-12-01T01:00:00Z")
+    assert growing.status["phase"] == "Growing" and not growing.durations
+    # The new OST's server comes up a minute later.
+    done = derive_status({"metadata": created, "status": growing.status}, grown_spec, grown,
+                         _all_up(grown), now="2026-12-01T01:01:00Z")
+    assert [(d.operation, d.seconds) for d in done.durations] == [("grow", 60.0)]
+    # Recovery from Degraded is neither.
+    degraded = {**done.status, "phase": "Degraded"}
+    recovered = derive_status({"metadata": created, "status": degraded}, grown_spec, grown,
+                              _all_up(grown), now="2026-12-01T02:00:00Z")
+    assert recovered.status["phase"] == "Ready" and not recovered.durations
