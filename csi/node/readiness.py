@@ -61,7 +61,12 @@ def check_client(runner: CommandRunner, *, require_network: bool) -> ClientReadi
 
 
 class ClientReadinessWatch:
-    """Checks until the client is ready, then sets `ready`; reports each change once."""
+    """Checks until the client is ready, then sets `ready`; reports each change once.
+
+    A report that fails (the API server away, a refused patch) is made again at the next
+    check, and the checks go on until the ready state has been reported: the startup taint
+    (taint.py) must not stay on a ready node because one call failed.
+    """
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class ClientReadinessWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="client-readiness", daemon=True)
         self.last: ClientReadiness | None = None
+        self._reported = report is None  # the last state reached the API server
 
     def start(self) -> None:
         """Check once now (so a ready node probes ready at once), then keep checking if not."""
@@ -94,7 +100,7 @@ class ClientReadinessWatch:
                 return
 
     def _step(self) -> bool:
-        """One check; reports a change; True once ready."""
+        """One check; reports a change (or a failed report again); True once ready and told."""
         state = self._check()
         if state != self.last:
             level = logging.INFO if state.ready else logging.WARNING
@@ -104,15 +110,17 @@ class ClientReadinessWatch:
                 "ready" if state.ready else "NOT ready",
                 state.message,
             )
-            if self._report is not None:
-                try:
-                    self._report(state)
-                except Exception:
-                    log.exception("could not report the Lustre client condition")
-            self.last = state
+            self._reported = self._report is None
+        if not self._reported and self._report is not None:
+            try:
+                self._report(state)
+                self._reported = True
+            except Exception:
+                log.exception("could not report the Lustre client condition; will retry")
+        self.last = state
         if state.ready:
             self._ready.set()
-        return state.ready
+        return state.ready and self._reported
 
 
 def node_condition_patch(state: ClientReadiness) -> dict:

@@ -247,9 +247,9 @@ def test_chart_values_change_exactly_the_fields_they_name(helm: Path, tmp_path: 
             f"{driver_image}:0.2.0",
         ),
     }
-    # The node's toleration, and not the controller's.
+    # The node's toleration (after the startup taint's, always there), not the controller's.
     for field, value in toleration.items():
-        expected[(daemonset, f"{pod}.tolerations[0].{field}")] = (ABSENT, value)
+        expected[(daemonset, f"{pod}.tolerations[1].{field}")] = (ABSENT, value)
     # Every path that names the kubelet dir, and nothing else, moves with it.
     kubelet_paths = []
     for key, obj in default.items():

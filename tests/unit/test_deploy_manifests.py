@@ -116,17 +116,24 @@ def test_the_provisioner_may_delete_pods_and_secrets_only_in_the_server_namespac
 def test_the_node_plugins_node_status_patch_is_held_to_its_own_node_by_a_policy() -> None:
     rules = _rules_of("lustre-csi-node", "lustre-csi")
     assert any("nodes/status" in r["resources"] and "patch" in r["verbs"] for _, r in rules)
+    # It patches its Node too (the startup taint): the same policy holds that to its own node.
+    assert any("nodes" in r["resources"] and "patch" in r["verbs"] for _, r in rules)
     docs = _base()
     (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
     assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
     assert policy["spec"]["failurePolicy"] == "Fail"
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
-    assert rule["resources"] == ["nodes/status"] and "UPDATE" in rule["operations"]
+    assert rule["resources"] == ["nodes", "nodes/status"] and "UPDATE" in rule["operations"]
     (condition,) = policy["spec"]["matchConditions"]
     assert "system:serviceaccount:lustre-csi:lustre-csi-node" in condition["expression"]
-    (check,) = policy["spec"]["validations"]
+    own_node, only_the_taint = policy["spec"]["validations"]
     assert "request.userInfo.extra['authentication.kubernetes.io/node-name']" in (
-        check["expression"])
+        own_node["expression"])
+    assert "lustre.csi.io/agent-not-ready" in only_the_taint["message"]
+    # The plugin's pods run on the nodes the taint keeps others off.
+    tolerations = _workload("lustre-csi-node")["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "lustre.csi.io/agent-not-ready", "operator": "Exists",
+            "effect": "NoExecute"} in tolerations
     (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
