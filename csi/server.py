@@ -24,6 +24,7 @@ from csi.host.mounts import HostMounts, ProcMountTable
 from csi.identity import IdentityServicer
 from csi.interceptor import ErrorMappingInterceptor, thread_budgets
 from csi.lustre.client import LustreClient
+from csi.lustre.targets import TargetConnections
 from csi.metrics import RpcMetrics, serve_metrics
 from csi.node.paths import PathPolicy
 from csi.node.readiness import (
@@ -178,7 +179,15 @@ class Driver:
                 table=table,
                 recognizer=backend.tools.recognizer,
                 paths=PathPolicy(self.config.kubelet_dirs),
-                stats=VolumeStatsReader(lustre, bounded=self._bounded),
+                stats=VolumeStatsReader(
+                    lustre,
+                    bounded=self._bounded,
+                    targets=(
+                        TargetConnections(backend.tools.runner)
+                        if backend.tools.require_network
+                        else None
+                    ),
+                ),
                 bounded=self._bounded,
             ),
             self.server,

@@ -48,15 +48,20 @@ def _in_private_namespace() -> None:
 
 
 class Progress:
-    def __init__(self) -> None:
+    """`[ n/total] title ... ok (time)` per step; `seconds` for steps that take minutes."""
+
+    def __init__(self, total: int = STEPS, *, seconds: bool = False) -> None:
         self.step = 0
+        self.total = total
+        self.seconds = seconds
 
     def __call__(self, title: str, action: Callable[[], T]) -> T:
         self.step += 1
         started = time.monotonic()
-        print(f"[{self.step:2d}/{STEPS}] {title} ...", end="", flush=True)
+        print(f"[{self.step:2d}/{self.total}] {title} ...", end="", flush=True)
         result = action()
-        print(f" ok ({(time.monotonic() - started) * 1e3:.1f} ms)")
+        took = time.monotonic() - started
+        print(f" ok ({took:.1f} s)" if self.seconds else f" ok ({took * 1e3:.1f} ms)")
         return result
 
 

@@ -267,6 +267,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             # Reported, never repaired here: an evicted or recovering client comes back by
             # itself, and a stale one is repaired by the next stage or publish.
             return _abnormal(f"the mount at {path} is {health.value} ({reason})")
+        away = self._stats.targets_away(path)
+        if away:
+            listed = ", ".join(f"{target} ({state})" for target, state in away.items())
+            return _abnormal(
+                f"the mount at {path} does not reach {listed}: the server is away or the "
+                "client is recovering with it; I/O to it waits until it is back"
+            )
         try:
             stats = self._stats.read(path, key=top.device)
         except (OSError, CallTimedOut) as exc:

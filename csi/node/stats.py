@@ -14,6 +14,7 @@ from csi.errors import DriverError
 from csi.host.bounded import NO_KEY, BoundedCalls
 from csi.host.mounts import MountProbe, OsMountProbe
 from csi.lustre.client import LustreClient
+from csi.lustre.targets import TargetConnections
 
 STATVFS_TIMEOUT_S = 10.0
 
@@ -35,12 +36,29 @@ class VolumeStatsReader:
         *,
         probe: MountProbe | None = None,
         bounded: BoundedCalls | None = None,
+        targets: TargetConnections | None = None,
     ) -> None:
         self._lustre = lustre
         self._probe = probe or OsMountProbe()
+        # Real Lustre only: the import state of each MDT and OST, which says a server is away
+        # while stat(2) and a lazy statfs(2) still answer from what the client has.
+        self._targets = targets
         # statvfs asks every OST: a hung one must not hold the RPC thread (`lfs` has its own
         # command timeout).
         self._bounded = bounded or BoundedCalls(timeout_s=STATVFS_TIMEOUT_S)
+
+    def targets_away(self, path: str) -> dict[str, str]:
+        """Targets the mount at `path` does not reach now (target -> import state).
+
+        Empty when all are connected, and when the state cannot be read (not real Lustre, or
+        its tools did not answer): the other checks then stand alone.
+        """
+        if self._targets is None:
+            return {}
+        try:
+            return self._targets.of_mount(path).away
+        except DriverError:
+            return {}
 
     def read(self, path: str, *, key: str = NO_KEY) -> VolumeStats:
         """Usage of the volume mounted at `path`; CallTimedOut (UNAVAILABLE) when it hangs.
