@@ -45,9 +45,12 @@ class RealLfsDf:
         return CommandResult(args, 0, text.replace("/mnt/real", args[-1]), "")
 
 
-def _mounted(tmp_path: Path, seen: list[FileSystemEndpoint]):
+def mounted_at(tmp_path: Path, seen: list[FileSystemEndpoint] | None = None):
+    """The controller's mount of each file system, as `ControllerMounts.mountpoint` answers."""
+
     def mountpoint(endpoint: FileSystemEndpoint) -> Path:
-        seen.append(endpoint)
+        if seen is not None:
+            seen.append(endpoint)
         return tmp_path / endpoint.fsname
 
     return mountpoint
@@ -69,7 +72,7 @@ def test_status_and_metrics_show_measured_use_per_ost_and_in_total(
     endpoints: list[FileSystemEndpoint] = []
     runner = ProvisionerRunner(env.sa, replace(FAST, usage_interval_seconds=0.2))
     rpc_metrics = RpcMetrics()
-    runner.attach_controller(rpc_metrics, LustreClient(lfs_df), _mounted(tmp_path, endpoints))
+    runner.attach_controller(rpc_metrics, LustreClient(lfs_df), mounted_at(tmp_path, endpoints))
     env.runners.append(runner)
     runner.start()
     provider = env.provider()
