@@ -103,11 +103,13 @@ class KubeVirtServerSets:
             capacity = _capacity_of(lfs)
             if plan.sized_for <= capacity.total_bytes * spec.growth_threshold:
                 return capacity
-            raise InProgress(
-                f"file system {fsname!r} is growing to hold {required_bytes} bytes of volumes: "
-                f"{capacity.ost_count} OST(s) serving {capacity.total_bytes} bytes, "
-                f"{max(desired, plan.target_osts)} planned; retry shortly")
-        raise InProgress(f"file system {fsname!r} is changing quickly; retry shortly")
+            raise InProgress(waiting_for(lfs, (
+                f"growing to hold {_what_needs_room(required_bytes, plan.sized_for)} "
+                f"(OSTs {capacity.ost_count}/{max(desired, plan.target_osts)} serving, "
+                f"{format_quantity(capacity.total_bytes)} of "
+                f"{format_quantity(plan.target_total_bytes)})")))
+        raise InProgress(f"waiting for the LustreFileSystem of file system {fsname!r}: it "
+                         f"changed {_PATCH_ATTEMPTS} times while this request grew it; retrying")
 
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
@@ -215,13 +217,13 @@ def _parsed(lfs: dict[str, Any]) -> Any:
 
 
 def _check_usable(lfs: dict[str, Any]) -> None:
-    fsname = (lfs.get("spec") or {}).get("fsname")
     if lfs["metadata"].get("deletionTimestamp"):
-        raise InProgress(f"file system {fsname!r} is being deleted; retry to recreate it")
+        raise InProgress(waiting_for(lfs, "it is being deleted; once it is gone, a retry "
+                                          "creates it again"))
     status = lfs.get("status") or {}
     if status.get("phase") == "Failed":
         ready = _condition(lfs, "Ready")
-        raise FailedPrecondition(f"file system {fsname!r} cannot be built: "
+        raise FailedPrecondition(f"LustreFileSystem {lfs['metadata']['name']} cannot be built: "
                                  f"{ready.get('message', 'see its status')}")
 
 
@@ -233,10 +235,42 @@ def endpoint_of(lfs: dict[str, Any]) -> FileSystemEndpoint:
     ready = _condition(lfs, "Ready")
     nids = tuple(status.get("mgsNids") or [])
     if ready.get("status") != "True" or not nids:
-        phase = status.get("phase") or "Pending"
-        detail = ready.get("message") or "the provisioner has not reported on it yet"
-        raise InProgress(f"file system {fsname!r} is not ready ({phase}: {detail}); retry shortly")
+        raise InProgress(waiting_for(lfs, _not_ready(lfs)))
     return FileSystemEndpoint(fsname=fsname, mgs_nids=nids)
+
+
+def waiting_for(lfs: dict[str, Any], what: str) -> str:
+    """What a volume waits for, as its PVC's Event shows it (the external-provisioner turns
+    a retryable CreateVolume error into one): the LustreFileSystem to look at, and why."""
+    name = lfs["metadata"]["name"]
+    fsname = (lfs.get("spec") or {}).get("fsname")
+    also = f" (fsname {fsname})" if fsname and fsname != name else ""
+    return f"waiting for LustreFileSystem {name}{also}: {what}"
+
+
+def _not_ready(lfs: dict[str, Any]) -> str:
+    """Why a file system does not serve yet: its phase, and how far its servers are."""
+    status = lfs.get("status") or {}
+    servers = status.get("servers") or []
+    if not status.get("phase") or not servers:
+        return "requested; the provisioner has not planned its servers yet"
+
+    def ready(role: str) -> str:
+        mine = [s for s in servers if s.get("role") == role]
+        return f"{sum(1 for s in mine if s.get('state') == 'Ready')}/{len(mine)}"
+
+    osts = status.get("osts") or []
+    active = sum(1 for o in osts if o.get("state") == "Active")
+    progress = (f"MDS {ready('mds')} ready, OSS {ready('oss')} ready, "
+                f"OSTs {active}/{len(osts)} serving")
+    phase = status["phase"]
+    if phase == "Degraded":
+        detail = _condition(lfs, "Degraded").get("message")
+        return f"servers not ready ({progress})" + (f": {detail}" if detail else "")
+    stuck = _condition(lfs, "Progressing")
+    if stuck.get("reason") == "AddressPoolExhausted":
+        return f"cannot place its servers: {stuck.get('message')}"
+    return f"{'booting' if phase == 'Creating' else phase.lower()} ({progress})"
 
 
 def _capacity_of(lfs: dict[str, Any]) -> FileSystemCapacity:

@@ -71,7 +71,8 @@ def ready(env, fs: str):
 def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
     env.runner()
     provider = env.provider()
-    with pytest.raises(InProgress, match="not ready"):
+    # The words a waiting PVC's Event shows (the external-provisioner records them).
+    with pytest.raises(InProgress, match=r"^waiting for LustreFileSystem alpha: requested"):
         provider.ensure_file_system("alpha", template(min_osts=3))
     expected = {
         "VirtualMachine": ["alpha-mds0", "alpha-oss0", "alpha-oss1"],
@@ -114,7 +115,9 @@ def test_create_volume_past_free_capacity_grows_then_succeeds(env):
     wait_for(lambda: provider.ensure_file_system("grow", template(max_osts=4)), 15, "Ready")
     assert provider.ensure_capacity("grow", int(0.5 * GIB)).ost_count == 1
     # 2.5 GiB of volumes at an 80% threshold need 4 OSTs: three are added.
-    with pytest.raises(InProgress, match="growing"):
+    with pytest.raises(InProgress, match=(
+            r"^waiting for LustreFileSystem grow: growing to hold 2560Mi of volumes "
+            r"\(OSTs 1/4 serving, 1Gi of 4Gi\)$")):
         provider.ensure_capacity("grow", int(2.5 * GIB))
     wait_for(lambda: len(children(env, "grow")["PersistentVolumeClaim"]) == 5, 5, "new PVCs")
     wait_for(lambda: len(children(env, "grow")["VirtualMachine"]) == 3, 5, "new OSS")
