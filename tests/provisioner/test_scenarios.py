@@ -110,7 +110,7 @@ def test_a_new_file_system_becomes_ready_with_its_servers_and_nids(env):
 
 
 def test_create_volume_past_free_capacity_grows_then_succeeds(env):
-    env.runner()
+    runner = env.runner()
     provider = env.provider()
     wait_for(lambda: provider.ensure_file_system("grow", template(max_osts=4)), 15, "Ready")
     assert provider.ensure_capacity("grow", int(0.5 * GIB)).ost_count == 1
@@ -126,6 +126,10 @@ def test_create_volume_past_free_capacity_grows_then_succeeds(env):
     assert (capacity.ost_count, capacity.total_bytes) == (4, 4 * GIB)
     lfs = env.lfs("grow")
     assert lfs["spec"]["ostCount"] == 4
+    # One growth step, timed from its start to Ready again (lustre_csi_growth_total and the
+    # grow bucket of lustre_csi_provisioning_duration_seconds).
+    assert runner.metrics.growth.value("grow") == 1
+    wait_for(lambda: runner.metrics.provisioning_seconds.count("grow") == 1, 15, "grow timed")
     osts = [(o["index"], o["oss"], o["attachment"]) for o in lfs["status"]["osts"]]
     # ostsPerOss 2: OST1 is hotplugged onto oss0, OST2 and OST3 boot with the new oss1.
     assert osts == [(0, "oss0", "boot"), (1, "oss0", "hotplug"), (2, "oss1", "boot"),
