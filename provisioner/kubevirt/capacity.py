@@ -82,7 +82,8 @@ def usage_of(blocks: LfsDf, inodes: LfsDf, *, measured_at: str) -> FileSystemUsa
 
 class UsageReader(Protocol):
     def usage(self, endpoint: FileSystemEndpoint) -> FileSystemUsage:
-        """Measured use now; DriverError, LustreOutputError or OSError when it cannot be read."""
+        """Measured use now; DriverError (LustreOutputError among them) or OSError when it
+        cannot be read."""
         ...
 
 
@@ -116,15 +117,17 @@ class UsageMeter:
         self._shown: set[str] = set()  # fsnames whose gauges are out
 
     def latest(self, name: str) -> FileSystemUsage | None:
-        """The measurement of LustreFileSystem `name` not yet older than this term."""
+        """The last measurement of LustreFileSystem `name` this process made, if any."""
         return self._latest.get(name)
 
     def measure_all(self, file_systems: Iterable[dict[str, Any]]) -> list[str]:
         """Measure each Ready file system; answers the names measured (to be reconciled)."""
         measured = []
         served: set[str] = set()
+        listed: set[str] = set()
         for lfs in file_systems:
             name = lfs["metadata"]["name"]
+            listed.add(name)
             try:
                 endpoint = endpoint_of(lfs)
             except DriverError:
@@ -132,7 +135,7 @@ class UsageMeter:
             served.add(endpoint.fsname)
             try:
                 usage = self._reader.usage(endpoint)
-            except (DriverError, LustreOutputError, OSError) as error:
+            except (DriverError, OSError) as error:
                 # The status keeps the last figures; the Ready condition says why servers fail.
                 log.warning("could not measure the use of file system %s: %s",
                             endpoint.fsname, error)
@@ -143,6 +146,8 @@ class UsageMeter:
         for fsname in self._shown - served:
             self._metrics.forget(fsname)
         self._shown = served
+        for gone in set(self._latest) - listed:
+            del self._latest[gone]
         return measured
 
     def _show(self, fsname: str, usage: FileSystemUsage) -> None:

@@ -341,8 +341,9 @@ class ProvisionerRunner:
                     if stop.is_set():
                         return
                     self.queue.add(name)
-            except KubeError as error:
-                log.warning("listing file systems to measure failed: %s", error)
+            except Exception as error:  # the next round tries again; the status keeps the last
+                log.warning("measuring the file systems' use failed: %s", error,
+                            exc_info=not isinstance(error, KubeError))
             stop.wait(self.config.usage_interval_seconds)
 
     def _watch(self, stop: threading.Event, resource: Resource, namespace: str | None,
