@@ -23,6 +23,9 @@ hotplugged OST is picked up on a running OSS); a run that finds nothing to do sa
   exempt from project quota otherwise, and pods often write as root); each `lctl set_param -P`
   only when the MGS params log lacks it (repeating it would only add records). A fresh MGS has
   no params log: `llog_print` then fails with "llog type is not specified!", which means empty.
+- OST pools (the MDS): `lctl pool_new` for each pool the MGS lacks, `lctl pool_add` for each
+  registered OST whose index is in the pool's block and is not a member yet (both only when
+  missing; see kubevirt/layout.py for the blocks), so pools fill as their OSTs register.
 - Health (`/usr/local/sbin/lustre-health`, the VM's readiness probe through the guest agent):
   `lctl get_param -n health_check` is `healthy`, LNet has the storage NID, and every target
   disk present is mounted.
@@ -32,6 +35,8 @@ rewrite a Secret that a running VM has already read.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import yaml
 
@@ -165,6 +170,33 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
             changed=1
         fi
     done
+    # OST pools: each made on the MGS once, and every OST that has registered joins the pool
+    # whose index block holds its index (pool_new and pool_add refuse repeats: ask first).
+    # The MDT's OSP devices (osp.FS-OST000a-osc-MDT0000) are the OSTs that registered.
+    if [ -n "$POOLS" ]; then
+        pools_now="$(lctl pool_list "$FSNAME" 2>/dev/null || true)"
+        registered="$(lctl get_param -N "osp.${FSNAME}-OST*-osc-MDT0000" 2>/dev/null || true)"
+        for entry in $POOLS; do
+            IFS=: read -r pool first last <<<"$entry"
+            if ! grep -qxF "${FSNAME}.${pool}" <<<"$pools_now"; then
+                log "creating OST pool ${FSNAME}.${pool}"
+                lctl pool_new "${FSNAME}.${pool}"
+                changed=1
+            fi
+            members="$(lctl pool_list "${FSNAME}.${pool}" 2>/dev/null || true)"
+            for osp in $registered; do
+                ost="${osp#osp.${FSNAME}-}"
+                ost="${ost%%-osc-*}"                 # OST000a
+                index=$((16#${ost:3}))
+                if [ "$index" -ge "$first" ] && [ "$index" -le "$last" ] \
+                        && ! grep -qxF "${FSNAME}-${ost}_UUID" <<<"$members"; then
+                    log "adding ${FSNAME}-${ost} to OST pool ${FSNAME}.${pool}"
+                    lctl pool_add "${FSNAME}.${pool}" "${FSNAME}-${ost}"
+                    changed=1
+                fi
+            done
+        done
+    fi
 fi
 
 if [ "$failed" -ne 0 ]; then
@@ -215,20 +247,25 @@ WantedBy=timers.target
 
 
 def server_environment(*, fsname: str, role: str, mgs_nid: str, storage_ip: str,
-                       storage_interface: str, lnet_network: str) -> str:
+                       storage_interface: str, lnet_network: str,
+                       pools: Sequence[tuple[str, int, int]] = ()) -> str:
     values = {
         "FSNAME": fsname, "ROLE": role, "MGS_NID": mgs_nid, "STORAGE_IP": storage_ip,
         "STORAGE_IFACE": storage_interface, "LNET_NET": lnet_network,
+        # `<pool>:<first OST index>:<last OST index> ...`, for the MGS
+        "POOLS": " ".join(f"{name}:{first}:{last}" for name, first, last in pools),
     }
     # Every value is validated by spec.py to hold no spaces or quotes; quote anyway.
     return "".join(f"{key}='{value}'\n" for key, value in values.items())
 
 
 def user_data(*, fsname: str, role: str, mgs_nid: str, storage_ip: str,
-              storage_interface: str, lnet_network: str) -> str:
+              storage_interface: str, lnet_network: str,
+              pools: Sequence[tuple[str, int, int]] = ()) -> str:
+    """`pools` (the MDS's): each OST pool with the first and last OST index of its block."""
     environment = server_environment(
         fsname=fsname, role=role, mgs_nid=mgs_nid, storage_ip=storage_ip,
-        storage_interface=storage_interface, lnet_network=lnet_network,
+        storage_interface=storage_interface, lnet_network=lnet_network, pools=pools,
     )
     document = {
         "write_files": [

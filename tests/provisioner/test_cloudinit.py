@@ -52,6 +52,15 @@ case "$*" in
         n=$(($(wc -l < "$STATE/llog" 2>/dev/null || echo 0) + 2))
         record="event: set_param, device: scratch, parameter: ${3%%=*}, value: ${3#*=}"
         echo "- { index: $n, $record }" >> "$STATE/llog" ;;
+    "pool_list scratch") echo "Pools from scratch:"; cat "$STATE/pools" 2>/dev/null ;;
+    "pool_list scratch."*) echo "Pool: $2"; cat "$STATE/pool.${2#scratch.}" 2>/dev/null ;;
+    "pool_new "*)
+        if grep -qxF "$2" "$STATE/pools" 2>/dev/null; then exit 17; fi   # EEXIST, as lctl
+        echo "$2" >> "$STATE/pools" ;;
+    "pool_add "*)
+        if grep -qxF "$3_UUID" "$STATE/pool.${2#scratch.}" 2>/dev/null; then exit 17; fi
+        echo "$3_UUID" >> "$STATE/pool.${2#scratch.}" ;;
+    "get_param -N osp.scratch-OST*-osc-MDT0000") cat "$STATE/osps" 2>/dev/null ;;
 esac''',
     "blkid": 'cat "$STATE/disk/${6: -7}.type" 2>/dev/null || exit 2',
     "mkfs.lustre": r'''
@@ -85,7 +94,8 @@ echo "mount-end ${3: -7}" >> "$STATE/calls.log"''',
 class BootScriptHost:
     """A server VM's view, as files: its disks, /proc/mounts, LNet, the MGS params log."""
 
-    def __init__(self, root: Path, role: str = "mds", fsname: str = "scratch") -> None:
+    def __init__(self, root: Path, role: str = "mds", fsname: str = "scratch",
+                 pools: tuple[tuple[str, int, int], ...] = ()) -> None:
         self.root = root
         self.state = root / "state"
         for sub in ("bin", "disk", "by-id", "modprobe.d", "sys/module", "lustre"):
@@ -99,7 +109,7 @@ class BootScriptHost:
         self.env = self.state / "server.env"
         self.env.write_text(cloudinit.server_environment(
             fsname=fsname, role=role, mgs_nid=f"{STORAGE_IP}@tcp", storage_ip=STORAGE_IP,
-            storage_interface="eth1", lnet_network="tcp"))
+            storage_interface="eth1", lnet_network="tcp", pools=pools))
         self.script = self._relocated(cloudinit.TARGET_SCRIPT)
         self.health = self._relocated(cloudinit.HEALTH_SCRIPT)
 
@@ -232,6 +242,38 @@ def test_project_quota_and_root_prj_enable_are_set_once_on_a_fresh_mgs(host):
                         "osd-*.scratch-MDT*.quota_slave.root_prj_enable=1"]
     assert host.run().returncode == 0
     assert not any(c.startswith("lctl set_param") for c in host.calls)
+
+
+def test_pools_are_made_on_the_mgs_and_fill_as_their_osts_register(tmp_path):
+    host = BootScriptHost(tmp_path, pools=(("flash", 1024, 2047), ("disk", 2048, 3071)))
+    host.disk("MDT0000")
+    osps = host.state / "osps"
+    osps.write_text("".join(f"osp.scratch-{ost}-osc-MDT0000\n"
+                            for ost in ("OST0000", "OST0400", "OST0401", "OST0800")))
+    assert host.run().returncode == 0
+    pool_calls = [c for c in host.calls if c.startswith(("lctl pool_new", "lctl pool_add"))]
+    assert pool_calls == [
+        "lctl pool_new scratch.flash",
+        "lctl pool_add scratch.flash scratch-OST0400",
+        "lctl pool_add scratch.flash scratch-OST0401",
+        "lctl pool_new scratch.disk",
+        "lctl pool_add scratch.disk scratch-OST0800",
+    ]  # OST0000 is in no pool's block: it stays in none
+    assert host.run().returncode == 0  # a second run repeats nothing (lctl would refuse it)
+    assert not [c for c in host.calls if c.startswith(("lctl pool_new", "lctl pool_add"))]
+    with osps.open("a") as more:
+        more.write("osp.scratch-OST0402-osc-MDT0000\n")  # growth: a new flash OST registers
+    assert host.run().returncode == 0
+    assert [c for c in host.calls if c.startswith("lctl pool_")] == [
+        "lctl pool_list scratch", "lctl pool_list scratch.flash",
+        "lctl pool_add scratch.flash scratch-OST0402", "lctl pool_list scratch.disk",
+    ]
+
+
+def test_a_server_without_pools_makes_none(host):
+    host.disk("MDT0000")
+    assert host.run().returncode == 0
+    assert not [c for c in host.calls if c.startswith("lctl pool")]
 
 
 def test_an_unreadable_params_log_is_retried_not_taken_as_empty(host):
