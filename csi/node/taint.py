@@ -14,6 +14,7 @@ tried again instead of removing the wrong entry.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol
 
@@ -41,8 +42,10 @@ class CoreNodeApi:
         self._core = core
 
     def get(self, name: str) -> dict[str, Any]:
-        node = self._core.read_node(name)
-        return dict(self._core.api_client.sanitize_for_serialization(node))
+        # The JSON as the server wrote it: a patch's `test` compares values exactly, and the
+        # client's models would turn a taint's timeAdded into another spelling of the time.
+        response = self._core.read_node(name, _preload_content=False)
+        return dict(json.loads(response.data))
 
     def patch_status(self, name: str, patch: dict[str, Any]) -> None:
         self._core.patch_node_status(name, patch)
