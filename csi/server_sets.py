@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from csi.lustre.layout import pool_name_problem
 
 # Smallest targets a server set accepts (ldiskfs needs room for its journal and object index).
 MIN_MDT_BYTES = 1 << 30
@@ -109,7 +110,59 @@ class ServerSetTemplate:
     network_attachment: str = "lustre-storage"
     ip_pool: str = ""
     storage_interface: str = "eth1"
+    # OST pools, in their parameter form (`format_ost_pools`): text, so a template compares
+    # and stores (records, ledgers) as it is written.
+    ost_pools: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+MAX_OST_POOLS = 8
+POOL_INDEX_BLOCK = 1024  # pool k's OSTs have indices (k+1)*1024 ... (see kubevirt layout)
+
+
+@dataclass(frozen=True)
+class OstPool:
+    """An OST pool of a server set: its own OSTs, on their own storage class."""
+
+    name: str
+    ost_count: int
+    target_storage_class: str = ""  # empty: the file system's own
+
+
+def parse_ost_pools(text: str, field_name: str = "parameter ostPools") -> tuple[OstPool, ...]:
+    """`<name>:<OST count>[:<storage class>],...` (for example `flash:2:fast-ssd,disk:4`).
+
+    InvalidArgument naming `field_name` and what it takes."""
+    if not text:
+        return ()
+    takes = ("it takes comma-separated <pool>:<OST count>[:<target storage class>] entries, "
+             f"at most {MAX_OST_POOLS}, for example flash:2:fast-ssd,disk:4")
+    pools: list[OstPool] = []
+    for entry in text.split(","):
+        name, _, rest = entry.strip().partition(":")
+        count, _, storage_class = rest.partition(":")
+        problem = pool_name_problem(name)
+        if problem is None and not (count.isdigit() and 1 <= int(count) <= 1024):
+            problem = f"OST count {count!r} of pool {name!r} must be a whole number from 1 to 1024"
+        if problem is None and (":" in storage_class or any(c.isspace() for c in storage_class)
+                                or len(storage_class) > 253):
+            problem = f"storage class {storage_class!r} of pool {name!r} is not a name"
+        if problem is None and name in [pool.name for pool in pools]:
+            problem = f"pool {name!r} is named twice"
+        if problem is not None:
+            raise InvalidArgument(f"{field_name}: {problem}; {takes}")
+        pools.append(OstPool(name, int(count), storage_class))
+    if len(pools) > MAX_OST_POOLS:
+        raise InvalidArgument(f"{field_name}: {len(pools)} pools; {takes}")
+    return tuple(pools)
+
+
+def format_ost_pools(pools: tuple[OstPool, ...]) -> str:
+    return ",".join(
+        f"{p.name}:{p.ost_count}" + (f":{p.target_storage_class}" if p.target_storage_class
+                                     else "")
+        for p in pools
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +177,7 @@ class TemplateField:
     parameter: str  # StorageClass parameter
     attribute: str  # ServerSetTemplate field
     spec_path: str  # LustreFileSystem field
-    kind: Literal["size", "count", "fraction", "text"]
+    kind: Literal["size", "count", "fraction", "text", "pools"]
     minimum: int = 0  # sizes: the smallest a server set accepts
     optional: bool = False  # left out of a spec when empty
 
@@ -144,6 +197,7 @@ TEMPLATE_FIELDS: tuple[TemplateField, ...] = (
     TemplateField("networkAttachment", "network_attachment", "spec.network.attachment", "text"),
     TemplateField("ipPool", "ip_pool", "spec.network.ipPool", "text"),
     TemplateField("storageInterface", "storage_interface", "spec.network.interface", "text"),
+    TemplateField("ostPools", "ost_pools", "spec.pools", "pools", optional=True),
 )
 
 

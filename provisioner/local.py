@@ -22,12 +22,14 @@ from csi.host.atomicfile import read_json, write_json_atomic
 from csi.host.keyed_locks import KeyedLocks
 from csi.lustre.fsname import validate_fsname
 from csi.server_sets import (
+    POOL_INDEX_BLOCK,
     FileSystemCapacity,
     FileSystemEndpoint,
     ServerSetTemplate,
     check_dedication,
     check_deletable,
     dedication,
+    parse_ost_pools,
 )
 from provisioner.growth import plan_growth
 
@@ -108,6 +110,16 @@ class LocalServerSets:
             {"index": index, "size_bytes": template.ost_size_bytes, "state": "active"}
             for index in range(template.min_osts)
         ]
+        # Each OST pool's OSTs take indices from a block of its own, as on KubeVirt.
+        pools: dict[str, list[int]] = {}
+        for number, pool in enumerate(parse_ost_pools(template.ost_pools)):
+            first = POOL_INDEX_BLOCK * (number + 1)
+            pools[pool.name] = list(range(first, first + pool.ost_count))
+            osts += [
+                {"index": index, "size_bytes": template.ost_size_bytes, "state": "active",
+                 "pool": pool.name}
+                for index in pools[pool.name]
+            ]
         self._store(
             fsname,
             {
@@ -115,6 +127,7 @@ class LocalServerSets:
                 "created": time.time(),
                 "template": {k: v for k, v in asdict(template).items() if k != "extra"},
                 "osts": osts,
+                "pools": pools,  # name -> OST indices (what `lfs pool_list` shows)
                 "dedicated_to": dedication(template),
             },
         )
@@ -128,7 +141,9 @@ class LocalServerSets:
                 fsname=fsname,
                 required_bytes=required_bytes,
                 current_total_bytes=capacity.total_bytes,
-                current_osts=len(ledger["osts"]),  # lost ones too: indices stay taken
+                # Lost ones too (indices stay taken); a pool's OSTs count toward the room,
+                # not toward maxOsts (as spec.ostCount on KubeVirt).
+                current_osts=sum(1 for ost in ledger["osts"] if not ost.get("pool")),
                 ost_size_bytes=template["ost_size_bytes"],
                 threshold=template["growth_threshold"],
                 max_osts=template["max_osts"],
@@ -136,7 +151,10 @@ class LocalServerSets:
             if plan.add == 0:
                 return capacity
             # OST indices are never reused: the next index follows the highest ever allocated.
-            next_index = max((ost["index"] for ost in ledger["osts"]), default=-1) + 1
+            # (Pool OSTs have indices of their own blocks: not counted here.)
+            next_index = max(
+                (ost["index"] for ost in ledger["osts"] if not ost.get("pool")), default=-1
+            ) + 1
             added = [
                 {
                     "index": next_index + n,

@@ -25,7 +25,14 @@ from csi.lustre.layout import (
     parse_layout,
 )
 from csi.quantity import format_quantity, parse_quantity
-from csi.server_sets import DEDICATED_TO, TEMPLATE_FIELDS, ServerSetTemplate, TemplateField
+from csi.server_sets import (
+    DEDICATED_TO,
+    TEMPLATE_FIELDS,
+    ServerSetTemplate,
+    TemplateField,
+    format_ost_pools,
+    parse_ost_pools,
+)
 from csi.volume_id import KINDS, VolumeId, VolumeKind, subdir_for_name
 
 # Keys the external-provisioner adds with --extra-create-metadata; informational only.
@@ -66,10 +73,17 @@ def _text(key: str, text: str) -> str:
     return text
 
 
+def _pools(key: str, text: str) -> str:
+    # Kept in its canonical text form: a repeated CreateVolume compares it as written.
+    return format_ost_pools(parse_ost_pools(text, f"parameter {key}"))
+
+
 def _parser(field: TemplateField) -> Callable[[str, str], Any]:
     if field.kind == "size":
         return _size_at_least(field.minimum)
-    return {"count": _positive_int, "fraction": _fraction, "text": _text}[field.kind]
+    return {"count": _positive_int, "fraction": _fraction, "text": _text, "pools": _pools}[
+        field.kind
+    ]
 
 
 # StorageClass key -> (ServerSetTemplate field, parser), from the one field table
@@ -105,6 +119,8 @@ class VolumeParameters:
         """What must match for a repeated CreateVolume with the same name to be the same volume."""
         values = {f.name: getattr(self.template, f.name) for f in fields(self.template)}
         values.pop("extra")
+        if not values["ost_pools"]:
+            values.pop("ost_pools")  # records from before pools existed still match
         found: dict[str, Any] = {"kind": self.kind, "fsname": self.fsname, "template": values}
         # Only when given: records of volumes made before layouts existed still match.
         if not self.layout.is_default:

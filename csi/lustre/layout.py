@@ -145,8 +145,16 @@ def _aligned_size(key: str, text: str, *, what: str, maximum: int) -> int:
     return size
 
 
+def pool_name_problem(name: str) -> str | None:
+    """What is wrong with an OST pool name (None when it is one Lustre takes)."""
+    if not _POOL_NAME.fullmatch(name) or name in _RESERVED_POOLS:
+        return (f"{name!r} must be 1-{MAX_POOL_NAME} characters of A-Z, a-z, 0-9, '_' and '-',"
+                " and not ignore, inherit or none")
+    return None
+
+
 def _pool(key: str, text: str) -> str:
-    if not _POOL_NAME.fullmatch(text) or text in _RESERVED_POOLS:
+    if pool_name_problem(text) is not None:
         raise _problem(key, text)
     return text
 

@@ -6,6 +6,13 @@ extended (never rewritten) by `extend_layout`, a pure function: given the spec's
 count, it adds the MDS if missing, then places each new OST on an existing OSS with room
 (a hotplugged disk) or on a new OSS, with a new address from the pool. OST indices come from
 `nextOstIndex`, which only grows, so an index is never reused even if a row is removed by hand.
+
+OST pools (spec.pools): a pool's OSTs live on OSS VMs of their own (so their disks come from
+the pool's storage class and a pool's server never mixes storage) and take their indices
+from the pool's own block, `firstOstIndex` (k+1)*1024 for the k-th pool recorded, counted up
+by the pool's `nextOstIndex`. So membership is a function of the index alone: the MDS's boot
+script adds each OST that registers to the pool whose block holds its index, without its
+cloud-init ever changing as pools grow.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csi.quantity import format_quantity
+from csi.server_sets import POOL_INDEX_BLOCK
 from provisioner.kubevirt.addresses import allocate, storage_mac
 from provisioner.kubevirt.spec import FileSystemSpec
 
@@ -26,6 +34,7 @@ class ServerRecord:
     name: str  # "mds0", "oss0", "oss1", ...
     role: str  # "mds" | "oss"
     address: str
+    pool: str = ""  # an OSS that serves only this OST pool's OSTs
 
     @property
     def mac(self) -> str:
@@ -38,6 +47,7 @@ class OstRecord:
     oss: str
     size_bytes: int
     hotplug: bool  # added to an OSS whose VM existed already
+    pool: str = ""
 
     @property
     def label(self) -> str:
@@ -46,11 +56,28 @@ class OstRecord:
 
 
 @dataclass(frozen=True)
+class PoolRecord:
+    """A pool's index block: its OSTs are first_index, first_index + 1, ... (never reused)."""
+
+    name: str
+    first_index: int
+    next_index: int
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + POOL_INDEX_BLOCK - 1
+
+
+@dataclass(frozen=True)
 class Layout:
     servers: tuple[ServerRecord, ...] = ()
     osts: tuple[OstRecord, ...] = ()
     next_ost_index: int = 0
+    pools: tuple[PoolRecord, ...] = ()
     problems: tuple[str, ...] = field(default=(), compare=False)
+
+    def pool(self, name: str) -> PoolRecord | None:
+        return next((p for p in self.pools if p.name == name), None)
 
     def server(self, name: str) -> ServerRecord | None:
         return next((s for s in self.servers if s.name == name), None)
@@ -70,16 +97,31 @@ class Layout:
 def read_layout(status: dict[str, Any] | None) -> Layout:
     status = status or {}
     servers = tuple(
-        ServerRecord(name=s["name"], role=s["role"], address=s["address"])
+        ServerRecord(name=s["name"], role=s["role"], address=s["address"],
+                     pool=s.get("pool") or "")
         for s in status.get("servers") or []
     )
     osts = tuple(
         OstRecord(index=int(o["index"]), oss=o["oss"], size_bytes=int(o["sizeBytes"]),
-                  hotplug=o.get("attachment") == "hotplug")
+                  hotplug=o.get("attachment") == "hotplug", pool=o.get("pool") or "")
         for o in status.get("osts") or []
     )
-    next_index = max([int(status.get("nextOstIndex") or 0), *(o.index + 1 for o in osts)])
-    return Layout(servers=servers, osts=osts, next_ost_index=next_index)
+    # A pool's block is in status.pools; its OSTs' rows say it too (the block is the one
+    # their indices fall in), so a status written without the pools list loses no block.
+    blocks = {p["name"]: int(p["firstOstIndex"]) for p in status.get("pools") or []}
+    for ost in osts:
+        if ost.pool:
+            blocks.setdefault(ost.pool, ost.index - ost.index % POOL_INDEX_BLOCK)
+    pools = tuple(
+        PoolRecord(name=name, first_index=first, next_index=max([
+            first, *(int(p.get("nextOstIndex") or 0) for p in status.get("pools") or []
+                     if p["name"] == name),
+            *(o.index + 1 for o in osts if o.pool == name)]))
+        for name, first in blocks.items()
+    )
+    next_index = max([int(status.get("nextOstIndex") or 0),
+                      *(o.index + 1 for o in osts if not o.pool)])
+    return Layout(servers=servers, osts=osts, next_ost_index=next_index, pools=pools)
 
 
 def layout_status(layout: Layout, spec: FileSystemSpec) -> dict[str, Any]:
@@ -87,16 +129,22 @@ def layout_status(layout: Layout, spec: FileSystemSpec) -> dict[str, Any]:
     return {
         "servers": [
             {"name": s.name, "role": s.role, "address": s.address, "mac": s.mac,
-             "nid": spec.nid(s.address)}
+             "nid": spec.nid(s.address), **({"pool": s.pool} if s.pool else {})}
             for s in layout.servers
         ],
         "osts": [
             {"index": o.index, "label": o.label, "oss": o.oss, "sizeBytes": o.size_bytes,
              "size": format_quantity(o.size_bytes),
-             "attachment": "hotplug" if o.hotplug else "boot"}
+             "attachment": "hotplug" if o.hotplug else "boot",
+             **({"pool": o.pool} if o.pool else {})}
             for o in layout.osts
         ],
         "nextOstIndex": layout.next_ost_index,
+        "pools": [
+            {"name": p.name, "firstOstIndex": p.first_index, "nextOstIndex": p.next_index,
+             "osts": [o.label for o in layout.osts if o.pool == p.name]}
+            for p in layout.pools
+        ],
     }
 
 
@@ -132,20 +180,38 @@ def extend_layout(layout: Layout, spec: FileSystemSpec, taken: Iterable[str],
 
     if layout.mds is None and new_server(MDS, "mds") is None:
         return replace(layout, problems=tuple(problems))
-    while len(osts) < spec.ost_count:
-        oss_names = [s.name for s in servers if s.role == "oss"]
-        with_room = [n for n in oss_names
-                     if sum(1 for o in osts if o.oss == n) < spec.osts_per_oss]
-        if with_room:
-            target = with_room[0]
-        else:
-            number = max((int(n[3:]) for n in oss_names), default=-1) + 1
-            record = new_server(f"oss{number}", "oss")
-            if record is None:
-                break
-            target = record.name
-        osts.append(OstRecord(index=next_index, oss=target, size_bytes=spec.ost_size_bytes,
-                              hotplug=target in existing))
-        next_index += 1
+
+    def place(pool: str, wanted: int, index: int) -> int:
+        """Add OSTs of `pool` ('' for none) until it has `wanted`; the next free index."""
+        while sum(1 for o in osts if o.pool == pool) < wanted:
+            oss_names = [s.name for s in servers if s.role == "oss"]
+            with_room = [s.name for s in servers if s.role == "oss" and s.pool == pool
+                         and sum(1 for o in osts if o.oss == s.name) < spec.osts_per_oss]
+            if with_room:
+                target = with_room[0]
+            else:
+                number = max((int(n[3:]) for n in oss_names), default=-1) + 1
+                record = new_server(f"oss{number}", "oss")
+                if record is None:
+                    break
+                servers[-1] = replace(record, pool=pool)
+                target = record.name
+            osts.append(OstRecord(index=index, oss=target, size_bytes=spec.ost_size_bytes,
+                                  hotplug=target in existing, pool=pool))
+            index += 1
+        return index
+
+    next_index = place("", spec.ost_count, next_index)
+    pools = list(layout.pools)
+    for pool in spec.pools:
+        recorded = next((p for p in pools if p.name == pool.name), None)
+        if recorded is None:
+            # A new block after every block ever recorded: blocks are never reused either.
+            first = POOL_INDEX_BLOCK * (1 + max(
+                (p.first_index // POOL_INDEX_BLOCK for p in pools), default=0))
+            recorded = PoolRecord(pool.name, first, first)
+            pools.append(recorded)
+        following = place(pool.name, pool.ost_count, recorded.next_index)
+        pools[pools.index(recorded)] = replace(recorded, next_index=following)
     return Layout(servers=tuple(servers), osts=tuple(osts), next_ost_index=next_index,
-                  problems=tuple(problems))
+                  pools=tuple(pools), problems=tuple(problems))

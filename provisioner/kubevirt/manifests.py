@@ -73,7 +73,9 @@ def _metadata(lfs: dict[str, Any], name: str, namespace: str,
 
 
 def target_pvc(lfs: dict[str, Any], spec: FileSystemSpec, namespace: str, server: str,
-               target_label: str, size_bytes: int) -> dict[str, Any]:
+               target_label: str, size_bytes: int, pool: str = "") -> dict[str, Any]:
+    """A target's Block PVC, on the pool's storage class for a pool's OST (when it names
+    one), else on the file system's."""
     fs = lfs["metadata"]["name"]
     body: dict[str, Any] = {
         "apiVersion": "v1",
@@ -86,15 +88,19 @@ def target_pvc(lfs: dict[str, Any], spec: FileSystemSpec, namespace: str, server
             "resources": {"requests": {"storage": format_quantity(size_bytes)}},
         },
     }
-    if spec.target_storage_class:
-        body["spec"]["storageClassName"] = spec.target_storage_class
+    ost_pool = spec.pool(pool) if pool else None
+    storage_class = (ost_pool.target_storage_class if ost_pool else "") or spec.target_storage_class
+    if storage_class:
+        body["spec"]["storageClassName"] = storage_class
+    if pool:
+        body["metadata"]["labels"]["lustre.csi.io/pool"] = pool
     return body
 
 
 def server_pvcs(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
                 namespace: str) -> list[dict[str, Any]]:
     result = [target_pvc(lfs, spec, namespace, MDS, MDT_LABEL, spec.mdt_size_bytes)]
-    result += [target_pvc(lfs, spec, namespace, ost.oss, ost.label, ost.size_bytes)
+    result += [target_pvc(lfs, spec, namespace, ost.oss, ost.label, ost.size_bytes, ost.pool)
                for ost in layout.osts]
     return result
 
@@ -115,6 +121,9 @@ def cloudinit_secret(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
                 fsname=spec.fsname, role=server.role, mgs_nid=spec.nid(mds.address),
                 storage_ip=server.address, storage_interface=spec.storage_interface,
                 lnet_network=spec.lnet_network,
+                # The MGS creates the pools; each OST joins the one whose block holds it.
+                pools=[(p.name, p.first_index, p.last_index) for p in layout.pools]
+                if server.role == "mds" else [],
             ),
             "networkdata": cloudinit.network_data(
                 storage_ip=server.address,

@@ -23,8 +23,17 @@ from typing import Any
 
 from csi.errors import InvalidArgument
 from csi.lustre.fsname import fsname_problem
+from csi.lustre.layout import pool_name_problem
 from csi.quantity import format_quantity, parse_quantity
-from csi.server_sets import MIN_MDT_BYTES, MIN_OST_BYTES, TEMPLATE_FIELDS, ServerSetTemplate
+from csi.server_sets import (
+    MAX_OST_POOLS,
+    MIN_MDT_BYTES,
+    MIN_OST_BYTES,
+    TEMPLATE_FIELDS,
+    OstPool,
+    ServerSetTemplate,
+    parse_ost_pools,
+)
 from provisioner.kubevirt.addresses import AddressPool, parse_pool
 
 MIN_MEMORY_BYTES = 1 << 30
@@ -71,11 +80,17 @@ class FileSystemSpec:
     gateway: str
     force_delete: bool
     dedicated_to: str
+    pools: tuple[OstPool, ...] = ()  # each pool's OSTs sit on OSS VMs of their own
 
     @property
     def max_servers(self) -> int:
-        """The MDS plus every OSS maxOsts could need: what the IP pool must be able to hold."""
-        return 1 + math.ceil(self.max_osts / self.osts_per_oss)
+        """The MDS plus every OSS maxOsts (and each pool) could need: what the IP pool must
+        be able to hold."""
+        pool_servers = sum(math.ceil(p.ost_count / self.osts_per_oss) for p in self.pools)
+        return 1 + math.ceil(self.max_osts / self.osts_per_oss) + pool_servers
+
+    def pool(self, name: str) -> OstPool | None:
+        return next((p for p in self.pools if p.name == name), None)
 
     def nid(self, address: str) -> str:
         return f"{address}@{self.lnet_network}"
@@ -146,6 +161,7 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
     if not isinstance(force, bool):
         problems.append(("spec.forceDelete", f"{force!r} must be true or false"))
     dedicated = reader.text("spec.dedicatedTo")
+    pools = _pools(spec.get("pools"), problems)
     if problems:
         raise SpecError(problems)
     parsed = FileSystemSpec(
@@ -155,18 +171,45 @@ def parse_spec(spec: dict[str, Any], name: str | None = None) -> FileSystemSpec:
         growth_threshold=threshold, image=image, cpu=cpu, memory=memory,
         target_storage_class=storage_class, network_attachment=attachment, ip_pool=pool,
         storage_interface=interface, lnet_network=lnet, gateway=gateway,
-        force_delete=bool(force), dedicated_to=dedicated,
+        force_delete=bool(force), dedicated_to=dedicated, pools=pools,
     )
     if pool.size < parsed.max_servers:
+        for_pools = parsed.max_servers - 1 - math.ceil(max_osts / per_oss)
+        pools_part = f" and {for_pools} for the pools" if parsed.pools else ""
         raise SpecError([("spec.network.ipPool", (
             f"{pool_text!r} holds {pool.size} address(es) but the file system may need "
-            f"{parsed.max_servers} (1 MDS + {parsed.max_servers - 1} OSS for maxOsts "
-            f"{max_osts} at ostsPerOss {per_oss}); widen the pool or lower spec.maxOsts"))])
+            f"{parsed.max_servers} (1 MDS + {math.ceil(max_osts / per_oss)} OSS for maxOsts "
+            f"{max_osts} at ostsPerOss {per_oss}{pools_part}); widen the pool or lower "
+            "spec.maxOsts"))])
     floor = parsed.ost_size_bytes * min_osts
     if max_size is not None and max_size < floor:
         raise SpecError([("spec.maxSize", f"{format_quantity(max_size)} is below minOsts x "
                           f"ostSize ({format_quantity(floor)})")])
     return parsed
+
+
+def _pools(value: Any, problems: list[tuple[str, str]]) -> tuple[OstPool, ...]:
+    """spec.pools: a list of {name, ostCount, targetStorageClass}, names unique."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_OST_POOLS:
+        problems.append(("spec.pools", f"must be a list of at most {MAX_OST_POOLS} pools"))
+        return ()
+    pools: list[OstPool] = []
+    for position, entry in enumerate(value):
+        path = f"spec.pools[{position}]"
+        reader = _Reader(entry, problems)
+        if not isinstance(entry, dict):
+            problems.append((path, "must be an object with name, ostCount, targetStorageClass"))
+            continue
+        name = reader.text(f"{path}.name", required=True)
+        if name and (problem := pool_name_problem(name)) is not None:
+            problems.append((f"{path}.name", problem))
+        elif name in [pool.name for pool in pools]:
+            problems.append((f"{path}.name", f"{name!r} is named twice"))
+        count = reader.integer(f"{path}.ostCount", 1, 1, MAX_OSTS)
+        pools.append(OstPool(name, count, reader.text(f"{path}.targetStorageClass")))
+    return tuple(pools)
 
 
 def spec_from_template(fsname: str, template: ServerSetTemplate,
@@ -181,6 +224,14 @@ def spec_from_template(fsname: str, template: ServerSetTemplate,
         place = spec
         for parent in parents:
             place = place.setdefault(parent, {})
+        if field.kind == "pools":
+            place[key] = [
+                {"name": pool.name, "ostCount": pool.ost_count,
+                 **({"targetStorageClass": pool.target_storage_class}
+                    if pool.target_storage_class else {})}
+                for pool in parse_ost_pools(value)
+            ]
+            continue
         place[key] = format_quantity(value) if field.kind == "size" else value
     if dedicated_to:
         spec["dedicatedTo"] = dedicated_to

@@ -16,7 +16,6 @@ from csi.controller.parameters import parse_mutable_parameters
 from csi.controller.servicer import volume_context
 from csi.controller.sizes import CapacityRange
 from csi.errors import InvalidArgument, NotFound
-from csi.host.atomicfile import write_json_atomic
 from csi.lustre.layout import LayoutParameters, parse_layout
 from tests.integration.test_controller_data_safety import GiB, Replica
 
@@ -77,15 +76,15 @@ def test_a_layout_the_file_system_cannot_give_is_refused_and_leaves_nothing(
 
 
 def test_a_layout_may_name_a_pool_of_the_file_system(controller: Replica) -> None:
-    controller.create("first", minOsts="2")
-    ledger = controller.sets.ledger("safe")
-    assert ledger is not None
-    ledger_path = controller.root("safe").parent / "server-set.json"
-    write_json_atomic(ledger_path, {**ledger, "pools": {"flash": [1]}})
+    pools = {"minOsts": "2", "ostPools": "flash:1,disk:3"}
     with pytest.raises(InvalidArgument, match=r"above the 1 OST\(s\) of pool 'flash'"):
-        controller.create("fast", minOsts="2", ostPool="flash", stripeCount="2")
-    volume_id = controller.create("fast", minOsts="2", ostPool="flash", stripeCount="-1")
+        controller.create("fast", ostPool="flash", stripeCount="2", **pools)
+    volume_id = controller.create("fast", ostPool="flash", stripeCount="-1", **pools)
     assert controller.lustre.default_layout(_directory(controller, volume_id)).pool == "flash"
+    # A stripe count fits the pool's OSTs, not the file system's (2 + 1 + 3 OSTs).
+    assert controller.create("wide", ostPool="disk", stripeCount="3", **pools)
+    mountpoint = controller.volumes.get(volume_id).mountpoint
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 1, "disk": 3}
 
 
 def test_modify_changes_the_layout_for_new_files_and_the_inode_limit(controller: Replica) -> None:

@@ -117,3 +117,16 @@ def test_stand_in_refuses_what_mount_lustre_would(tmp_path: Path) -> None:
     for source in ["10.0.0.1@tcp:/fs1", "0@lo:/nofs", "0@lo:/fs1/missing-subdir"]:
         result = runner.run(["mount", "-t", "lustre", "-o", "flock", source, target])
         assert result.returncode != 0 and "mount.lustre" in result.stderr
+
+
+def test_pools_get_osts_of_their_own_and_growth_never_takes_their_indices(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("pooled", replace(TEMPLATE, ost_pools="flash:2,disk:1"))
+    ledger = sets.ledger("pooled")
+    assert ledger is not None
+    assert ledger["pools"] == {"flash": [1024, 1025], "disk": [2048]}
+    assert sets.capacity("pooled").ost_count == 5  # 2 + 2 + 1: pool OSTs hold data too
+    grown = sets.ensure_capacity("pooled", 30 * GiB)  # 60 GiB at 0.5: one more OST
+    assert grown.ost_count == 6
+    indices = [ost["index"] for ost in sets.ledger("pooled")["osts"]]
+    assert sorted(indices) == [0, 1, 2, 1024, 1025, 2048]

@@ -14,7 +14,6 @@ from csi.controller.parameters import (
 )
 from csi.controller.records import InvalidRecord, parse_record
 from csi.errors import ExternalCommandFailed, InvalidArgument
-from csi.host.atomicfile import write_json_atomic
 from csi.host.command import SubprocessRunner
 from csi.lustre.client import (
     LustreClient,
@@ -284,11 +283,13 @@ def test_standin_lists_pools_and_refuses_an_unknown_pool_as_lfs_does(
     assert client.pools(root, "testfs") == {}
     with pytest.raises(ExternalCommandFailed, match=r"pool 'testfs.flash' does not exist"):
         client.set_default_layout(directory, parse_layout({"ostPool": "flash"}))
-    ledger = sets.ledger("testfs")
-    assert ledger is not None
-    ledger_path = sets.namespace_root("testfs").parent / "server-set.json"
-    write_json_atomic(ledger_path, {**ledger, "pools": {"flash": [0, 2]}})
-    assert client.pools(root, "testfs") == {"flash": 2}
+    sets.ensure_file_system("pooled", replace(ServerSetTemplate(), ost_pools="flash:2"))
+    pooled = sets.namespace_root("pooled")
+    assert client.pools(pooled, "pooled") == {"flash": 2}
+    shown = LocalLustreCommands(sets, SubprocessRunner()).run(["lfs", "pool_list", "pooled.flash"])
+    assert shown.stdout == "Pool: pooled.flash\npooled-OST0400_UUID\npooled-OST0401_UUID\n"
+    directory = pooled / "v"
+    directory.mkdir()
     client.set_default_layout(directory, parse_layout({"ostPool": "flash"}))
     assert client.default_layout(directory).pool == "flash"
 

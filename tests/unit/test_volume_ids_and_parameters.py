@@ -139,7 +139,7 @@ def test_storageclass_parameters_and_the_file_system_spec_describe_the_same_fiel
     given = {"mdtSize": "2Gi", "ostSize": "3Gi", "ostsPerOss": "3", "minOsts": "2",
              "maxOsts": "6", "growthThreshold": "0.5", "image": "img:1", "cpu": "4",
              "memory": "16Gi", "targetStorageClass": "fast", "networkAttachment": "net",
-             "ipPool": "10.1.0.0/24", "storageInterface": "eth2"}
+             "ipPool": "10.1.0.0/24", "storageInterface": "eth2", "ostPools": "flash:2:nvme"}
     assert set(given) == {f.parameter for f in TEMPLATE_FIELDS}
     params = parse_volume_parameters(given, volume_name="v", default_fsname="lustre")
     spec = parse_spec(spec_from_template("lustre", params.template))
@@ -150,6 +150,8 @@ def test_storageclass_parameters_and_the_file_system_spec_describe_the_same_fiel
     assert spec.target_storage_class == "fast"
     assert (spec.network_attachment, spec.ip_pool.text, spec.storage_interface) == (
         "net", "10.1.0.0/24", "eth2")
+    assert [(p.name, p.ost_count, p.target_storage_class) for p in spec.pools] == [
+        ("flash", 2, "nvme")]
     bad = parse_volume_parameters({"cpu": "lots"}, volume_name="v", default_fsname="lustre")
     with pytest.raises(SpecError) as error:
         parse_spec(spec_from_template("lustre", bad.template))
