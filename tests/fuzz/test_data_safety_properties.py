@@ -123,6 +123,12 @@ parameter_keys = st.sampled_from(
         "networkAttachment",
         "ipPool",
         "storageInterface",
+        "ostPools",
+        "stripeCount",
+        "stripeSize",
+        "ostPool",
+        "progressiveLayout",
+        "inodeLimit",
         "colour",
         "csi.storage.k8s.io/pvc/name",
     ]
@@ -130,7 +136,8 @@ parameter_keys = st.sampled_from(
 parameter_values = st.one_of(
     tricky_text,
     st.sampled_from(
-        ["shared", "dedicated", "1Gi", "0", "-1", "1e400", "nan", "0.5", "2", "64", "10.0.0.0/8"]
+        ["shared", "dedicated", "1Gi", "0", "-1", "1e400", "nan", "0.5", "2", "64", "10.0.0.0/8",
+         "1Mi", "64Ki", "100Ki", "flash", "flash:1", "4Mi:1,eof:-1", "eof:2", "-- -c"]
     ),
 )
 parameters = st.dictionaries(parameter_keys, parameter_values, max_size=4)
@@ -264,7 +271,9 @@ def test_controller_requests_touch_nothing_but_their_own(world: World) -> None:
         mode=access_modes,
         size=st.integers(min_value=-(1 << 62), max_value=1 << 62),
         token=st.one_of(tricky_text, volume_ids_near(world)),
-        which=st.sampled_from(["create", "delete", "delete", "expand", "get", "validate", "list"]),
+        which=st.sampled_from(
+            ["create", "delete", "delete", "expand", "get", "validate", "list", "modify"]
+        ),
     )
     def one_request(name, volume_id, params, flags, mode, size, token, which):
         if which == "delete" and volume_id in world.protected_ids():
@@ -296,6 +305,13 @@ def test_controller_requests_touch_nothing_but_their_own(world: World) -> None:
             "validate": lambda: controller.ValidateVolumeCapabilities(
                 csi_pb2.ValidateVolumeCapabilitiesRequest(
                     volume_id=volume_id, volume_capabilities=[cap], parameters=params
+                ),
+                timeout=30,
+            ),
+            # A layout or inode limit is the volume's own to change; its data stays.
+            "modify": lambda: controller.ControllerModifyVolume(
+                csi_pb2.ControllerModifyVolumeRequest(
+                    volume_id=volume_id, mutable_parameters=params
                 ),
                 timeout=30,
             ),
@@ -466,6 +482,12 @@ def record_files(world: World) -> st.SearchStrategy[bytes]:
             "parameters": st.one_of(
                 st.dictionaries(tricky_text, tricky_text, max_size=2), st.none()
             ),
+            # A forged layout is applied to nothing: the record is skipped or its layout is
+            # one the driver could have set.
+            "layout": st.one_of(
+                st.dictionaries(parameter_keys, parameter_values, max_size=2), tricky_text
+            ),
+            "inode_limit": st.one_of(st.integers(), tricky_text),
         },
     )
     return st.one_of(
