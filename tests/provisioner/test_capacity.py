@@ -20,12 +20,14 @@ from csi.host.command import DEFAULT_TIMEOUT_S, CommandResult
 from csi.lustre.client import LustreClient
 from csi.metrics import RpcMetrics, serve_metrics
 from csi.server_sets import FileSystemEndpoint
+from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from provisioner.kubevirt.runner import ProvisionerRunner
 from tests.provisioner.conftest import FAST, KubeEnv, template, wait_for
 
 pytestmark = pytest.mark.kube
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lustre-2.17"
 KIB = 1024
+POOL = "10.47.0.0/24"
 
 
 class RealLfsDf:
@@ -76,7 +78,8 @@ def test_status_and_metrics_show_measured_use_per_ost_and_in_total(
     env.runners.append(runner)
     runner.start()
     provider = env.provider()
-    wait_for(lambda: provider.ensure_file_system("capa", template()), timeout=30,
+    # An address pool of its own: other tests of the session count on theirs.
+    wait_for(lambda: provider.ensure_file_system("capa", template(ip_pool=POOL)), timeout=30,
              what="file system capa Ready")
 
     def measured() -> dict[str, Any]:
@@ -110,3 +113,10 @@ def test_status_and_metrics_show_measured_use_per_ost_and_in_total(
     header, row = table.splitlines()[:2]
     assert header.split()[4:7] == ["CAPACITY", "USED", "AVAILABLE"]
     assert row.split()[5:7] == ["9604Ki", capacity["available"]]
+    remove_file_system(env, "capa")
+
+
+def remove_file_system(env: KubeEnv, name: str) -> None:
+    """Delete a test's file system and wait until the provisioner has let it go."""
+    env.admin.delete(LUSTRE_FILE_SYSTEMS, name)
+    wait_for(lambda: env.lfs(name) is None, timeout=30, what=f"{name} gone")

@@ -24,7 +24,13 @@ from csi.metrics import RpcMetrics
 from provisioner.kubevirt.kube import PVS, KubeError
 from provisioner.kubevirt.runner import ProvisionerRunner
 from tests.provisioner.conftest import FAST, KubeEnv, template, wait_for
-from tests.provisioner.test_capacity import KIB, RealLfsDf, mounted_at
+from tests.provisioner.test_capacity import (
+    KIB,
+    POOL,
+    RealLfsDf,
+    mounted_at,
+    remove_file_system,
+)
 
 pytestmark = pytest.mark.kube
 BIN = Path(sys.executable).parent
@@ -61,8 +67,8 @@ def measured_file_system(env: KubeEnv, tmp_path: Path) -> Iterator[dict[str, Any
     runner.attach_controller(RpcMetrics(), LustreClient(RealLfsDf()), mounted_at(tmp_path))
     env.runners.append(runner)
     runner.start()
-    wait_for(lambda: env.provider().ensure_file_system("kview", template()), timeout=30,
-             what="kview Ready")
+    wait_for(lambda: env.provider().ensure_file_system("kview", template(ip_pool=POOL)),
+             timeout=30, what="kview Ready")
     pvs = [_pv("pv-kview-a", "lustre.csi.io", "v1:shared:kview:data-a", "team-a/data-a"),
            _pv("pv-kview-static", "lustre.csi.io", "kview-static",
                attributes={"fsname": "kview", "mgsNids": "10.9.9.9@tcp"}),
@@ -79,6 +85,7 @@ def measured_file_system(env: KubeEnv, tmp_path: Path) -> Iterator[dict[str, Any
             with contextlib.suppress(KubeError):  # as the cluster would: unbound, it goes
                 env.admin.delete(PVS, pv["metadata"]["name"])
                 env.admin.patch(PVS, pv["metadata"]["name"], {"metadata": {"finalizers": None}})
+        remove_file_system(env, "kview")
 
 
 def test_status_shows_the_file_system_its_osts_volumes_conditions_and_events(

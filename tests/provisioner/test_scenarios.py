@@ -298,7 +298,8 @@ def test_node_loss_fences_the_server_and_it_returns_with_the_same_address(env):
     wait_for(lambda: env.condition("fence", "Degraded").get("status") == "True", 10, "Degraded")
     assert "oss0" in env.condition("fence", "Degraded")["message"]
     assert env.lfs("fence")["status"]["phase"] == "Degraded"
-    with pytest.raises(InProgress, match="Degraded"):
+    with pytest.raises(InProgress, match=r"^waiting for LustreFileSystem fence: servers not "
+                                         r"ready \(.*\): .*oss0 \(fence-oss0\) is not ready"):
         ready(env, "fence")
     # After the 2 s timeout the launcher pod is force-deleted and the VM starts elsewhere.
     fenced_pod = pod_before[0]["metadata"]["name"]
