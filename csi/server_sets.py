@@ -22,7 +22,7 @@ is refused, and `delete_file_system` removes only a file system dedicated to the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from csi.lustre.layout import pool_name_problem
@@ -255,4 +255,18 @@ class ServerSetProvider(Protocol):
 
     def list_file_systems(self) -> list[str]:
         """Names of the file systems this provider serves, sorted."""
+        ...
+
+
+@runtime_checkable
+class PoolCapacity(Protocol):
+    """A provider that grows an OST pool by itself (the controller asks it when a volume
+    names a pool; a provider without it grows only the file system as a whole)."""
+
+    def ensure_pool_capacity(self, fsname: str, pool: str, required_bytes: int) -> None:
+        """Make `required_bytes` of reservations of volumes on pool `pool` fit under the
+        growth threshold of the pool's own OSTs, adding OSTs to that pool when they do not.
+
+        InProgress while new OSTs are not yet serving; CapacityExhausted when the pool's index
+        block is full; NotFound for a pool the file system does not have."""
         ...

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from csi.errors import NotFound
+from csi.errors import CapacityExhausted, NotFound
 from csi.host.atomicfile import read_json, write_json_atomic
 from csi.host.keyed_locks import KeyedLocks
 from csi.lustre.fsname import validate_fsname
@@ -167,6 +167,40 @@ class LocalServerSets:
             grown = {**ledger, "osts": [*ledger["osts"], *added]}
             self._store(fsname, grown)
             return _capacity_of(grown)
+
+    def ensure_pool_capacity(self, fsname: str, pool: str, required_bytes: int) -> None:
+        """PoolCapacity: OSTs added to the pool's own block until its reservations fit."""
+        with self._lock(fsname):
+            ledger = self._require(fsname)
+            pools = ledger.get("pools", {})
+            if pool not in pools:
+                raise NotFound(f"file system {fsname!r} has no OST pool {pool!r}")
+            template = ledger["template"]
+            members = [ost for ost in ledger["osts"] if ost.get("pool") == pool]
+            try:
+                plan = plan_growth(
+                    fsname=fsname, required_bytes=required_bytes,
+                    current_total_bytes=sum(ost["size_bytes"] for ost in members),
+                    current_osts=len(members), ost_size_bytes=template["ost_size_bytes"],
+                    threshold=template["growth_threshold"], max_osts=POOL_INDEX_BLOCK,
+                )
+            except CapacityExhausted as exc:
+                raise CapacityExhausted(
+                    f"OST pool {pool!r} of file system {fsname!r} cannot hold "
+                    f"{required_bytes} bytes of volumes: its block of {POOL_INDEX_BLOCK} OST "
+                    "indices is full"
+                ) from exc
+            if plan.add == 0:
+                return
+            start = max(pools[pool]) + 1
+            added = [
+                {"index": start + n, "size_bytes": template["ost_size_bytes"],
+                 "state": "active", "pool": pool}
+                for n in range(plan.add)
+            ]
+            indices = [*pools[pool], *(ost["index"] for ost in added)]
+            self._store(fsname, {**ledger, "osts": [*ledger["osts"], *added],
+                                 "pools": {**pools, pool: indices}})
 
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))

@@ -51,8 +51,14 @@ from csi.errors import (
 from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
-from csi.lustre.layout import ALL_OSTS, LayoutParameters, check_layout_fits, parse_layout
-from csi.server_sets import FileSystemEndpoint, ServerSetProvider
+from csi.lustre.layout import (
+    ALL_OSTS,
+    OST_POOL,
+    LayoutParameters,
+    check_layout_fits,
+    parse_layout,
+)
+from csi.server_sets import FileSystemEndpoint, PoolCapacity, ServerSetProvider
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
@@ -197,14 +203,24 @@ class VolumeService:
         if not already_counted:
             self._catalog.hold(record)
         try:
-            self._provider.ensure_capacity(
-                record.fsname, self._catalog.reserved_bytes(record.fsname)
-            )
+            self._make_room(record)
         except (InProgress, CapacityExhausted):
             # No room yet (or ever): the reservation must not outlive this attempt.
             if not already_counted:
                 self._catalog.release_hold(record)
             raise
+
+    def _make_room(self, record: VolumeRecord) -> None:
+        """The provider makes room for every reservation of the record's file system, and of
+        its OST pool too when it names one (and the provider grows pools)."""
+        self._provider.ensure_capacity(record.fsname, self._catalog.reserved_bytes(record.fsname))
+        pool = record.layout.get(OST_POOL)
+        if pool and isinstance(self._provider, PoolCapacity):
+            on_pool = sum(
+                other.capacity_bytes for other in self._catalog
+                if other.fsname == record.fsname and other.layout.get(OST_POOL) == pool
+            )
+            self._provider.ensure_pool_capacity(record.fsname, pool, on_pool)
 
     def _apply(self, mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
         """Make the volume's directory, then its project id and quota.
@@ -323,9 +339,7 @@ class VolumeService:
             self._fs.refresh(record.fsname, mountpoint)  # count the other replicas' volumes too
             self._catalog.hold(grown)
             try:
-                self._provider.ensure_capacity(
-                    record.fsname, self._catalog.reserved_bytes(record.fsname)
-                )
+                self._make_room(grown)
                 self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
                 self._fs.write(mountpoint, grown)
             except BaseException:

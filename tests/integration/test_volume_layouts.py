@@ -138,3 +138,20 @@ def test_repeating_a_modify_is_a_no_op(controller: Replica) -> None:
     # Growing the volume keeps the layout it was given.
     assert controller.volumes.expand(volume_id, CapacityRange(required_bytes=2 * GiB))
     assert controller.volumes.get(volume_id).record.layout == {"stripeCount": "-1"}
+
+
+def test_a_pool_short_of_room_grows_and_only_that_pool(controller: Replica) -> None:
+    # ostSize 10Gi at a 0.5 threshold: one flash OST holds 5 GiB of reservations.
+    pools = {"minOsts": "2", "ostPools": "flash:1,disk:1"}
+    first = controller.create("fast-1", 4 * GiB, ostPool="flash", **pools)
+    mountpoint = controller.volumes.get(first).mountpoint
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 1, "disk": 1}
+    controller.create("fast-2", 4 * GiB, ostPool="flash", **pools)  # 8 GiB: flash needs 2
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 2, "disk": 1}
+    controller.create("plain", 1 * GiB, **pools)  # on no pool: no pool grows
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 2, "disk": 1}
+    # Growing a pool volume makes room in its pool too.
+    controller.volumes.expand(first, CapacityRange(required_bytes=8 * GiB))
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 3, "disk": 1}
+    indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
+    assert sorted(indices) == [0, 1, 1024, 1025, 1026, 2048]
