@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from csi.controller.parameters import parse_volume_parameters
-from csi.errors import InvalidArgument
+from csi.errors import InvalidArgument, NotFound
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.layout import Layout, extend_layout, layout_status, read_layout
+from provisioner.kubevirt.pool_growth import pool_growth
 from provisioner.kubevirt.spec import SpecError, parse_spec, spec_from_template, template_error
 
 LFS = {"apiVersion": "lustre.csi.io/v1alpha1", "kind": "LustreFileSystem",
@@ -160,3 +161,36 @@ def test_a_spec_problem_in_a_pool_is_named_as_the_storage_class_parameter() -> N
     with pytest.raises(SpecError) as raised:
         parse_spec(spec_from_template("scratch", params.template))
     assert "parameter ipPool (spec.network.ipPool)" in str(template_error(raised.value))
+
+
+def _object(spec: Any, layout: Layout, active: bool) -> dict[str, Any]:
+    status = layout_status(layout, spec)
+    for ost in status["osts"]:
+        ost["state"] = "Active" if active else "Pending"
+    return {**copy.deepcopy(LFS), "metadata": {**LFS["metadata"], "resourceVersion": "7"},
+            "spec": copy.deepcopy(SPEC), "status": status}
+
+
+def test_a_pool_short_of_room_gets_a_patch_for_that_pool_only() -> None:
+    spec, layout = _planned()  # flash: 3 OSTs of 1 TiB; growthThreshold 0.8 by default
+    lfs = _object(spec, layout, active=True)
+    enough = pool_growth(lfs, "flash", 2 << 40)  # 2 TiB fits in 2.4 TiB
+    assert (enough.patch, enough.serving) == (None, True)
+    short = pool_growth(lfs, "flash", 3 << 40)  # 3 TiB needs 3.75: a fourth OST
+    assert short.patch is not None and not short.serving
+    assert short.patch["metadata"] == {"resourceVersion": "7"}
+    assert short.patch["spec"]["pools"] == [
+        {"name": "flash", "ostCount": 4, "targetStorageClass": "nvme-block"},
+        {"name": "archive", "ostCount": 1}]
+    # The patched spec plans the OST in flash's block, on flash's storage.
+    grown = parse_spec({**SPEC, **short.patch["spec"]}, "scratch")
+    added = [o for o in extend_layout(layout, grown, taken=[]).osts if o not in layout.osts]
+    assert [(o.label, o.pool) for o in added] == [("OST0403", "flash")]
+
+
+def test_a_pool_is_serving_only_once_its_osts_are_active() -> None:
+    spec, layout = _planned()
+    waiting = pool_growth(_object(spec, layout, active=False), "flash", 1 << 40)
+    assert (waiting.patch, waiting.serving) == (None, False)
+    with pytest.raises(NotFound, match="no OST pool 'nvme'"):
+        pool_growth(_object(spec, layout, active=True), "nvme", 1)
