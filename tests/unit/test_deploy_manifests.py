@@ -147,3 +147,21 @@ def test_metrics_listen_on_loopback_unless_an_admin_opens_them() -> None:
         container = next(c for c in workload["spec"]["template"]["spec"]["containers"]
                          if c["name"] == "lustre-csi")
         assert "metrics" not in {p.get("name") for p in container.get("ports") or []}
+
+
+def test_layout_examples_parse_as_the_driver_reads_them() -> None:
+    from csi.controller.parameters import parse_mutable_parameters
+
+    documents = {d["kind"]: d for d in _documents(DEPLOY / "examples" / "layouts.yaml")}
+    storage_class = documents["StorageClass"]
+    params = parse_volume_parameters(
+        storage_class["parameters"], volume_name="wide-files", default_fsname="lustre",
+        mutable_parameters=documents["VolumeAttributesClass"]["parameters"],
+    )
+    assert params.layout.stripe_size == 1 << 20  # the class's, over the StorageClass's
+    assert len(params.layout.extents) == 3 and params.inode_limit == 1_000_000
+    parse_mutable_parameters(documents["VolumeAttributesClass"]["parameters"])
+    claim = documents["PersistentVolumeClaim"]["spec"]
+    assert claim["volumeAttributesClassName"] == "lustre-progressive"
+    (example,) = _documents(DEPLOY / "examples" / "lustrefilesystem.yaml")
+    assert [(p.name, p.ost_count) for p in parse_spec(example["spec"]).pools] == [("flash", 2)]
