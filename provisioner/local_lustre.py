@@ -250,6 +250,10 @@ class LocalLustreCommands:
                 if value not in pools:
                     return _fail(args, 22, f"pool '{fsname}.{value}' does not exist")
                 current["pool"] = value
+        for component in components:
+            size, end = component.get("stripe_size"), component["end"]
+            if size and end is not None and end % size:
+                return _fail(args, 22, "The component end must be aligned by the stripe size")
         layout = {"components": components} if components else current
         os.setxattr(directory, LAYOUT_XATTR, json.dumps(layout).encode())
         return _ok(args, "")

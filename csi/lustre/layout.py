@@ -105,12 +105,12 @@ class LayoutParameters:
             stripe_count, extents = changes.stripe_count, ()
         if PROGRESSIVE_LAYOUT in given:
             stripe_count, extents = None, changes.extents
-        return LayoutParameters(
+        return _aligned(LayoutParameters(
             stripe_count=stripe_count,
             stripe_size=changes.stripe_size if STRIPE_SIZE in given else self.stripe_size,
             pool=changes.pool if OST_POOL in given else self.pool,
             extents=extents,
-        )
+        ))
 
 
 DEFAULT_LAYOUT: Final = LayoutParameters()  # the file system's own default: nothing is set
@@ -203,14 +203,28 @@ def parse_layout(parameters: Mapping[str, str]) -> LayoutParameters:
             f"extent of a progressive layout has its own stripe count)"
         )
     count, size, pool, extents = (parameters.get(key) for key in LAYOUT_PARAMETERS)
-    return LayoutParameters(
+    return _aligned(LayoutParameters(
         stripe_count=None if count is None else _stripe_count(STRIPE_COUNT, count),
         stripe_size=None if size is None else _aligned_size(
             STRIPE_SIZE, size, what="the size", maximum=MAX_STRIPE_SIZE
         ),
         pool=None if pool is None else _pool(OST_POOL, pool),
         extents=() if extents is None else _extents(PROGRESSIVE_LAYOUT, extents),
-    )
+    ))
+
+
+def _aligned(layout: LayoutParameters) -> LayoutParameters:
+    """`layout`, unless an extent ends inside a stripe: lfs refuses that ("The component end
+    must be aligned by the stripe size", liblustreapi_layout.c)."""
+    size = layout.stripe_size
+    for extent in layout.extents:
+        if size is not None and extent.end is not None and extent.end % size:
+            raise InvalidArgument(
+                f"parameters {PROGRESSIVE_LAYOUT} and {STRIPE_SIZE}: extent end "
+                f"{format_quantity(extent.end)} is not a multiple of the stripe size "
+                f"{format_quantity(size)}; every extent but the last must end on a stripe"
+            )
+    return layout
 
 
 def check_layout_fits(

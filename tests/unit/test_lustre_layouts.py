@@ -101,6 +101,8 @@ def test_progressive_layout_parses_extents_in_order_to_eof() -> None:
         ({"progressiveLayout": "64Mi:0,eof:2"}, "progressiveLayout", "must be -1 or 1-2000"),
         ({"progressiveLayout": "64Mi,eof:2"}, "progressiveLayout", "<end>:<stripe count>"),
         ({"stripeCount": "2", "progressiveLayout": "64Mi:1,eof:2"}, "stripeCount", "not both"),
+        ({"progressiveLayout": "1Mi:1,eof:2", "stripeSize": "4Mi"}, "progressiveLayout",
+         "extent end 1Mi is not a multiple of the stripe size 4Mi"),
     ],
 )
 def test_bad_layout_values_name_the_parameter_and_what_it_takes(
@@ -170,6 +172,9 @@ def test_a_change_replaces_only_the_keys_given() -> None:
     )
     back = changed.changed_by(LayoutParameters(stripe_count=-1), {"stripeCount"})
     assert back == LayoutParameters(stripe_count=-1, stripe_size=MiB, pool="flash")
+    # A new stripe size must still fit the extents the directory keeps.
+    with pytest.raises(InvalidArgument, match="extent end 4Mi is not a multiple"):
+        changed.changed_by(LayoutParameters(stripe_size=8 * MiB), {"stripeSize"})
 
 
 # --- argv ----------------------------------------------------------------------------------------
@@ -302,6 +307,10 @@ def test_standin_refuses_a_stripe_size_lfs_refuses(
     result = runner.run(["lfs", "setstripe", "-S", "100k", str(directory)])
     assert result.returncode == 22
     assert "invalid stripe size '100k'" in result.stderr
+    unaligned = runner.run(["lfs", "setstripe", "-E", "1M", "-S", "4M", "-E", "-1",
+                            str(directory)])
+    assert unaligned.returncode == 22
+    assert "The component end must be aligned by the stripe size" in unaligned.stderr
 
 
 @pytest.mark.parametrize(
