@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.controller_replicas import Replica
 from tests.support.driver import DriverProcess, in_private_mount_namespace
 
 
@@ -21,3 +22,15 @@ def _private_mounts() -> None:
 def driver(tmp_path: Path) -> Iterator[DriverProcess]:
     with DriverProcess(tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
+    """Two controller replicas over one state directory."""
+    with Replica(tmp_path, "a") as first, Replica(tmp_path, "b") as second:
+        yield first, second
+
+
+@pytest.fixture
+def controller(replicas: tuple[Replica, Replica]) -> Replica:
+    return replicas[0]

@@ -2,7 +2,8 @@
 
 Volume services run in-process on the embedded local server set with real (private) mounts,
 as `serve --mode controller` assembles them; two services over one state directory are two
-controller replicas over the same file systems.
+controller replicas over the same file systems (tests/support/controller_replicas.py, the
+`replicas` and `controller` fixtures in conftest.py).
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from csi.controller.mounts import ControllerMounts
-from csi.controller.parameters import VolumeParameters, dedicated_fsname, parse_volume_parameters
+from csi.controller.parameters import VolumeParameters, dedicated_fsname
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import (
@@ -28,80 +27,13 @@ from csi.errors import (
     NotFound,
 )
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from csi.host.command import SubprocessRunner
-from csi.host.mounts import HostMounts, ProcMountTable
-from csi.lustre.client import LustreClient
-from csi.lustre.recognizers import LocalTreeRecognizer
-from provisioner.local import LOCAL_NID, LocalServerSets
-from provisioner.local_lustre import LocalLustreCommands
-
-GiB = 1 << 30
-SMALL = {"ostSize": "10Gi", "minOsts": "1", "maxOsts": "2", "growthThreshold": "0.5"}
-
-
-class Replica:
-    """One controller: a VolumeService with its own mounts and index over a shared state dir."""
-
-    def __init__(self, state_dir: Path, name: str) -> None:
-        self.sets = LocalServerSets(state_dir)
-        runner = LocalLustreCommands(self.sets, SubprocessRunner())
-        self.lustre = LustreClient(runner)
-        self.mounts = ControllerMounts(
-            state_dir / f"controller-mounts-{name}",
-            self.lustre,
-            HostMounts(runner),
-            ProcMountTable(),
-            LocalTreeRecognizer(state_dir / "filesystems", LOCAL_NID),
-        )
-        # Removals are run by the test (run_pending_removals), not by a thread, so what a
-        # test sees right after DeleteVolume is what the RPC itself did.
-        self.volumes = VolumeService(
-            self.sets, self.mounts, self.lustre, background_removals=False
-        )
-        self.state_dir = state_dir
-
-    def root(self, fsname: str) -> Path:
-        return self.sets.namespace_root(fsname)
-
-    def create(self, name: str, size: int = GiB, **parameters: str) -> str:
-        volume = self.volumes.create(
-            name, CapacityRange(required_bytes=size), self.params(name, **parameters)
-        )
-        return volume.record.volume_id
-
-    def params(self, name: str, **parameters: str) -> VolumeParameters:
-        return parse_volume_parameters(
-            {**SMALL, **parameters}, volume_name=name, default_fsname="safe"
-        )
-
-    def unmount_all(self) -> None:
-        for fsname in self.sets.list_file_systems():
-            self.mounts.release(fsname)
-
-
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
-    first, second = Replica(tmp_path, "a"), Replica(tmp_path, "b")
-    yield first, second
-    first.unmount_all()
-    second.unmount_all()
-
-
-@pytest.fixture
-def controller(replicas: tuple[Replica, Replica]) -> Replica:
-    return replicas[0]
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+from tests.support.controller_replicas import GiB, Replica, write_file
 
 
 # -- item 1: dedicated file systems ------------------------------------------------------------
 def test_forged_dedicated_id_does_not_delete_a_shared_file_system(controller: Replica) -> None:
     controller.create("team-a")
-    data = _write(controller.root("safe") / "admin" / "precious.txt", "keep me")
+    data = write_file(controller.root("safe") / "admin" / "precious.txt", "keep me")
     controller.volumes.delete("v1:dedicated:safe:anything")
     controller.volumes.delete("v1:dedicated:safe:team-a")  # a real volume's name, wrong kind
     assert controller.sets.list_file_systems() == ["safe"]
@@ -132,17 +64,14 @@ def test_a_dedicated_file_system_is_deleted_only_for_the_volume_it_is_dedicated_
         "parameters": {}, "state": "ready",
         "directory": "csi-volumes/intruder-0123456789abcdef",
     }
-    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
-    fresh = Replica(controller.state_dir, "c")
-    try:
+    write_file(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    with Replica(controller.state_dir, "c") as fresh:
         # The record is not trusted (the provider says "safe" is shared): nothing of the
         # volume's is there to delete, and the file system stays.
         fresh.volumes.delete("v1:dedicated:safe:intruder")
         assert fresh.sets.list_file_systems() == ["safe"]
         with pytest.raises(FailedPrecondition, match="not dedicated"):  # and the provider
             fresh.sets.delete_file_system("safe", dedicated_to="v1:dedicated:safe:intruder")
-    finally:
-        fresh.unmount_all()
 
 
 def test_two_dedicated_volumes_never_share_a_file_system(controller: Replica) -> None:
@@ -173,7 +102,7 @@ def test_create_volume_never_adopts_or_deletes_an_existing_directory(controller:
     controller.create("warmup")  # the file system exists; an admin keeps a directory in it
     admin = controller.root("safe") / "team"
     admin.mkdir(mode=0o750)
-    _write(admin / "report.txt", "the admin's")
+    write_file(admin / "report.txt", "the admin's")
     volume_id = controller.create("team")
     assert (admin.stat().st_mode & 0o777) == 0o750  # not opened to everyone
     assert list(admin.iterdir()) == [admin / "report.txt"]
@@ -214,22 +143,19 @@ def test_a_failed_removal_is_reported_and_keeps_the_quota_and_project_id(
 ) -> None:
     volume_id = controller.create("busy", 2 * GiB)
     volume = controller.volumes.get(volume_id)
-    directory = controller.root("safe") / volume.record.directory
-    claim = controller.root("safe") / f".lustre-csi/projects/{volume.record.project_id}"
+    directory, claim = controller.directory(volume.record), controller.claim_file(volume.record)
     # A mount on the volume's directory makes it impossible to remove (or move) for now.
     subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
     try:
         with pytest.raises(FailedPrecondition, match="Device or resource busy"):
             controller.volumes.delete(volume_id)
-        quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-        assert quota.block_hard_limit_bytes == 2 * GiB
+        assert controller.quota_bytes(volume) == 2 * GiB
         assert claim.exists() and directory.is_dir()
     finally:
         subprocess.run(["umount", str(directory)], check=True)
     controller.volumes.delete(volume_id)  # the retry finishes it
     assert not directory.exists() and not claim.exists()
-    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-    assert quota.block_hard_limit_bytes == 0
+    assert controller.quota_bytes(volume) == 0
 
 
 # -- item 2: records are checked as read --------------------------------------------------------
@@ -237,7 +163,7 @@ def test_a_forged_record_never_makes_delete_volume_remove_anything_outside(
     controller: Replica,
 ) -> None:
     controller.create("team-a")
-    outside = _write(controller.state_dir / "outside" / "keep.txt", "not the driver's")
+    outside = write_file(controller.state_dir / "outside" / "keep.txt", "not the driver's")
     records = controller.root("safe") / ".lustre-csi/volumes"
     forged = {
         "name": "evil", "volume_id": "v1:shared:safe:evil", "kind": "shared", "fsname": "safe",
@@ -245,17 +171,15 @@ def test_a_forged_record_never_makes_delete_volume_remove_anything_outside(
     }
     # Seen from the controller's mount (<state>/controller-mounts-c/safe), ../../outside is
     # <state>/outside; the second names it by its absolute path.
-    _write(records / "evil.json", json.dumps({**forged, "subdir": "../../outside",
-                                              "directory": "../../outside"}))
-    _write(records / "evil2.json", json.dumps({**forged, "volume_id": "v1:shared:safe:evil2",
-                                               "name": "evil2", "subdir": str(outside.parent),
-                                               "directory": str(outside.parent)}))
-    fresh = Replica(controller.state_dir, "c")
-    try:
+    escapes = {"subdir": "../../outside", "directory": "../../outside"}
+    write_file(records / "evil.json", json.dumps({**forged, **escapes}))
+    write_file(records / "evil2.json", json.dumps({
+        **forged, "volume_id": "v1:shared:safe:evil2", "name": "evil2",
+        "subdir": str(outside.parent), "directory": str(outside.parent),
+    }))
+    with Replica(controller.state_dir, "c") as fresh:
         fresh.volumes.delete("v1:shared:safe:evil")
         fresh.volumes.delete("v1:shared:safe:evil2")
-    finally:
-        fresh.unmount_all()
     assert outside.read_text() == "not the driver's"
 
 
@@ -263,17 +187,14 @@ def test_an_empty_record_does_not_break_calls_on_its_file_system_after_a_restart
     controller: Replica, caplog: pytest.LogCaptureFixture
 ) -> None:
     kept = controller.create("kept")
-    _write(controller.root("safe") / ".lustre-csi/volumes/torn.json", "")
-    restarted = Replica(controller.state_dir, "c")
-    try:
+    write_file(controller.root("safe") / ".lustre-csi/volumes/torn.json", "")
+    with Replica(controller.state_dir, "c") as restarted:
         with caplog.at_level("WARNING", logger="csi.controller.catalog"):
             assert restarted.volumes.get(kept).record.name == "kept"
         assert ".lustre-csi/volumes/torn.json" in caplog.text
         assert [r.name for r in restarted.volumes.list_page("", 0)[0]] == ["kept"]
         restarted.create("another")
         restarted.volumes.delete(kept)
-    finally:
-        restarted.unmount_all()
 
 
 # -- item 13: failed expansions and refused creates -----------------------------------------------
@@ -333,8 +254,7 @@ def test_a_volume_made_by_one_replica_is_found_expanded_and_deleted_by_the_other
     assert [r.name for r in second.volumes.list_page("", 0)[0]] == ["before"]  # b indexed
     volume_id = first.create("after", GiB)  # ... then a leader change
     record = first.volumes.get(volume_id).record
-    directory = first.root("safe") / record.directory
-    claim = first.root("safe") / f".lustre-csi/projects/{record.project_id}"
+    directory, claim = first.directory(record), first.claim_file(record)
 
     assert second.volumes.get(volume_id).record.directory == record.directory
     assert second.create("after", GiB) == volume_id  # the same volume, not a second one
@@ -364,7 +284,7 @@ def test_a_volume_deleted_by_one_replica_is_gone_for_the_other(
 def _fill(directory: Path, dirs: int = 3, files: int = 5) -> None:
     for d in range(dirs):
         for f in range(files):
-            _write(directory / f"d{d}" / f"f{f}.bin", "x" * 100)
+            write_file(directory / f"d{d}" / f"f{f}.bin", "x" * 100)
 
 
 def test_delete_volume_moves_a_large_tree_away_and_removes_it_in_the_background(
@@ -372,18 +292,16 @@ def test_delete_volume_moves_a_large_tree_away_and_removes_it_in_the_background(
 ) -> None:
     volume_id = controller.create("large", 2 * GiB)
     volume = controller.volumes.get(volume_id)
-    directory = controller.root("safe") / volume.record.directory
-    claim = controller.root("safe") / f".lustre-csi/projects/{volume.record.project_id}"
+    directory, claim = controller.directory(volume.record), controller.claim_file(volume.record)
     _fill(directory)
 
     controller.volumes.delete(volume_id)  # answers without walking the tree
     assert not directory.exists()  # unreachable under its name at once
-    pending = json.loads((controller.root("safe") / ".lustre-csi/volumes/large.json").read_text())
-    assert pending["state"] == "deleting"
+    pending = controller.record_on_disk("safe", "large")
+    assert pending is not None and pending["state"] == "deleting"
     trash = controller.root("safe") / pending["trash"]
     assert (trash / "d0" / "f0.bin").exists()  # the data waits in the trash ...
-    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-    assert quota.block_hard_limit_bytes == 2 * GiB  # ... and keeps its quota and project id
+    assert controller.quota_bytes(volume) == 2 * GiB  # ... and keeps its quota and project id
     assert claim.exists()
     with pytest.raises(NotFound):
         controller.volumes.get(volume_id)
@@ -394,27 +312,22 @@ def test_delete_volume_moves_a_large_tree_away_and_removes_it_in_the_background(
 
     assert controller.volumes.run_pending_removals() == 0
     assert not trash.exists() and not claim.exists()
-    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-    assert quota.block_hard_limit_bytes == 0
+    assert controller.quota_bytes(volume) == 0
     assert controller.volumes.catalog.reserved_bytes("safe") == 0
-    assert not (controller.root("safe") / ".lustre-csi/volumes/large.json").exists()
+    assert controller.record_on_disk("safe", "large") is None
     controller.create("large", 2 * GiB)  # the name is free again
 
 
 def test_pending_removals_resume_after_a_restart(controller: Replica) -> None:
     volume_id = controller.create("interrupted")
     record = controller.volumes.get(volume_id).record
-    _fill(controller.root("safe") / record.directory)
+    _fill(controller.directory(record))
     controller.volumes.delete(volume_id)  # ... and the controller stops before the removal
-    restarted = Replica(controller.state_dir, "c")
-    try:
+    with Replica(controller.state_dir, "c") as restarted:
         restarted.volumes.resume_removals()
         assert restarted.volumes.run_pending_removals() == 0
         assert list((restarted.root("safe") / ".lustre-csi/trash").iterdir()) == []
-        claims = restarted.root("safe") / ".lustre-csi/projects"
-        assert not (claims / str(record.project_id)).exists()
-    finally:
-        restarted.unmount_all()
+        assert not restarted.claim_file(record).exists()
 
 
 def test_a_background_removal_that_fails_keeps_the_quota_and_is_retried(
@@ -422,21 +335,19 @@ def test_a_background_removal_that_fails_keeps_the_quota_and_is_retried(
 ) -> None:
     volume_id = controller.create("stuck", 2 * GiB)
     volume = controller.volumes.get(volume_id)
-    _fill(controller.root("safe") / volume.record.directory)
-    inner = controller.root("safe") / volume.record.directory / "d0"
+    _fill(controller.directory(volume.record))
+    inner = controller.directory(volume.record) / "d0"
     subprocess.run(["mount", "--bind", str(inner), str(inner)], check=True)
     controller.volumes.delete(volume_id)
     trash = controller.root("safe") / ".lustre-csi/trash" / volume.record.directory.split("/")[1]
     try:
         assert controller.volumes.run_pending_removals() == 1  # EBUSY: still pending
-        quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-        assert quota.block_hard_limit_bytes == 2 * GiB
+        assert controller.quota_bytes(volume) == 2 * GiB
     finally:
         subprocess.run(["umount", str(trash / "d0")], check=True)
     assert controller.volumes.run_pending_removals() == 0
     assert not trash.exists()
-    quota = controller.lustre.project_quota(volume.mountpoint, volume.record.project_id)
-    assert quota.block_hard_limit_bytes == 0
+    assert controller.quota_bytes(volume) == 0
 
 
 def test_two_replicas_finishing_one_removal_release_it_once(
@@ -445,21 +356,20 @@ def test_two_replicas_finishing_one_removal_release_it_once(
     first, second = replicas
     volume_id = first.create("both")
     record = first.volumes.get(volume_id).record
-    _fill(first.root("safe") / record.directory)
+    _fill(first.directory(record))
     first.volumes.delete(volume_id)
     second.volumes.resume_removals()  # the other replica finds the same pending removal
     assert second.volumes.run_pending_removals() == 0
     assert first.volumes.run_pending_removals() == 0
     metadata = first.root("safe") / ".lustre-csi"
     assert list((metadata / "volumes").glob("both.json*")) == []
-    assert not (metadata / "projects" / str(record.project_id)).exists()
+    assert not first.claim_file(record).exists()
     assert list((metadata / "trash").iterdir()) == []
     # A volume that gets the released id afterwards keeps its claim: nobody releases it twice.
     successor = first.volumes.get(first.create("successor")).record
     second.volumes.resume_removals()
     assert second.volumes.run_pending_removals() == 0
-    claim = metadata / "projects" / str(successor.project_id)
-    assert claim.read_text() == successor.volume_id
+    assert first.claim_holder("safe", successor.project_id) == successor.volume_id
 
 
 def test_a_hung_file_system_answers_unavailable_instead_of_holding_the_thread(
@@ -492,8 +402,8 @@ def test_the_background_removal_never_follows_a_symlink_out_of_the_volume(
     controller: Replica,
 ) -> None:
     volume_id = controller.create("linked")
-    directory = controller.root("safe") / controller.volumes.get(volume_id).record.directory
-    outside = _write(controller.state_dir / "elsewhere" / "keep.txt", "not the volume's")
+    directory = controller.directory(controller.volumes.get(volume_id).record)
+    outside = write_file(controller.state_dir / "elsewhere" / "keep.txt", "not the volume's")
     _fill(directory)
     (directory / "d0" / "to-dir").symlink_to(outside.parent)
     (directory / "to-file").symlink_to(outside)

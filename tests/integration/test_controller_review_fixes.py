@@ -1,7 +1,7 @@
 """The controller against the adversarial review of its data-safety fixes (issue 8).
 
 Two replicas over one state directory are two controller replicas over the same file
-systems (see tests/integration/test_controller_data_safety.py for the set-up).
+systems (tests/support/controller_replicas.py, the fixtures in conftest.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,30 +23,7 @@ from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import FailedPrecondition, NotFound, OperationInFlight
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from tests.integration.test_controller_data_safety import GiB, Replica, _write
-
-
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
-    first, second = Replica(tmp_path, "a"), Replica(tmp_path, "b")
-    yield first, second
-    first.unmount_all()
-    second.unmount_all()
-
-
-@pytest.fixture
-def controller(replicas: tuple[Replica, Replica]) -> Replica:
-    return replicas[0]
-
-
-def _record_on_disk(replica: Replica, fsname: str, subdir: str) -> dict | None:
-    path = replica.root(fsname) / ".lustre-csi/volumes" / f"{subdir}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _claim(replica: Replica, fsname: str, project_id: int) -> str | None:
-    path = replica.root(fsname) / ".lustre-csi/projects" / str(project_id)
-    return path.read_text().strip() if path.exists() else None
+from tests.support.controller_replicas import GiB, Replica, write_file
 
 
 def _mounted(path: Path) -> bool:
@@ -57,8 +33,7 @@ def _mounted(path: Path) -> bool:
 
 def _give_it_a_tree(replica: Replica, volume_id: str) -> None:
     """A subdirectory: the volume's removal goes to the background worker."""
-    record = replica.volumes.get(volume_id).record
-    (replica.root(record.fsname) / record.directory / "sub").mkdir()
+    (replica.directory(replica.volumes.get(volume_id).record) / "sub").mkdir()
 
 
 # -- finding 1: a late removal step takes only its own record ----------------------------------
@@ -98,10 +73,9 @@ def test_a_late_removal_step_leaves_the_volume_made_again_under_the_same_name_al
     state = _late_release_by_b(a, b, monkeypatch, recreate)
     new = a.volumes.get(state["new"])  # still there, for both replicas
     assert b.volumes.get(state["new"]).record.directory == new.record.directory
-    assert (a.root("safe") / new.record.directory).is_dir()
-    assert _claim(a, "safe", new.record.project_id) == state["new"]
-    quota = a.lustre.project_quota(new.mountpoint, new.record.project_id)
-    assert quota.block_hard_limit_bytes == GiB
+    assert a.directory(new.record).is_dir()
+    assert a.claim_holder("safe", new.record.project_id) == state["new"]
+    assert a.quota_bytes(new) == GiB
 
 
 def test_a_late_removal_step_never_releases_a_recreated_volume_that_is_being_deleted(
@@ -121,16 +95,16 @@ def test_a_late_removal_step_never_releases_a_recreated_volume_that_is_being_del
         a.volumes.delete(state["new"])  # its tree waits in the trash
 
     state = _late_release_by_b(a, b, monkeypatch, recreate_and_delete)
-    pending = _record_on_disk(a, "safe", "n")
+    pending = a.record_on_disk("safe", "n")
     assert pending is not None and pending["state"] == "deleting"
     assert (a.root("safe") / pending["trash"]).is_dir()
     project_id = int(state["project"])
-    assert _claim(a, "safe", project_id) == state["new"]  # its quota and id are kept ...
+    assert a.claim_holder("safe", project_id) == state["new"]  # its quota and id are kept ...
     quota = a.lustre.project_quota(a.state_dir / "controller-mounts-a" / "safe", project_id)
     assert quota.block_hard_limit_bytes == 2 * GiB
     monkeypatch.undo()
     assert a.volumes.run_pending_removals() == 0  # ... until its own removal is done
-    assert _claim(a, "safe", project_id) is None
+    assert a.claim_holder("safe", project_id) is None
     assert not (a.root("safe") / pending["trash"]).exists()
 
 
@@ -163,8 +137,8 @@ def _plant_forged_dedicated_record(controller: Replica) -> dict:
         "parameters": {}, "state": "ready",
         "directory": "csi-volumes/intruder-0123456789abcdef",
     }
-    _write(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
-    _write(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
+    write_file(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    write_file(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
     return forged
 
 
@@ -173,8 +147,7 @@ def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_
 ) -> None:
     kept = controller.create("team-a", 2 * GiB)
     _plant_forged_dedicated_record(controller)
-    fresh = Replica(controller.state_dir, "c")
-    try:
+    with Replica(controller.state_dir, "c") as fresh:
         with caplog.at_level(logging.WARNING):
             assert [r.name for r in fresh.volumes.list_page("", 0)[0]] == ["team-a"]
         assert "intruder.json" in caplog.text
@@ -186,8 +159,6 @@ def test_a_forged_dedicated_record_on_a_shared_file_system_unmounts_and_forgets_
         assert fresh.volumes.catalog.reserved_bytes("safe") == 2 * GiB
         assert [r.name for r in fresh.volumes.catalog] == ["team-a"]
         assert fresh.sets.list_file_systems() == ["safe"]
-    finally:
-        fresh.unmount_all()
 
 
 def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
@@ -195,10 +166,9 @@ def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
 ) -> None:
     kept = controller.create("team-a", 2 * GiB)
     forged = _plant_forged_dedicated_record(controller)
-    fresh = Replica(controller.state_dir, "c")
-    # A lookup that got it wrong (stale, say): only delete_file_system's own check is left.
-    monkeypatch.setattr(fresh.sets, "dedicated_to", lambda fsname: forged["volume_id"])
-    try:
+    with Replica(controller.state_dir, "c") as fresh:
+        # A lookup that got it wrong (stale, say): only delete_file_system's own check is left.
+        monkeypatch.setattr(fresh.sets, "dedicated_to", lambda fsname: forged["volume_id"])
         mountpoint = fresh.volumes.get(kept).mountpoint
         reserved = fresh.volumes.catalog.reserved_bytes("safe")
         with pytest.raises(FailedPrecondition, match="not dedicated"):
@@ -206,8 +176,6 @@ def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
         assert _mounted(mountpoint)
         assert fresh.volumes.catalog.reserved_bytes("safe") == reserved
         assert fresh.volumes.get(kept).record.name == "team-a"
-    finally:
-        fresh.unmount_all()
 
 
 # -- finding 5: hung file-system calls hold neither the thread nor the volume ------------------
@@ -247,7 +215,7 @@ def test_a_hung_record_write_answers_unavailable_and_a_retry_after_the_hang_succ
             break
         except CallTimedOut:
             threading.Event().wait(0.1)
-    assert _record_on_disk(controller, "safe", "v") is None
+    assert controller.record_on_disk("safe", "v") is None
     with pytest.raises(NotFound):
         service.get(volume_id)
 
@@ -275,12 +243,12 @@ def test_a_removal_hung_on_one_file_system_does_not_stop_removals_on_others(
         service.delete(fast)
         removed = threading.Event()
         for _ in range(300):
-            if _record_on_disk(controller, "fast", "b") is None:
+            if controller.record_on_disk("fast", "b") is None:
                 removed.set()
                 break
             threading.Event().wait(0.1)
         assert removed.is_set(), "the healthy file system's removal waited for the hung one"
-        assert _record_on_disk(controller, "slow", "a") is not None
+        assert controller.record_on_disk("slow", "a") is not None
     finally:
         slow_mds_back.set()
         service.stop()
@@ -304,7 +272,7 @@ def test_a_driver_directory_swapped_for_a_symlink_leaves_the_outside_untouched(
     outside = root / "someone-elses"
     shutil.copytree(root / linked, outside, symlinks=True)
     for name in ("n2.json", "1001", "n2", "kept.json"):
-        _write(outside / name, "someone else's file")
+        write_file(outside / name, "someone else's file")
     before = _contents(outside)
     shutil.rmtree(root / linked)
     (root / linked).symlink_to(os.path.relpath(outside, (root / linked).parent))
@@ -354,16 +322,22 @@ def test_listing_capacity_and_growth_see_the_other_replicas_changes(
     assert b.volumes.catalog.reserved_bytes("safe") == 5 * GiB
 
     a.create("w", 2 * GiB)
+    asked = _capacity_requests(b, monkeypatch)
+    b.create("z", GiB)
+    assert asked == [8 * GiB]  # warm + x + w (made by a) + z
+
+
+def _capacity_requests(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes each of the replica's calls to ensure_capacity asks for, from now on."""
     asked: list[int] = []
-    real = b.sets.ensure_capacity
+    real = replica.sets.ensure_capacity
 
     def record_request(fsname: str, required_bytes: int):  # type: ignore[no-untyped-def]
         asked.append(required_bytes)
         return real(fsname, required_bytes)
 
-    monkeypatch.setattr(b.sets, "ensure_capacity", record_request)
-    b.create("z", GiB)
-    assert asked == [8 * GiB]  # warm + x + w (made by a) + z
+    monkeypatch.setattr(replica.sets, "ensure_capacity", record_request)
+    return asked
 
 
 # -- finding 8: planted records are not counted ------------------------------------------------
@@ -381,29 +355,25 @@ def test_a_planted_record_of_an_impossible_size_blocks_no_create(
     controller.create("warm")
     osts = len(controller.sets.ledger("safe")["osts"])
     root = controller.root("safe")
-    _write(root / ".lustre-csi/volumes/big.json", json.dumps(_planted("big", 1 << 62, 999999)))
-    _write(root / ".lustre-csi/projects/999999", "v1:shared:safe:big")
-    fresh = Replica(controller.state_dir, "c")
-    try:
+    write_file(root / ".lustre-csi/volumes/big.json", json.dumps(_planted("big", 1 << 62, 999999)))
+    write_file(root / ".lustre-csi/projects/999999", "v1:shared:safe:big")
+    with Replica(controller.state_dir, "c") as fresh:
         with caplog.at_level(logging.WARNING):
             fresh.create("victim")
         assert "big.json" in caplog.text
         assert fresh.volumes.catalog.reserved_bytes("safe") == 2 * GiB
         assert len(fresh.sets.ledger("safe")["osts"]) == osts
-    finally:
-        fresh.unmount_all()
 
 
 def test_a_planted_record_without_its_project_claim_is_not_indexed(
     controller: Replica, caplog: pytest.LogCaptureFixture
 ) -> None:
     controller.create("warm")
-    root = controller.root("safe")
-    _write(root / ".lustre-csi/volumes/ghost.json", json.dumps(_planted("ghost", 8 * GiB, 5000)))
-    _write(root / ".lustre-csi/volumes/thief.json", json.dumps(_planted("thief", 8 * GiB, 5001)))
-    _write(root / ".lustre-csi/projects/5001", "v1:shared:safe:somebody-else")
-    fresh = Replica(controller.state_dir, "c")
-    try:
+    metadata = controller.root("safe") / ".lustre-csi"
+    write_file(metadata / "volumes/ghost.json", json.dumps(_planted("ghost", 8 * GiB, 5000)))
+    write_file(metadata / "volumes/thief.json", json.dumps(_planted("thief", 8 * GiB, 5001)))
+    write_file(metadata / "projects/5001", "v1:shared:safe:somebody-else")
+    with Replica(controller.state_dir, "c") as fresh:
         with caplog.at_level(logging.WARNING):
             assert [r.name for r in fresh.volumes.list_page("", 0)[0]] == ["warm"]
         assert "ghost.json" in caplog.text and "thief.json" in caplog.text
@@ -411,8 +381,6 @@ def test_a_planted_record_without_its_project_claim_is_not_indexed(
         with pytest.raises(NotFound):
             fresh.volumes.get("v1:shared:safe:ghost")
         fresh.create("victim", GiB)
-    finally:
-        fresh.unmount_all()
 
 
 def test_expand_counts_the_other_replicas_new_volumes(replicas: tuple[Replica, Replica],
@@ -421,13 +389,6 @@ def test_expand_counts_the_other_replicas_new_volumes(replicas: tuple[Replica, R
     grown = a.create("grown")
     assert b.volumes.get(grown).record.name == "grown"
     a.create("x", 4 * GiB)
-    asked: list[int] = []
-    real = b.sets.ensure_capacity
-
-    def record_request(fsname: str, required_bytes: int):  # type: ignore[no-untyped-def]
-        asked.append(required_bytes)
-        return real(fsname, required_bytes)
-
-    monkeypatch.setattr(b.sets, "ensure_capacity", record_request)
+    asked = _capacity_requests(b, monkeypatch)
     b.volumes.expand(grown, CapacityRange(required_bytes=2 * GiB))
     assert asked == [6 * GiB]
