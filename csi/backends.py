@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from csi.errors import InvalidArgument
 from csi.host.command import CommandRunner, SubprocessRunner
+from csi.lustre.client import LustreClient
 from csi.lustre.recognizers import (
     KernelLustreRecognizer,
     LocalTreeRecognizer,
     LustreMountRecognizer,
 )
-from csi.server_sets import ServerSetProvider
+from csi.metrics import RpcMetrics
+from csi.server_sets import FileSystemEndpoint, ServerSetProvider
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 
 class BackgroundLoops(Protocol):
     """Work a backend runs beside the gRPC server (the KubeVirt provisioner's loops)."""
+
+    def attach_controller(self, metrics: RpcMetrics, lustre: LustreClient,
+                          mountpoint: Callable[[FileSystemEndpoint], Path]) -> None:
+        """The controller's Lustre client and its mounts (to measure use) and its metrics."""
+        ...
 
     def start(self) -> None: ...
 

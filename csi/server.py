@@ -31,7 +31,6 @@ from csi.node.readiness import (
     ClientReadiness,
     ClientReadinessWatch,
     check_client,
-    node_condition_patch,
 )
 from csi.node.servicer import NodeServicer
 from csi.node.stats import VolumeStatsReader
@@ -157,6 +156,9 @@ class Driver:
         )
         self.volumes = VolumeService(backend.provider, mounts, lustre)
         self._controller_mounts = mounts
+        if self._loops is not None:
+            # The provisioner measures use through these mounts and serves its metrics here.
+            self._loops.attach_controller(self.metrics, lustre, mounts.mountpoint)
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(self.volumes, default_fsname=self.config.default_fsname),
             self.server,
@@ -200,14 +202,11 @@ class Driver:
         from kubernetes import client as k8s
 
         from csi.host.kubernetes_access import api_client
+        from csi.node.taint import CoreNodeApi, NodeReadinessReporter
 
         core = k8s.CoreV1Api(api_client(self.config.kubeconfig))
-        node_name = self.config.node_id
-
-        def report(state: ClientReadiness) -> None:
-            core.patch_node_status(node_name, node_condition_patch(state))
-
-        return report
+        # The LustreClientReady condition, then (once ready) the startup taint goes.
+        return NodeReadinessReporter(CoreNodeApi(core), self.config.node_id)
 
     def start(self) -> None:
         if os.path.exists(self.socket_path):
