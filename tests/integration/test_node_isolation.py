@@ -13,7 +13,6 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,121 +20,30 @@ import pytest
 
 from csi.cli.client import CsiClient, mount_capability
 from csi.controller.mounts import ControllerMounts
-from csi.errors import DriverError
 from csi.host.bounded import BoundedCalls
 from csi.host.command import SubprocessRunner
 from csi.host.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTable, mounts_at
 from csi.lustre.client import LustreClient
 from csi.lustre.recognizers import LocalTreeRecognizer
-from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
-from csi.node.servicer import NodeServicer
-from csi.node.stats import VolumeStatsReader
 from csi.rpc import csi_pb2
 from csi.server_sets import ServerSetTemplate
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 from tests.support.driver import DriverProcess
+from tests.support.in_process_node import (
+    InProcessNode,
+    RedirectedBinds,
+    in_process_node,
+    refusal_code,
+    top_mount,
+)
 
 GiB = 1 << 30
 
 
-# -- the node service in this process, for the tests that inject a fault ------------------------
-@dataclass
-class InProcessNode:
-    servicer: NodeServicer
-    kubelet: Path
-    sets: LocalServerSets
-
-    def volume(self, name: str) -> tuple[str, dict[str, str]]:
-        """A volume directory made behind the controller's back: (volume id, context)."""
-        (self.sets.namespace_root("itest") / name).mkdir(exist_ok=True)
-        return f"v1:shared:itest:{name}", {"fsname": "itest", "mgsNids": "0@lo", "subdir": name}
-
-    def staging(self, volume_id: str) -> str:
-        path = Path(kubelet_staging_path(str(self.kubelet), volume_id))
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
-
-    def target(self, pv_name: str, pod_uid: str = "pod-1") -> str:
-        path = Path(kubelet_target_path(str(self.kubelet), pv_name, pod_uid))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return str(path)
-
-    def stage(self, volume_id: str, staging: str, context: dict[str, str], **capability) -> None:
-        self.servicer.NodeStageVolume(
-            csi_pb2.NodeStageVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=staging,
-                volume_capability=mount_capability(**capability),
-                volume_context=context,
-            ),
-            None,
-        )
-
-    def unstage(self, volume_id: str, staging: str) -> None:
-        self.servicer.NodeUnstageVolume(
-            csi_pb2.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging),
-            None,
-        )
-
-    def publish(self, volume_id: str, staging: str, target: str, context: dict[str, str]) -> None:
-        self.servicer.NodePublishVolume(
-            csi_pb2.NodePublishVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=staging,
-                target_path=target,
-                volume_capability=mount_capability(),
-                volume_context=context,
-            ),
-            None,
-        )
-
-    def unpublish(self, volume_id: str, target: str) -> None:
-        self.servicer.NodeUnpublishVolume(
-            csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target), None
-        )
-
-    def stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
-        return self.servicer.NodeGetVolumeStats(
-            csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path), None
-        )
-
-
-def _in_process_node(tmp_path: Path, **overrides) -> InProcessNode:
-    state, kubelet = tmp_path / "state", tmp_path / "kubelet"
-    kubelet.mkdir()
-    sets = LocalServerSets(state)
-    sets.ensure_file_system("itest", ServerSetTemplate())
-    runner = LocalLustreCommands(sets, SubprocessRunner())
-    lustre = LustreClient(runner)
-    probe, bounded = overrides.get("probe"), overrides.get("bounded")
-    parts = {
-        "node_id": "n",
-        "lustre": lustre,
-        "host": HostMounts(runner),
-        "table": ProcMountTable(),
-        "recognizer": LocalTreeRecognizer(state / "filesystems", LOCAL_NID),
-        "paths": PathPolicy([str(kubelet)]),
-        "stats": VolumeStatsReader(lustre, probe=probe, bounded=bounded),
-        **overrides,
-    }
-    return InProcessNode(NodeServicer(**parts), kubelet, sets)
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> InProcessNode:
-    return _in_process_node(tmp_path)
-
-
-def _code(call) -> grpc.StatusCode:
-    with pytest.raises(DriverError) as failed:
-        call()
-    return failed.value.code
-
-
-def _top(path: str | Path):
-    entries = mounts_at(ProcMountTable(), str(path))
-    return entries[-1] if entries else None
+    return in_process_node(tmp_path)
 
 
 def _tree(driver: DriverProcess, context: dict[str, str]) -> Path:
@@ -143,17 +51,23 @@ def _tree(driver: DriverProcess, context: dict[str, str]) -> Path:
     return driver.state_dir / "filesystems" / context["fsname"] / "root" / context["subdir"]
 
 
-def _staged_and_published(
-    driver: DriverProcess, name: str, *, fsname: str = "itest"
-) -> tuple[CsiClient, str, dict[str, str], str, str]:
+def _staged(driver: DriverProcess, name: str) -> tuple[CsiClient, str, dict[str, str], str]:
+    """A new volume on file system "itest", staged: (client, volume id, context, staging)."""
     client = driver.client()
-    volume = client.create_volume(name, GiB, {"fsname": fsname})
+    volume = client.create_volume(name, GiB, {"fsname": "itest"})
     context = dict(volume.volume_context)
     staging = driver.staging_path(volume.volume_id)
-    target = driver.target_path(f"pv-{name}")
     client.stage(volume.volume_id, staging, context)
-    client.publish(volume.volume_id, staging, target, context)
-    return client, volume.volume_id, context, staging, target
+    return client, volume.volume_id, context, staging
+
+
+def _staged_and_published(
+    driver: DriverProcess, name: str
+) -> tuple[CsiClient, str, dict[str, str], str, str]:
+    client, volume_id, context, staging = _staged(driver, name)
+    target = driver.target_path(f"pv-{name}")
+    client.publish(volume_id, staging, target, context)
+    return client, volume_id, context, staging, target
 
 
 # -- item 10: nosuid,nodev ----------------------------------------------------------------------
@@ -168,7 +82,7 @@ def test_device_nodes_and_setuid_bits_in_a_volume_have_no_power_on_the_node(
     assert refused.value.errno == errno.EACCES
     controller_mount = driver.state_dir / "controller-mounts" / "itest"
     for path in (staging, target, controller_mount):
-        top = _top(path)
+        top = top_mount(path)
         assert top is not None and {"nosuid", "nodev"} <= set(top.options), (path, top)
 
 
@@ -199,23 +113,20 @@ def test_a_static_volume_cannot_mount_the_drivers_records(
     assert "metadata" in (refused.value.details() or "") or "every volume" in (
         refused.value.details() or ""
     )
-    assert _top(staging) is None
+    assert top_mount(staging) is None
 
 
 # -- item 5: one spelling per path, one mount per stage -----------------------------------------
 def test_repeated_stages_never_stack_mounts_whatever_the_spelling(driver: DriverProcess) -> None:
-    client = driver.client()
-    volume = client.create_volume("stack", GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging = driver.staging_path(volume.volume_id)
-    for _ in range(3):
-        client.stage(volume.volume_id, staging, context)
+    client, volume_id, context, staging = _staged(driver, "stack")
+    for _ in range(2):
+        client.stage(volume_id, staging, context)
     with pytest.raises(grpc.RpcError) as refused:
-        client.stage(volume.volume_id, "/" + staging, context)
+        client.stage(volume_id, "/" + staging, context)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert len(mounts_at(ProcMountTable(), staging)) == 1
-    client.unstage(volume.volume_id, staging)
-    assert _top(staging) is None
+    client.unstage(volume_id, staging)
+    assert top_mount(staging) is None
 
 
 # -- item 4: only our own mounts, only kubelet's CSI paths --------------------------------------
@@ -251,7 +162,7 @@ def test_unpublish_and_unstage_never_unmount_a_secret_under_the_kubelet_dir(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     for token in tokens:
         assert token.read_text() == "s3cr3t"
-        assert _top(token.parent).fstype == "tmpfs"
+        assert top_mount(token.parent).fstype == "tmpfs"
 
 
 def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
@@ -272,7 +183,7 @@ def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
         client.unstage(volume.volume_id, staging)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert len(mounts_at(ProcMountTable(), staging)) == 1
-    assert _top(staging).fstype == "tmpfs" and token.read_text() == "s3cr3t"
+    assert top_mount(staging).fstype == "tmpfs" and token.read_text() == "s3cr3t"
 
 
 # -- item 8: no way into another volume: symlinks, mount points on the way ----------------------
@@ -298,23 +209,19 @@ def test_a_symlink_on_the_way_cannot_publish_into_another_pods_volume(
 def test_paths_that_cross_a_mount_point_inside_the_kubelet_dir_are_refused(
     driver: DriverProcess,
 ) -> None:
-    client = driver.client()
-    volume = client.create_volume("cross", GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging = driver.staging_path(volume.volume_id)
-    client.stage(volume.volume_id, staging, context)
+    client, volume_id, context, staging = _staged(driver, "cross")
     # Another volume (a tmpfs here) mounted over a directory on the way to the target path.
     target = Path(driver.target_path("pv-cross", pod_uid="pod-3"))
     _tmpfs_with_secret(target.parent)
     with pytest.raises(grpc.RpcError) as refused:
-        client.publish(volume.volume_id, staging, str(target), context)
+        client.publish(volume_id, staging, str(target), context)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "crosses the mount point" in (refused.value.details() or "")
     assert not target.exists()
     # The same on the staging side, and for an unstage.
     plugins = driver.kubelet_dir / "plugins/kubernetes.io/csi/lustre.csi.io"
     other = client.create_volume("cross-2", GiB, {"fsname": "itest"})
-    client.unstage(volume.volume_id, staging)
+    client.unstage(volume_id, staging)
     _tmpfs_with_secret(plugins)
     for call in (
         lambda: client.stage(other.volume_id, driver.staging_path(other.volume_id), context),
@@ -323,7 +230,7 @@ def test_paths_that_cross_a_mount_point_inside_the_kubelet_dir_are_refused(
         with pytest.raises(grpc.RpcError) as refused:
             call()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _top(plugins).fstype == "tmpfs"
+    assert top_mount(plugins).fstype == "tmpfs"
 
 
 # -- item 6: a publish binds only the volume asked for ------------------------------------------
@@ -337,20 +244,20 @@ def test_a_volume_cannot_be_published_from_another_volumes_staging_mount(
     node.stage(a_id, a_staging, a_context)
     target = node.target("pv-beta")
     # B's publish naming A's staging path (current layout: hashed from A's id).
-    assert _code(lambda: node.publish(b_id, a_staging, target, b_context)) == (
+    assert refusal_code(lambda: node.publish(b_id, a_staging, target, b_context)) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
     # The pre-1.24 layout names a PV, not a volume id: refused, for any id.
     older = node.kubelet / "plugins/kubernetes.io/csi/pv/pv-alpha/globalmount"
     older.mkdir(parents=True)
     for volume_id, context in ((a_id, a_context), (b_id, b_context)):
-        assert _code(lambda i=volume_id, c=context: node.stage(i, str(older), c)) == (
+        assert refusal_code(lambda i=volume_id, c=context: node.stage(i, str(older), c)) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
-        assert _code(lambda i=volume_id: node.unstage(i, str(older))) == (
+        assert refusal_code(lambda i=volume_id: node.unstage(i, str(older))) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
-    assert _top(older) is None and _top(target) is None
+    assert top_mount(older) is None and top_mount(target) is None
     node.publish(a_id, a_staging, target, a_context)  # its own volume still publishes
     assert (Path(target) / "alpha-only.txt").read_text() == "alpha data"
 
@@ -370,7 +277,7 @@ class GatedBinds(HostMounts):
 
 def test_an_unstage_cannot_pull_the_staging_mount_from_under_a_publish(tmp_path: Path) -> None:
     gated = GatedBinds()
-    node = _in_process_node(tmp_path, host=gated)
+    node = in_process_node(tmp_path, host=gated)
     volume_id, context = node.volume("shared-staging")
     staging = node.staging(volume_id)
     node.stage(volume_id, staging, context)
@@ -379,38 +286,28 @@ def test_an_unstage_cannot_pull_the_staging_mount_from_under_a_publish(tmp_path:
         first = pool.submit(node.publish, volume_id, staging, targets[0], context)
         assert gated.entered.wait(10)
         # Mid-publish: an unstage of the same staging path is turned away (retry later) ...
-        assert _code(lambda: node.unstage(volume_id, staging)) == grpc.StatusCode.ABORTED
+        assert refusal_code(lambda: node.unstage(volume_id, staging)) == grpc.StatusCode.ABORTED
         # ... while a second pod's publish of the same volume is not held up by the first.
         second = pool.submit(node.publish, volume_id, staging, targets[1], context)
         gated.gate.set()
         first.result(10)
         second.result(10)
     for target in targets:
-        assert _top(target) is not None and _top(target).device == _top(staging).device
-    assert _top(staging) is not None
-
-
-class MisdirectedBinds(HostMounts):
-    """Binds the file system's root instead of the staged volume: a source swapped mid-way."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(SubprocessRunner())
-        self._root = root
-
-    def bind(self, source: str, target: str, **kwargs) -> None:
-        super().bind(str(self._root), target, **kwargs)
+        top = top_mount(target)
+        assert top is not None and top.device == top_mount(staging).device
+    assert top_mount(staging) is not None
 
 
 def test_a_bind_that_does_not_show_the_staged_volume_is_undone(tmp_path: Path) -> None:
     fs_root = tmp_path / "state/filesystems/itest/root"
-    node = _in_process_node(tmp_path, host=MisdirectedBinds(fs_root))
+    node = in_process_node(tmp_path, host=RedirectedBinds(source=fs_root))
     volume_id, context = node.volume("checked")
     staging, target = node.staging(volume_id), node.target("pv-checked")
     node.stage(volume_id, staging, context)
-    assert _code(lambda: node.publish(volume_id, staging, target, context)) == (
+    assert refusal_code(lambda: node.publish(volume_id, staging, target, context)) == (
         grpc.StatusCode.FAILED_PRECONDITION
     )
-    assert _top(target) is None  # the whole file system is not left in the pod
+    assert top_mount(target) is None  # the whole file system is not left in the pod
 
 
 # -- items 7 and 18: EIO is not stale; a hung mount never holds a thread for long --------------
@@ -441,7 +338,7 @@ class FaultyProbe(OsMountProbe):
 def faulty(tmp_path: Path) -> Iterator[tuple[InProcessNode, FaultyProbe]]:
     probe = FaultyProbe()
     bounded = BoundedCalls(timeout_s=0.2)  # a deadline, not an assertion: keeps the test short
-    node = _in_process_node(tmp_path, probe=probe, bounded=bounded)
+    node = in_process_node(tmp_path, probe=probe, bounded=bounded)
     try:
         yield node, probe
     finally:
@@ -463,9 +360,10 @@ def test_an_evicted_or_recovering_mount_is_reported_and_left_alone(
     node.publish(volume_id, staging, target, context)
     before = {path: _mount_ids(path) for path in (staging, target)}
     probe.errors = {staging: code, target: code}  # the client is evicted: EIO for a while
-    assert _code(lambda: node.stage(volume_id, staging, context)) == grpc.StatusCode.UNAVAILABLE
+    stage = lambda: node.stage(volume_id, staging, context)  # noqa: E731
+    assert refusal_code(stage) == grpc.StatusCode.UNAVAILABLE
     publish = lambda: node.publish(volume_id, staging, target, context)  # noqa: E731
-    assert _code(publish) == grpc.StatusCode.UNAVAILABLE
+    assert refusal_code(publish) == grpc.StatusCode.UNAVAILABLE
     condition = node.stats(volume_id, target).volume_condition
     assert condition.abnormal and "unreachable" in condition.message
     assert {path: _mount_ids(path) for path in (staging, target)} == before  # not remounted
@@ -504,23 +402,20 @@ def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
     node.stage(volume_id, staging, context)
     node.publish(volume_id, staging, target, context)
     probe.hung = {staging, target}  # the MDS is gone: stat and statfs never come back
-    assert _code(lambda: node.stage(volume_id, staging, context)) == grpc.StatusCode.UNAVAILABLE
+    stage = lambda: node.stage(volume_id, staging, context)  # noqa: E731
+    assert refusal_code(stage) == grpc.StatusCode.UNAVAILABLE
     condition = node.stats(volume_id, target).volume_condition
     assert condition.abnormal and "did not answer" in condition.message
     node.unpublish(volume_id, target)  # the pod goes away: the mount is detached lazily
-    assert _top(target) is None and not Path(target).exists()
+    assert top_mount(target) is None and not Path(target).exists()
     node.unstage(volume_id, staging)
-    assert _top(staging) is None
+    assert top_mount(staging) is None
 
 
 # -- item 9: a second stage must match the first; stats cannot probe the host ------------------
 def test_a_second_stage_with_another_capability_is_already_exists(driver: DriverProcess) -> None:
-    client = driver.client()
-    volume = client.create_volume("twice", GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging = driver.staging_path(volume.volume_id)
-    client.stage(volume.volume_id, staging, context)
-    client.stage(volume.volume_id, staging, context)  # the same again: idempotent
+    client, volume_id, context, staging = _staged(driver, "twice")
+    client.stage(volume_id, staging, context)  # the same again: idempotent
     AccessMode = csi_pb2.VolumeCapability.AccessMode
     for different in (
         mount_capability(AccessMode.MULTI_NODE_READER_ONLY),
@@ -528,17 +423,17 @@ def test_a_second_stage_with_another_capability_is_already_exists(driver: Driver
         mount_capability(mount_flags=["ro"]),
     ):
         with pytest.raises(grpc.RpcError) as refused:
-            client.stage(volume.volume_id, staging, context, capability=different)
+            client.stage(volume_id, staging, context, capability=different)
         assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert len(mounts_at(ProcMountTable(), staging)) == 1
-    assert not _top(staging).readonly
+    assert not top_mount(staging).readonly
     # Staged for readers only: the staging mount itself is read-only, and stays so.
-    client.unstage(volume.volume_id, staging)
+    client.unstage(volume_id, staging)
     reader = mount_capability(AccessMode.MULTI_NODE_READER_ONLY)
-    client.stage(volume.volume_id, staging, context, capability=reader)
-    assert _top(staging).readonly
+    client.stage(volume_id, staging, context, capability=reader)
+    assert top_mount(staging).readonly
     with pytest.raises(grpc.RpcError) as refused:
-        client.stage(volume.volume_id, staging, context)
+        client.stage(volume_id, staging, context)
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
@@ -627,12 +522,12 @@ class RedirectedLustreMounts(LustreClient):
 
 def test_a_stage_that_lands_elsewhere_is_undone(tmp_path: Path) -> None:
     sets = LocalServerSets(tmp_path / "state")
-    node = _in_process_node(
+    node = in_process_node(
         tmp_path, lustre=RedirectedLustreMounts(LocalLustreCommands(sets, SubprocessRunner()))
     )
     volume_id, context = node.volume("landed")
     staging = node.staging(volume_id)
-    code = _code(lambda: node.stage(volume_id, staging, context))
+    code = refusal_code(lambda: node.stage(volume_id, staging, context))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert _top(staging) is None
-    assert _top(Path(staging).parent / "elsewhere") is None  # not left mounted off the path
+    assert top_mount(staging) is None
+    assert top_mount(Path(staging).parent / "elsewhere") is None  # not left mounted off the path

@@ -14,13 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.cli.client import mount_capability
 from csi.errors import InvalidArgument
-from csi.host.command import CommandResult, SubprocessRunner
+from csi.host.command import CommandResult
 from csi.host.mounts import HostMounts, ProcMountTable, mounts_at
 from csi.node.paths import fd_path
-from csi.rpc import csi_pb2
-from tests.integration.test_node_isolation import _code, _in_process_node, _top
+from tests.support.in_process_node import (
+    RedirectedBinds,
+    in_process_node,
+    refusal_code,
+    top_mount,
+)
 
 
 class RecordingRunner:
@@ -37,7 +40,7 @@ class RecordingRunner:
 # -- finding 2: the whole of a managed file system is not a volume ------------------------------
 @pytest.mark.parametrize("subdir", ["", "/", "//", "csi-volumes/x/..", "./"])
 def test_the_root_of_a_managed_file_system_is_never_staged(tmp_path: Path, subdir: str) -> None:
-    node = _in_process_node(tmp_path)
+    node = in_process_node(tmp_path)
     volume_id, context = node.volume("a-volume")
     (node.sets.namespace_root("itest") / ".lustre-csi" / "volumes").mkdir(parents=True)
     (node.sets.namespace_root("itest") / "csi-volumes" / "x").mkdir(parents=True)
@@ -47,17 +50,17 @@ def test_the_root_of_a_managed_file_system_is_never_staged(tmp_path: Path, subdi
     staging = node.staging("admin-written-handle")
     with pytest.raises(InvalidArgument) as refused:
         node.stage("admin-written-handle", staging, whole)
-    assert _top(staging) is None  # undone: no pod can be given every volume and the records
+    assert top_mount(staging) is None  # undone: no pod can be given every volume and the records
     if subdir.strip("/") == "":
         assert "managed by lustre-csi; mount one of its volumes" in str(refused.value)
     # The file system's own volumes still stage.
     node.stage(volume_id, node.staging(volume_id), context)
-    assert _top(node.staging(volume_id)) is not None
+    assert top_mount(node.staging(volume_id)) is not None
 
 
 def test_the_root_of_an_unmanaged_file_system_still_stages(tmp_path: Path) -> None:
     # A static PV of an external Lustre: its root holds no `.lustre-csi`, so it is no one's.
-    node = _in_process_node(tmp_path)
+    node = in_process_node(tmp_path)
     (node.sets.namespace_root("itest") / "README").write_text("external data")
     staging = node.staging("external-handle")
     node.stage("external-handle", staging, {"fsname": "itest", "mgsNids": "0@lo"})
@@ -89,24 +92,14 @@ def test_a_plain_bind_never_runs_mount8_and_gets_its_flags(tmp_path: Path) -> No
 
 def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path) -> None:
     runner = RecordingRunner()
-    node = _in_process_node(tmp_path, host=HostMounts(runner))
+    node = in_process_node(tmp_path, host=HostMounts(runner))
     volume_id, context = node.volume("ro-volume")
     (node.sets.namespace_root("itest") / "ro-volume" / "data").write_text("read me")
     staging, target = node.staging(volume_id), node.target("pv-ro")
     node.stage(volume_id, staging, context)
-    node.servicer.NodePublishVolume(
-        csi_pb2.NodePublishVolumeRequest(
-            volume_id=volume_id,
-            staging_target_path=staging,
-            target_path=target,
-            volume_capability=mount_capability(),
-            volume_context=context,
-            readonly=True,
-        ),
-        None,
-    )
+    node.publish(volume_id, staging, target, context, readonly=True)
     assert runner.calls == []
-    top = _top(target)
+    top = top_mount(target)
     assert top is not None and top.readonly and {"nosuid", "nodev"} <= set(top.options)
     assert (Path(target) / "data").read_text() == "read me"
     with pytest.raises(OSError) as denied:
@@ -114,27 +107,14 @@ def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path)
     assert denied.value.errno == errno.EROFS
 
 
-class BindsElsewhere(HostMounts):
-    """Binds onto a sibling of the target: a target directory moved away mid-way."""
-
-    def __init__(self, elsewhere: Path) -> None:
-        super().__init__(SubprocessRunner())
-        self._elsewhere = elsewhere
-
-    def bind(self, source: str, target: str, **kwargs) -> None:
-        self._elsewhere.mkdir(exist_ok=True)
-        kwargs.pop("mounted_at", None)
-        super().bind(source, str(self._elsewhere), **kwargs)
-
-
 def test_a_bind_that_lands_elsewhere_is_taken_back(tmp_path: Path) -> None:
     elsewhere = tmp_path / "kubelet/pods/pod-1/volumes/kubernetes.io~csi/elsewhere"
-    node = _in_process_node(tmp_path, host=BindsElsewhere(elsewhere))
+    node = in_process_node(tmp_path, host=RedirectedBinds(target=elsewhere))
     volume_id, context = node.volume("moved")
     staging, target = node.staging(volume_id), node.target("pv-moved")
     node.stage(volume_id, staging, context)
-    code = _code(lambda: node.publish(volume_id, staging, target, context))
+    code = refusal_code(lambda: node.publish(volume_id, staging, target, context))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert _top(target) is None
-    assert _top(elsewhere) is None  # the volume is not left mounted at a path no one asked for
-    assert _top(staging) is not None
+    assert top_mount(target) is None
+    assert top_mount(elsewhere) is None  # the volume is not left mounted at a path no one asked for
+    assert top_mount(staging) is not None
