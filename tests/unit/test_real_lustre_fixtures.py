@@ -23,6 +23,7 @@ from csi.lustre.parsers import (
     parse_lfs_project,
     parse_lfs_quota,
 )
+from csi.node.readiness import check_client
 from csi.server_sets import ServerSetTemplate
 from provisioner.local import LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands, project_quota_report
@@ -51,6 +52,9 @@ HEALTH_FIXTURES = [
 PARSED = {
     "lfs-df.txt",
     "lfs-df-i.txt",
+    "lfs-df-v.txt",
+    "lfs-df-v-i.txt",
+    "lctl-get_param-n-version.txt",
     "lfs-project-d.txt",
     "lfs-quota-p.txt",
     "lfs-quota-p-unknown.txt",
@@ -155,6 +159,34 @@ def test_real_df_inodes_reads_counts_and_the_file_limit() -> None:
     assert (ost.kind, ost.total, ost.used, ost.available) == (TargetKind.OST, 131072, 302, 130770)
     # Files need an MDT inode and an OST object: lfs reports the smaller free count.
     assert (df.total, df.used, df.available) == (131079, 309, 130770)
+
+
+def test_real_df_as_the_driver_runs_it_with_v_reads_the_same_rows() -> None:
+    # csi/lustre/client.py runs `lfs df -v [-i]`: -v only adds rows for deactivated OSTs.
+    df = parse_lfs_df(fixture("lfs-df-v.txt"))
+    inodes = parse_lfs_df(fixture("lfs-df-v-i.txt"))
+
+    assert [(t.name, t.active) for t in df.targets] == [("real-MDT0000", True),
+                                                        ("real-OST0000", True)]
+    assert (df.total, df.used, df.available) == (1908940 * KIB, 9588 * KIB, 1769872 * KIB)
+    assert inodes.inodes and (inodes.total, inodes.used, inodes.available) == (131079, 309, 130770)
+    assert [t.index for t in df.active_osts] == [0] and not df.inactive_osts
+
+
+# --- lctl get_param -n version ---------------------------------------------------------------
+
+
+def test_real_client_version_and_nid_make_the_node_ready() -> None:
+    class Client:
+        def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S
+                ) -> CommandResult:
+            answers = {"version": fixture("lctl-get_param-n-version.txt"),
+                       "list_nids": "10.47.0.250@tcp\n"}
+            return CommandResult(tuple(argv), 0, answers[argv[-1]], "")
+
+    readiness = check_client(Client(), require_network=True)
+
+    assert readiness.ready and readiness.message == "2.17.0; NIDs 10.47.0.250@tcp"
 
 
 # --- lfs project -d --------------------------------------------------------------------------
