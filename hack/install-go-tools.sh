@@ -105,12 +105,7 @@ ensure() {
     shift 3
     local hash start
     hash="$(inputs_hash "$tool" "$version" "$*" "$mod_dir")"
-    if is_up_to_date "$tool" "$hash"; then
-        echo "${tool} ${version}: up to date"
-        return 0
-    fi
-    if restore_from_cache "$tool" "$hash"; then
-        echo "${tool} ${version}: copied from ${GO_BIN_CACHE}/${hash}"
+    if already_installed "$tool" "$version" "$hash"; then
         return 0
     fi
     echo "building ${tool} ${version}..."
@@ -122,11 +117,7 @@ ensure() {
         cat "$log" >&2
         die "building ${tool} ${version} failed"
     fi
-    [[ -x "$out" ]] || die "building ${tool} produced no binary"
-    mv -f "$out" "${BIN_DIR}/${tool}"
-    printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}"
-    save_to_cache "$tool" "$hash"
-    echo "  done ${tool} ${version} in $((SECONDS - start))s"
+    install_built "$tool" "$version" "$hash" "$out" "$start"
 }
 
 build_csi_sanity() {

@@ -136,12 +136,7 @@ build() {
     local ldflags="-s -w -X main.version=${version}"
     local hash start log="${tmp_dir}/${tool}.log" out="${tmp_dir}/${tool}"
     hash="$(inputs_hash "$tool" "$ldflags")"
-    if is_up_to_date "$tool" "$hash"; then
-        echo "${tool} ${version}: up to date"
-        return 0
-    fi
-    if restore_from_cache "$tool" "$hash"; then
-        echo "${tool} ${version}: copied from ${GO_BIN_CACHE}/${hash}"
+    if already_installed "$tool" "$version" "$hash"; then
         return 0
     fi
     start=$SECONDS
@@ -159,11 +154,7 @@ build() {
         cat "$log" >&2
         die "building ${tool} ${version} failed (sources in ${src})"
     fi
-    [[ -x "$out" ]] || die "building ${tool} produced no binary"
-    mv -f "$out" "${BIN_DIR}/${tool}" || die "installing ${BIN_DIR}/${tool} failed"
-    printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}" || die "writing the stamp of ${tool} failed"
-    save_to_cache "$tool" "$hash"
-    echo "  done ${tool} ${version} in $((SECONDS - start))s"
+    install_built "$tool" "$version" "$hash" "$out" "$start"
 }
 
 # unpack_archive FILE DEST: check FILE (in THIRD_PARTY) against the sha256 its README pins,

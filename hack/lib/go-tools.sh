@@ -83,6 +83,33 @@ is_up_to_date() {
         && [[ "$(< "${STAMP_DIR}/${tool}")" == "$hash" ]]
 }
 
+# already_installed TOOL VERSION HASH: says so and succeeds when BIN_DIR/TOOL is current, or
+# once it is copied in from the machine-wide cache; fails when it must be built.
+already_installed() {
+    local tool="$1" version="$2" hash="$3"
+    if is_up_to_date "$tool" "$hash"; then
+        echo "${tool} ${version}: up to date"
+        return 0
+    fi
+    if restore_from_cache "$tool" "$hash"; then
+        echo "${tool} ${version}: copied from ${GO_BIN_CACHE}/${hash}"
+        return 0
+    fi
+    return 1
+}
+
+# install_built TOOL VERSION HASH OUT START: move the binary a build wrote to OUT into BIN_DIR
+# atomically (a running test keeps its old inode), write its stamp, keep it in the
+# machine-wide cache and say how long the build took since START (a $SECONDS value).
+install_built() {
+    local tool="$1" version="$2" hash="$3" out="$4" start="$5"
+    [[ -x "$out" ]] || die "building ${tool} produced no binary"
+    mv -f "$out" "${BIN_DIR}/${tool}" || die "installing ${BIN_DIR}/${tool} failed"
+    printf '%s\n' "$hash" > "${STAMP_DIR}/${tool}" || die "writing the stamp of ${tool} failed"
+    save_to_cache "$tool" "$hash"
+    echo "  done ${tool} ${version} in $((SECONDS - start))s"
+}
+
 # --- the machine-wide binary cache ----------------------------------------------------------
 # Besides .cache/bin, every built binary is kept in GO_BIN_CACHE/<inputs hash>/<tool> (outside
 # the clone), so a fresh clone or a CI job on a machine that built it before copies it in
