@@ -4,13 +4,18 @@ A shared volume is a directory in a Lustre file system with a project quota of i
 dedicated volume is the same inside a file system of its own. The controller:
 1. asks the server-set provider for the file system (created from the template if needed),
 2. reserves the volume's size and asks the provider to make room (adds OSTs if needed),
-3. writes the volume record, makes the directory, assigns the project id, sets the quota.
+3. writes the volume record, makes the directory, gives it its default layout (when the
+   parameters ask for one, checked against the file system's OSTs and pools first), assigns
+   the project id, sets the quota (and the inode limit).
 Steps that start long work answer InProgress; the retry finds them done. Every step is
 idempotent by the volume name, so a crash anywhere is finished by the next attempt.
 
 A volume's directory is one the driver made (see csi.controller.records for the layout): it
 is created with mkdir under the driver's `csi-volumes/` directory, at a name whose random token the
 record holds before the mkdir, so an existing directory is never adopted.
+
+ModifyVolume (`modify`) changes the directory's default layout and the inode limit, then the
+record; a VolumeAttributesClass's parameters reach it through csi.controller.parameters.
 
 Deleting a volume (DeleteVolume and the background removal after it) is
 csi.controller.deletion's; both halves reach the file systems through
