@@ -1,5 +1,9 @@
-"""The kube_cluster fixture is a real control plane: RBAC is enforced, CRDs with a status
-subresource work, and the TokenRequest API issues tokens that authenticate."""
+"""The harness: the kube_cluster fixture is a real control plane as our tests use it.
+
+RBAC is enforced, its apply serves a CRD before the objects that follow it, the TokenRequest
+API issues tokens that authenticate, a ServiceAccount's kubeconfig is that account, and the
+controller manager runs controllers. What Kubernetes itself does is not tested here.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,6 @@ WIDGET_CRD: dict[str, Any] = {
                 "name": "v1",
                 "served": True,
                 "storage": True,
-                "subresources": {"status": {}},
                 "schema": {
                     "openAPIV3Schema": {
                         "type": "object",
@@ -42,10 +45,6 @@ WIDGET_CRD: dict[str, Any] = {
                             "spec": {
                                 "type": "object",
                                 "properties": {"size": {"type": "integer"}},
-                            },
-                            "status": {
-                                "type": "object",
-                                "properties": {"phase": {"type": "string"}},
                             },
                         },
                     }
@@ -83,7 +82,9 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return decoded
 
 
-def test_rbac_forbids_unbound_service_account_until_bound(kube_cluster: LocalKubeCluster) -> None:
+def test_harness_enforces_rbac_on_an_unbound_service_account_until_bound(
+    kube_cluster: LocalKubeCluster,
+) -> None:
     namespace, name = "rbac-test", "pod-lister"
     core = client.CoreV1Api(kube_cluster.service_account_client(namespace, name))
 
@@ -123,7 +124,9 @@ def test_rbac_forbids_unbound_service_account_until_bound(kube_cluster: LocalKub
     )
 
 
-def test_token_request_issues_service_account_tokens(kube_cluster: LocalKubeCluster) -> None:
+def test_harness_issues_service_account_tokens_that_authenticate(
+    kube_cluster: LocalKubeCluster,
+) -> None:
     namespace, name = "token-test", "robot"
     token = kube_cluster.service_account_token(namespace, name, expiration_seconds=600)
 
@@ -158,7 +161,9 @@ def test_token_request_issues_service_account_tokens(kube_cluster: LocalKubeClus
     assert info.value.status == 401
 
 
-def test_crd_with_status_subresource(kube_cluster: LocalKubeCluster) -> None:
+def test_harness_apply_serves_a_crd_before_the_objects_that_follow_it(
+    kube_cluster: LocalKubeCluster,
+) -> None:
     namespace = "crd-test"
     kube_cluster.ensure_namespace(namespace)
     # The CRD and one of its objects in one call: apply waits for the CRD to be established.
@@ -172,80 +177,14 @@ def test_crd_with_status_subresource(kube_cluster: LocalKubeCluster) -> None:
         },
     )
     assert applied[1].spec.size == 3
-    kube_cluster.wait_for_crd(f"widgets.{GROUP}")
-
     objects = client.CustomObjectsApi(kube_cluster.admin_client())
-    objects.create_namespaced_custom_object(
-        GROUP,
-        "v1",
-        namespace,
-        "widgets",
-        {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "second"}},
-    )
-    updated: dict[str, Any] = objects.patch_namespaced_custom_object_status(  # type: ignore[assignment]
-        GROUP, "v1", namespace, "widgets", "second", {"status": {"phase": "Ready"}}
-    )
-    assert updated["status"] == {"phase": "Ready"}
-
-    # With the status subresource on, writes to the main resource ignore .status.
-    objects.patch_namespaced_custom_object(
-        GROUP, "v1", namespace, "widgets", "second", {"status": {"phase": "Ignored"}}
-    )
     stored: dict[str, Any] = objects.get_namespaced_custom_object(  # type: ignore[assignment]
-        GROUP, "v1", namespace, "widgets", "second"
+        GROUP, "v1", namespace, "widgets", "first"
     )
-    assert stored["status"] == {"phase": "Ready"}
+    assert stored["spec"] == {"size": 3}
 
 
-def test_rbac_separates_status_subresource(kube_cluster: LocalKubeCluster) -> None:
-    namespace, name = "crd-rbac-test", "widget-editor"
-    kube_cluster.apply(WIDGET_CRD)
-    sa = kube_cluster.service_account_client(namespace, name)
-    kube_cluster.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "widget-editor"},
-            "rules": [
-                {
-                    "apiGroups": [GROUP],
-                    "resources": ["widgets"],
-                    "verbs": ["get", "list", "create", "patch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "widget-editor"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "widget-editor",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-        namespace=namespace,
-    )
-    objects = client.CustomObjectsApi(sa)
-    body = {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "w"}}
-    eventually(
-        lambda: objects.create_namespaced_custom_object(GROUP, "v1", namespace, "widgets", body)
-    )
-    # widgets does not grant widgets/status.
-    forbidden(
-        lambda: objects.patch_namespaced_custom_object_status(
-            GROUP, "v1", namespace, "widgets", "w", {"status": {"phase": "Ready"}}
-        )
-    )
-    # Nor another namespace.
-    kube_cluster.ensure_namespace("crd-rbac-other")
-    forbidden(
-        lambda: objects.list_namespaced_custom_object(GROUP, "v1", "crd-rbac-other", "widgets")
-    )
-
-
-def test_kubectl_with_service_account_kubeconfig(
+def test_harness_kubeconfig_of_a_service_account_is_that_account_in_kubectl(
     kube_cluster: LocalKubeCluster, tmp_path: Path
 ) -> None:
     namespace, name = "kubectl-test", "viewer"
@@ -265,7 +204,7 @@ def test_kubectl_with_service_account_kubeconfig(
     assert admin.stdout.strip() == f"namespace/{namespace}"
 
 
-def test_controller_manager_runs_controllers(
+def test_harness_controller_manager_runs_controllers(
     kube_cluster_with_controllers: LocalKubeCluster,
 ) -> None:
     cluster = kube_cluster_with_controllers
