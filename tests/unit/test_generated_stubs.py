@@ -1,4 +1,4 @@
-"""The generated CSI stubs are fresh, round-trip, and carry the spec's options."""
+"""The generated CSI stubs are fresh and carry the spec's field numbers and options."""
 
 from __future__ import annotations
 
@@ -31,69 +31,6 @@ def test_committed_stubs_are_not_stale():
     pytest.importorskip("grpc_tools")
     # Raises (naming the stale files) if csi/rpc differs from a fresh generation.
     _load_generator().check()
-
-
-def test_create_volume_request_round_trip():
-    req = csi_pb2.CreateVolumeRequest(
-        name="pvc-1234",
-        capacity_range=csi_pb2.CapacityRange(required_bytes=10 << 30, limit_bytes=20 << 30),
-        volume_capabilities=[
-            csi_pb2.VolumeCapability(
-                mount=csi_pb2.VolumeCapability.MountVolume(fs_type="lustre"),
-                access_mode=csi_pb2.VolumeCapability.AccessMode(
-                    mode=csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER
-                ),
-            )
-        ],
-        parameters={"mgsSize": "1Gi"},
-        secrets={"token": "s3cr3t"},
-        mutable_parameters={"qos": "gold"},
-    )
-    data = req.SerializeToString()
-    back = csi_pb2.CreateVolumeRequest.FromString(data)
-    assert back == req
-    assert back.capacity_range.required_bytes == 10 << 30
-    assert back.capacity_range.limit_bytes == 20 << 30
-    assert dict(back.secrets) == {"token": "s3cr3t"}
-    assert back.volume_capabilities[0].WhichOneof("access_type") == "mount"
-    # Wire-level spot check of spec field numbers: name is field 1 (tag 0x0a),
-    # capacity_range is field 2 (tag 0x12).
-    assert csi_pb2.CreateVolumeRequest(name="x").SerializeToString() == b"\x0a\x01x"
-    cr = csi_pb2.CreateVolumeRequest(capacity_range=csi_pb2.CapacityRange(required_bytes=1))
-    assert cr.SerializeToString() == b"\x12\x02\x08\x01"
-
-
-def test_node_stage_volume_request_round_trip():
-    req = csi_pb2.NodeStageVolumeRequest(
-        volume_id="fs1/vol1",
-        publish_context={"mgs": "10.0.0.1@tcp"},
-        staging_target_path="/var/lib/kubelet/plugins/staging/pv1",
-        volume_capability=csi_pb2.VolumeCapability(
-            mount=csi_pb2.VolumeCapability.MountVolume(
-                fs_type="lustre", mount_flags=["flock", "noatime"]
-            ),
-            access_mode=csi_pb2.VolumeCapability.AccessMode(
-                mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-            ),
-        ),
-        secrets={"key": "value"},
-        volume_context={"fsname": "lfs1"},
-    )
-    back = csi_pb2.NodeStageVolumeRequest.FromString(req.SerializeToString())
-    assert back == req
-    assert list(back.volume_capability.mount.mount_flags) == ["flock", "noatime"]
-    assert back.volume_capability.HasField("mount")
-    assert not back.volume_capability.HasField("block")
-
-
-def test_get_capacity_response_wrappers_round_trip():
-    resp = csi_pb2.GetCapacityResponse(available_capacity=5)
-    resp.maximum_volume_size.value = 1 << 40
-    resp.minimum_volume_size.value = 1 << 30
-    back = csi_pb2.GetCapacityResponse.FromString(resp.SerializeToString())
-    assert back.HasField("maximum_volume_size")
-    assert back.maximum_volume_size.value == 1 << 40
-    assert back.minimum_volume_size.value == 1 << 30
 
 
 def test_secret_fields_are_marked_csi_secret():
@@ -179,6 +116,8 @@ def test_descriptor_matches_spec_layout():
     assert rpc_type.GET_SNAPSHOT == 15
     assert csi_pb2.NodeServiceCapability.RPC.VOLUME_MOUNT_GROUP == 6
     assert csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_MULTI_WRITER == 7
+    create = csi_pb2.CreateVolumeRequest.DESCRIPTOR.fields_by_name
+    assert (create["name"].number, create["capacity_range"].number) == (1, 2)
     fields = csi_pb2.GetCapacityResponse.DESCRIPTOR.fields_by_name
     assert fields["maximum_volume_size"].number == 2
     assert fields["minimum_volume_size"].number == 3
