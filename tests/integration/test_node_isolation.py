@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.cli.client import CsiClient, mount_capability
+from csi.cli.client import mount_capability
 from csi.controller.mounts import ControllerMounts
 from csi.host.bounded import BoundedCalls
 from csi.host.command import SubprocessRunner
@@ -30,6 +30,7 @@ from csi.server_sets import ServerSetTemplate
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 from tests.support.driver import DriverProcess
+from tests.support.driver_volumes import staged, staged_and_published, volume_tree
 from tests.support.in_process_node import (
     InProcessNode,
     RedirectedBinds,
@@ -46,35 +47,11 @@ def node(tmp_path: Path) -> InProcessNode:
     return in_process_node(tmp_path)
 
 
-def _tree(driver: DriverProcess, context: dict[str, str]) -> Path:
-    """The volume's directory in the local server set's tree."""
-    return driver.state_dir / "filesystems" / context["fsname"] / "root" / context["subdir"]
-
-
-def _staged(driver: DriverProcess, name: str) -> tuple[CsiClient, str, dict[str, str], str]:
-    """A new volume on file system "itest", staged: (client, volume id, context, staging)."""
-    client = driver.client()
-    volume = client.create_volume(name, GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging = driver.staging_path(volume.volume_id)
-    client.stage(volume.volume_id, staging, context)
-    return client, volume.volume_id, context, staging
-
-
-def _staged_and_published(
-    driver: DriverProcess, name: str
-) -> tuple[CsiClient, str, dict[str, str], str, str]:
-    client, volume_id, context, staging = _staged(driver, name)
-    target = driver.target_path(f"pv-{name}")
-    client.publish(volume_id, staging, target, context)
-    return client, volume_id, context, staging, target
-
-
 # -- item 10: nosuid,nodev ----------------------------------------------------------------------
 def test_device_nodes_and_setuid_bits_in_a_volume_have_no_power_on_the_node(
     driver: DriverProcess,
 ) -> None:
-    _, _, _, staging, target = _staged_and_published(driver, "nodev")
+    _, _, _, staging, target = staged_and_published(driver, "nodev")
     # A pod (or anyone who can write the shared file system) plants a device node.
     os.mknod(Path(target) / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
     with pytest.raises(OSError) as refused:
@@ -118,7 +95,7 @@ def test_a_static_volume_cannot_mount_the_drivers_records(
 
 # -- item 5: one spelling per path, one mount per stage -----------------------------------------
 def test_repeated_stages_never_stack_mounts_whatever_the_spelling(driver: DriverProcess) -> None:
-    client, volume_id, context, staging = _staged(driver, "stack")
+    client, volume_id, context, staging = staged(driver, "stack")
     for _ in range(2):
         client.stage(volume_id, staging, context)
     with pytest.raises(grpc.RpcError) as refused:
@@ -176,7 +153,7 @@ def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
         client.stage(volume.volume_id, staging, dict(volume.volume_context))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     subprocess.run(  # stack our volume on top, as an old driver version might have
-        ["mount", "--bind", str(_tree(driver, dict(volume.volume_context))), staging],
+        ["mount", "--bind", str(volume_tree(driver, dict(volume.volume_context))), staging],
         check=True,
     )
     with pytest.raises(grpc.RpcError) as refused:  # ours is taken off, the tmpfs stays
@@ -190,7 +167,7 @@ def test_unstage_takes_the_lustre_mount_and_leaves_what_was_under_it(
 def test_a_symlink_on_the_way_cannot_publish_into_another_pods_volume(
     driver: DriverProcess,
 ) -> None:
-    client, _, _, _, victim_target = _staged_and_published(driver, "victim")
+    client, _, _, _, victim_target = staged_and_published(driver, "victim")
     evil = client.create_volume("evil", GiB, {"fsname": "itest"})
     evil_context = dict(evil.volume_context)
     evil_staging = driver.staging_path(evil.volume_id)
@@ -209,7 +186,7 @@ def test_a_symlink_on_the_way_cannot_publish_into_another_pods_volume(
 def test_paths_that_cross_a_mount_point_inside_the_kubelet_dir_are_refused(
     driver: DriverProcess,
 ) -> None:
-    client, volume_id, context, staging = _staged(driver, "cross")
+    client, volume_id, context, staging = staged(driver, "cross")
     # Another volume (a tmpfs here) mounted over a directory on the way to the target path.
     target = Path(driver.target_path("pv-cross", pod_uid="pod-3"))
     _tmpfs_with_secret(target.parent)
@@ -414,7 +391,7 @@ def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
 
 # -- item 9: a second stage must match the first; stats cannot probe the host ------------------
 def test_a_second_stage_with_another_capability_is_already_exists(driver: DriverProcess) -> None:
-    client, volume_id, context, staging = _staged(driver, "twice")
+    client, volume_id, context, staging = staged(driver, "twice")
     client.stage(volume_id, staging, context)  # the same again: idempotent
     AccessMode = csi_pb2.VolumeCapability.AccessMode
     for different in (
@@ -474,7 +451,7 @@ def test_a_mount_point_with_a_non_utf8_name_does_not_break_node_calls(
     odd = os.fsencode(driver.kubelet_dir) + b"/caf\xe9"
     os.mkdir(odd)
     subprocess.run([b"mount", b"-t", b"tmpfs", b"tmpfs", odd], check=True)
-    client, volume_id, _, _, target = _staged_and_published(driver, "utf8")
+    client, volume_id, _, _, target = staged_and_published(driver, "utf8")
     assert not client.volume_stats(volume_id, target).volume_condition.abnormal
     client.unpublish(volume_id, target)
 

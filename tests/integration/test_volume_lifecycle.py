@@ -14,18 +14,10 @@ from csi.cli.client import CsiClient, mount_capability
 from csi.host.mounts import ProcMountTable, mounts_at
 from csi.rpc import csi_pb2
 from tests.support.driver import DriverProcess
+from tests.support.driver_volumes import staged_and_published, volume_tree
 
 GiB = 1 << 30
 AccessMode = csi_pb2.VolumeCapability.AccessMode
-
-
-def _paths(driver: DriverProcess, name: str, volume_id: str) -> tuple[str, str]:
-    # The layouts kubelet uses (the node plugin accepts no others).
-    staging = driver.kubelet_dir.joinpath(driver.staging_path(volume_id))
-    target = driver.kubelet_dir / "pods/pod-1/volumes/kubernetes.io~csi" / name / "mount"
-    staging.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return str(staging), str(target)
 
 
 def _usage(client: CsiClient, volume_id: str, path: str) -> dict[str, tuple[int, int]]:
@@ -42,10 +34,10 @@ def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> 
     assert context == {"fsname": "itest", "mgsNids": "0@lo", "kind": "shared"}
     assert subdir.startswith("csi-volumes/life-")  # a directory the driver made, not adopted
     context["subdir"] = subdir
-    tree = driver.state_dir / "filesystems" / "itest" / "root" / subdir
+    tree = volume_tree(driver, context)
     assert tree.is_dir()
 
-    staging, target = _paths(driver, "life", volume.volume_id)
+    staging, target = driver.staging_path(volume.volume_id), driver.target_path("life")
     client.stage(volume.volume_id, staging, context)
     client.stage(volume.volume_id, staging, context)  # idempotent
     client.publish(volume.volume_id, staging, target, context)
@@ -75,56 +67,48 @@ def test_create_stage_publish_write_expand_and_delete(driver: DriverProcess) -> 
 
 
 def test_read_only_publish_refuses_writes_and_mode_changes(driver: DriverProcess) -> None:
-    client = driver.client()
-    volume = client.create_volume("ro", GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging, target = _paths(driver, "ro", volume.volume_id)
-    client.stage(volume.volume_id, staging, context)
-    client.publish(volume.volume_id, staging, target, context, readonly=True)
+    client, volume_id, context, staging, target = staged_and_published(
+        driver, "ro", readonly=True
+    )
     with pytest.raises(OSError) as denied:
         (Path(target) / "nope").write_text("x")
     assert denied.value.errno == errno.EROFS
     with pytest.raises(grpc.RpcError) as conflict:
-        client.publish(volume.volume_id, staging, target, context, readonly=False)
+        client.publish(volume_id, staging, target, context, readonly=False)
     assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
     reader = mount_capability(AccessMode.MULTI_NODE_READER_ONLY)
     second = target.replace("/pod-1/", "/pod-2/")  # another pod's target path
     Path(second).parent.mkdir(parents=True)
-    client.publish(volume.volume_id, staging, second, context, capability=reader)
+    client.publish(volume_id, staging, second, context, capability=reader)
     assert mounts_at(ProcMountTable(), second)[-1].readonly
 
 
 def test_stale_mounts_are_repaired_not_reported_as_success(driver: DriverProcess) -> None:
-    client = driver.client()
-    volume = client.create_volume("stale", GiB, {"fsname": "itest"})
-    context = dict(volume.volume_context)
-    staging, target = _paths(driver, "stale", volume.volume_id)
-    client.stage(volume.volume_id, staging, context)
-    client.publish(volume.volume_id, staging, target, context)
+    client, volume_id, context, staging, target = staged_and_published(driver, "stale")
     # The server side replaces the volume's directory (a restore, say): both mounts now show a
     # deleted directory, which is what a stale mount looks like from the node.
-    tree = driver.state_dir / "filesystems" / "itest" / "root" / context["subdir"]
+    tree = volume_tree(driver, context)
     tree.rename(tree.with_name("stale.old"))
     tree.mkdir()
     (tree / "restored.txt").write_text("restored")
     tree.with_name("stale.old").rmdir()
     assert mounts_at(ProcMountTable(), staging)[-1].source_deleted
 
-    stats = client.volume_stats(volume.volume_id, target)
+    stats = client.volume_stats(volume_id, target)
     assert stats.volume_condition.abnormal and "stale" in stats.volume_condition.message
 
-    client.stage(volume.volume_id, staging, context)
+    client.stage(volume_id, staging, context)
     assert (Path(staging) / "restored.txt").read_text() == "restored"
-    client.publish(volume.volume_id, staging, target, context)
+    client.publish(volume_id, staging, target, context)
     assert (Path(target) / "restored.txt").read_text() == "restored"
     assert len(mounts_at(ProcMountTable(), target)) == 1
-    assert not client.volume_stats(volume.volume_id, target).volume_condition.abnormal
+    assert not client.volume_stats(volume_id, target).volume_condition.abnormal
 
 
 def test_foreign_mount_at_staging_path_is_refused(driver: DriverProcess, tmp_path: Path) -> None:
     client = driver.client()
     volume = client.create_volume("foreign", GiB, {"fsname": "itest"})
-    staging, _ = _paths(driver, "foreign", volume.volume_id)
+    staging = driver.staging_path(volume.volume_id)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     subprocess.run(["mount", "--bind", str(elsewhere), staging], check=True)
@@ -143,7 +127,8 @@ def test_static_volume_mounts_without_any_controller_call(driver: DriverProcess)
     (shared / "README").write_text("alpha data")
     del existing
     context = {"fsname": "legacy", "mgsNids": "0@lo", "subdir": "projects/alpha"}
-    staging, target = _paths(driver, "static-pv", "admin-written-handle")
+    staging = driver.staging_path("admin-written-handle")
+    target = driver.target_path("static-pv")
     client.stage("admin-written-handle", staging, context)
     client.publish("admin-written-handle", staging, target, context, readonly=True)
     assert (Path(target) / "README").read_text() == "alpha data"
