@@ -58,8 +58,9 @@ def test_controller_get_volume_reports_a_missing_directory(driver: DriverProcess
     assert condition.abnormal and "missing" in condition.message
 
 
-def _cli(driver: DriverProcess, *args: str) -> str:
-    done = subprocess.run(
+def _run_cli(driver: DriverProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`lustre-csi client ARGS...` against the driver, as a user runs it."""
+    return subprocess.run(
         [sys.executable, "-m", "csi.cli", "client", "--endpoint", f"unix://{driver.socket}", *args],
         cwd=REPO,
         capture_output=True,
@@ -67,6 +68,10 @@ def _cli(driver: DriverProcess, *args: str) -> str:
         timeout=30,
         check=False,
     )
+
+
+def _cli(driver: DriverProcess, *args: str) -> str:
+    done = _run_cli(driver, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -83,25 +88,7 @@ def test_cli_client_walks_a_volume(driver: DriverProcess) -> None:
     assert json.loads(_cli(driver, "info"))["name"] == "lustre.csi.io"
     assert _cli(driver, "probe").strip() == "ready"
     assert "deleted" in _cli(driver, "delete", volume_id)
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "csi.cli",
-            "client",
-            "--endpoint",
-            f"unix://{driver.socket}",
-            "create",
-            "bad",
-            "--param",
-            "fsname=much-too-long",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    failed = _run_cli(driver, "create", "bad", "--param", "fsname=much-too-long")
     assert failed.returncode != 0 and "INVALID_ARGUMENT" in failed.stderr
 
 
