@@ -251,8 +251,8 @@ class LocalLustreCommands:
                     return _fail(args, 22, f"pool '{fsname}.{value}' does not exist")
                 current["pool"] = value
         for component in components:
-            size, end = component.get("stripe_size"), component["end"]
-            if size and end is not None and end % size:
+            stripe, end = component.get("stripe_size"), component["end"]
+            if stripe and end is not None and end % stripe:
                 return _fail(args, 22, "The component end must be aligned by the stripe size")
         layout = {"components": components} if components else current
         os.setxattr(directory, LAYOUT_XATTR, json.dumps(layout).encode())
