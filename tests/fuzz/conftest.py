@@ -23,8 +23,9 @@ import pytest
 from csi.cli.client import CsiClient
 from csi.host.mounts import ProcMountTable
 from csi.identity import DRIVER_NAME
-from csi.server import Driver, DriverConfig
+from csi.server import Driver
 from tests.support.driver import in_private_mount_namespace
+from tests.support.in_process_driver import serving_in_process
 
 GiB = 1 << 30
 
@@ -154,42 +155,33 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     (secret_dir / "token").write_bytes(b"s3cr3t\n")
 
     socket = root / "csi.sock"
-    driver = Driver(
-        DriverConfig(
-            mode="all",
-            endpoint=f"unix://{socket}",
-            node_id="fuzz-node",
-            state_dir=state,
-            kubelet_dirs=[str(kubelet)],
-        )
-    )
-    driver.start()
-    client = CsiClient(str(socket), timeout=30)
     # The shared file system's namespace, as the local server set keeps it (see
     # provisioner/local.py); an admin's directory there holds data no volume owns.
     admin_dir = state / "filesystems" / "lustre" / "root" / "projects"
-    world = World(root, kubelet, state, outside, secret_dir, admin_dir, driver, client)
-    for name, parameters in (
-        ("victim-shared", {}),
-        ("victim-dedicated", {"kind": "dedicated"}),
-    ):
-        volume = client.create_volume(name, GiB, parameters)
-        context = dict(volume.volume_context)
-        staging = world.staging_path(volume.volume_id)
-        target = world.target_path(f"pod-of-{name}", f"pv-{name}")
-        client.stage(volume.volume_id, staging, context)
-        client.publish(volume.volume_id, staging, target, context)
-        data = Path(target) / "data"
-        data.write_bytes(f"data of {name}\n".encode())
-        world.victims.append(Victim(volume.volume_id, context, staging, target, data))
-    admin_dir.mkdir(mode=0o750)
-    (admin_dir / "results.dat").write_bytes(b"an admin's data\n")
-    world.baseline = world.snapshot()
     try:
-        yield world
+        with (
+            serving_in_process(socket, state, kubelet, node_id="fuzz-node") as driver,
+            CsiClient(str(socket), timeout=30) as client,
+        ):
+            world = World(root, kubelet, state, outside, secret_dir, admin_dir, driver, client)
+            for name, parameters in (
+                ("victim-shared", {}),
+                ("victim-dedicated", {"kind": "dedicated"}),
+            ):
+                volume = client.create_volume(name, GiB, parameters)
+                context = dict(volume.volume_context)
+                staging = world.staging_path(volume.volume_id)
+                target = world.target_path(f"pod-of-{name}", f"pv-{name}")
+                client.stage(volume.volume_id, staging, context)
+                client.publish(volume.volume_id, staging, target, context)
+                data = Path(target) / "data"
+                data.write_bytes(f"data of {name}\n".encode())
+                world.victims.append(Victim(volume.volume_id, context, staging, target, data))
+            admin_dir.mkdir(mode=0o750)
+            (admin_dir / "results.dat").write_bytes(b"an admin's data\n")
+            world.baseline = world.snapshot()
+            yield world
     finally:
-        client.close()
-        driver.stop()
         for entry in reversed(ProcMountTable().entries()):
             if entry.mount_point.startswith(str(root) + "/"):
                 subprocess.run(["umount", "-l", entry.mount_point], check=False)

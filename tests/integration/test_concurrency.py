@@ -12,9 +12,9 @@ import pytest
 
 from csi.cli.client import CsiClient
 from csi.rpc import csi_pb2
-from csi.server import Driver, DriverConfig
 from csi.server_sets import FileSystemEndpoint, ServerSetTemplate
 from provisioner.local import LocalServerSets
+from tests.support.in_process_driver import serving_in_process
 
 GiB = 1 << 30
 
@@ -39,23 +39,14 @@ class GatedServerSets(LocalServerSets):
 def gated(tmp_path: Path) -> Iterator[tuple[GatedServerSets, CsiClient]]:
     state = tmp_path / "state"
     provider = GatedServerSets(state)
-    driver = Driver(
-        DriverConfig(
-            mode="all",
-            endpoint=f"unix://{tmp_path}/csi.sock",
-            node_id="n",
-            state_dir=state,
-            kubelet_dirs=[str(tmp_path)],
-        ),
-        provider=provider,
-    )
-    driver.start()
-    try:
-        with CsiClient(driver.socket_path) as client:
-            yield provider, client
-    finally:
-        provider.gate.set()
-        driver.stop()
+    with serving_in_process(
+        tmp_path / "csi.sock", state, tmp_path, node_id="n", provider=provider
+    ) as driver:
+        try:
+            with CsiClient(driver.socket_path) as client:
+                yield provider, client
+        finally:
+            provider.gate.set()  # before the stop: a call held at the gate would hold it up
 
 
 def test_duplicate_create_is_aborted_while_unrelated_ones_proceed(
