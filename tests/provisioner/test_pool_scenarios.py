@@ -8,15 +8,33 @@ import base64
 
 import pytest
 
-from provisioner.kubevirt.kube import PVCS, SECRETS, VIRTUAL_MACHINES
+from provisioner.kubevirt.addresses import CLAIMS_NAME
+from provisioner.kubevirt.kube import (
+    CONFIG_MAPS,
+    LUSTRE_FILE_SYSTEMS,
+    PVCS,
+    SECRETS,
+    VIRTUAL_MACHINES,
+)
 from provisioner.kubevirt.manifests import fs_selector
-from tests.provisioner.conftest import SERVER_NAMESPACE, template, wait_for
+from tests.provisioner.conftest import NAMESPACE, SERVER_NAMESPACE, template, wait_for
 
 pytestmark = pytest.mark.kube
 
 
 def test_a_file_system_with_pools_builds_them_and_shows_them_in_status(env) -> None:
     env.runner()
+    try:
+        _check_pools_are_built(env)
+    finally:
+        # Later tests expect the shared address pool and the namespace to be free again.
+        env.admin.delete(LUSTRE_FILE_SYSTEMS, "pooled")
+        wait_for(lambda: env.lfs("pooled") is None, 30, "pooled gone")
+    claims = (env.admin.get(CONFIG_MAPS, CLAIMS_NAME, NAMESPACE) or {}).get("data") or {}
+    assert not [a for a, owner in claims.items() if owner.startswith("pooled/")], claims
+
+
+def _check_pools_are_built(env) -> None:
     provider = env.provider()
     pools = template(min_osts=1, ost_pools="flash:2:nvme-block,disk:1")
     wait_for(lambda: provider.ensure_file_system("pooled", pools), 20, "pooled serving")
