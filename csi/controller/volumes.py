@@ -369,15 +369,24 @@ class VolumeService:
             inode_limit = record.inode_limit if changes.inode_limit is None else changes.inode_limit
             if layout == current and inode_limit == record.inode_limit:
                 return volume
-            if layout != current:
-                self._check_layout(layout, record.fsname, mountpoint)
-                self._lustre.set_default_layout(str(mountpoint / record.directory), layout)
-            if inode_limit != record.inode_limit:
-                self._lustre.set_project_inode_limit(
-                    str(mountpoint), record.project_id, inode_limit
-                )
             modified = replace(record, layout=layout.to_attributes(), inode_limit=inode_limit)
-            self._fs.write(mountpoint, modified)
+            try:
+                if layout != current:
+                    self._check_layout(layout, record.fsname, mountpoint)
+                    if layout.pool is not None and layout.pool != current.pool:
+                        # New files go to the pool now: it makes room for the whole volume.
+                        self._fs.refresh(record.fsname, mountpoint)
+                        self._catalog.hold(modified)
+                        self._make_room(modified)
+                    self._lustre.set_default_layout(str(mountpoint / record.directory), layout)
+                if inode_limit != record.inode_limit:
+                    self._lustre.set_project_inode_limit(
+                        str(mountpoint), record.project_id, inode_limit
+                    )
+                self._fs.write(mountpoint, modified)
+            except BaseException:
+                self._catalog.restore(record)  # the index keeps the volume as it is on disk
+                raise
             log.info(
                 "modified volume %s: default layout %s, inode limit %s; files that exist "
                 "keep their layout", volume_id, modified.layout or "of the file system",

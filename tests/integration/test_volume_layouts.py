@@ -155,3 +155,18 @@ def test_a_pool_short_of_room_grows_and_only_that_pool(controller: Replica) -> N
     assert controller.lustre.pools(mountpoint, "safe") == {"flash": 3, "disk": 1}
     indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
     assert sorted(indices) == [0, 1, 1024, 1025, 1026, 2048]
+
+
+def test_moving_a_volume_to_a_pool_makes_room_there(controller: Replica) -> None:
+    pools = {"minOsts": "2", "ostPools": "flash:1"}
+    controller.create("on-flash", 4 * GiB, ostPool="flash", **pools)
+    elsewhere = controller.create("elsewhere", 4 * GiB, **pools)
+    mountpoint = controller.volumes.get(elsewhere).mountpoint
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 1}
+    moved = controller.volumes.modify(elsewhere, parse_mutable_parameters({"ostPool": "flash"}))
+    assert moved.record.layout == {"ostPool": "flash"}
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 2}  # 8 GiB on flash
+    # A refused move leaves the index as the record is: reservations count as before.
+    with pytest.raises(InvalidArgument, match="not an OST pool"):
+        controller.volumes.modify(elsewhere, parse_mutable_parameters({"ostPool": "nvme"}))
+    assert controller.volumes.catalog.reserved_bytes("safe") == 8 * GiB
