@@ -8,7 +8,6 @@ controller replicas over the same file systems (tests/support/controller_replica
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -27,7 +26,7 @@ from csi.errors import (
     NotFound,
 )
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from tests.support.controller_replicas import GiB, Replica, write_file
+from tests.support.controller_replicas import GiB, Replica, record_document, write_file
 
 
 # -- item 1: dedicated file systems ------------------------------------------------------------
@@ -58,13 +57,7 @@ def test_a_dedicated_file_system_is_deleted_only_for_the_volume_it_is_dedicated_
     # A record that claims a dedicated volume on a shared file system (say, forged, or left
     # by a bug) still does not get the file system deleted: the ledger says it is shared.
     controller.create("team-a")
-    forged = {
-        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
-        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
-        "parameters": {}, "state": "ready",
-        "directory": "csi-volumes/intruder-0123456789abcdef",
-    }
-    write_file(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    controller.plant_record(record_document("intruder", 4000, kind="dedicated"))
     with Replica(controller.state_dir, "c") as fresh:
         # The record is not trusted (the provider says "safe" is shared): nothing of the
         # volume's is there to delete, and the file system stays.
@@ -164,19 +157,14 @@ def test_a_forged_record_never_makes_delete_volume_remove_anything_outside(
 ) -> None:
     controller.create("team-a")
     outside = write_file(controller.state_dir / "outside" / "keep.txt", "not the driver's")
-    records = controller.root("safe") / ".lustre-csi/volumes"
-    forged = {
-        "name": "evil", "volume_id": "v1:shared:safe:evil", "kind": "shared", "fsname": "safe",
-        "capacity_bytes": GiB, "project_id": 4242, "parameters": {}, "state": "ready",
-    }
     # Seen from the controller's mount (<state>/controller-mounts-c/safe), ../../outside is
     # <state>/outside; the second names it by its absolute path.
-    escapes = {"subdir": "../../outside", "directory": "../../outside"}
-    write_file(records / "evil.json", json.dumps({**forged, **escapes}))
-    write_file(records / "evil2.json", json.dumps({
-        **forged, "volume_id": "v1:shared:safe:evil2", "name": "evil2",
-        "subdir": str(outside.parent), "directory": str(outside.parent),
-    }))
+    controller.plant_record(
+        record_document("evil", 4242, subdir="../../outside", directory="../../outside")
+    )
+    controller.plant_record(
+        record_document("evil2", 4242, subdir=str(outside.parent), directory=str(outside.parent))
+    )
     with Replica(controller.state_dir, "c") as fresh:
         fresh.volumes.delete("v1:shared:safe:evil")
         fresh.volumes.delete("v1:shared:safe:evil2")

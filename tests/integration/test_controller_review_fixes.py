@@ -7,7 +7,6 @@ systems (tests/support/controller_replicas.py, the fixtures in conftest.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -23,12 +22,13 @@ from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import FailedPrecondition, NotFound, OperationInFlight
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from tests.support.controller_replicas import GiB, Replica, write_file
+from csi.host.mounts import ProcMountTable, mounts_at
+from tests.support.controller_replicas import GiB, Replica, record_document, write_file
 
 
 def _mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8") as table:
-        return any(line.split()[4] == str(path) for line in table)
+    # The driver's own reading of the mount table: it copes with any mount point's name.
+    return bool(mounts_at(ProcMountTable(), str(path)))
 
 
 def _give_it_a_tree(replica: Replica, volume_id: str) -> None:
@@ -40,8 +40,13 @@ def _give_it_a_tree(replica: Replica, volume_id: str) -> None:
 def _late_release_by_b(
     a: Replica, b: Replica, monkeypatch: pytest.MonkeyPatch, then: object
 ) -> dict[str, str]:
-    """Replica b's removal of volume `n` runs late: while it removes the tree, replica a
-    finishes the same removal and calls `then(state)` (the CO makes the volume again)."""
+    """Replica a deletes volume `n` (a tree: a background removal) and b queues the removal
+    too; b's removal runs late: while it removes the tree, replica a finishes the same removal
+    and calls `then(state)` (the CO makes the volume again)."""
+    volume_id = a.create("n")
+    _give_it_a_tree(a, volume_id)
+    a.volumes.delete(volume_id)
+    b.volumes.list_page("", 0)  # b indexes the file system: it queues the removal too
     real = deletion_module.remove_tree
     state: dict[str, str] = {}
 
@@ -62,10 +67,6 @@ def test_a_late_removal_step_leaves_the_volume_made_again_under_the_same_name_al
     replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = replicas
-    volume_id = a.create("n")
-    _give_it_a_tree(a, volume_id)
-    a.volumes.delete(volume_id)
-    b.volumes.list_page("", 0)  # b indexes the file system: it queues the removal too
 
     def recreate(state: dict[str, str]) -> None:
         state["new"] = a.create("n")
@@ -82,10 +83,6 @@ def test_a_late_removal_step_never_releases_a_recreated_volume_that_is_being_del
     replicas: tuple[Replica, Replica], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = replicas
-    volume_id = a.create("n")
-    _give_it_a_tree(a, volume_id)
-    a.volumes.delete(volume_id)
-    b.volumes.list_page("", 0)
 
     def recreate_and_delete(state: dict[str, str]) -> None:
         state["new"] = a.create("n", 2 * GiB)
@@ -131,13 +128,8 @@ def test_the_driver_directories_are_closed_to_other_users_and_volume_roots_stay_
 def _plant_forged_dedicated_record(controller: Replica) -> dict:
     """A well-formed record, with its project claim, that says the shared file system "safe"
     is dedicated to a volume that was never made."""
-    forged = {
-        "name": "intruder", "volume_id": "v1:dedicated:safe:intruder", "kind": "dedicated",
-        "fsname": "safe", "subdir": "intruder", "capacity_bytes": GiB, "project_id": 4000,
-        "parameters": {}, "state": "ready",
-        "directory": "csi-volumes/intruder-0123456789abcdef",
-    }
-    write_file(controller.root("safe") / ".lustre-csi/volumes/intruder.json", json.dumps(forged))
+    forged = record_document("intruder", 4000, kind="dedicated")
+    controller.plant_record(forged)
     write_file(controller.root("safe") / ".lustre-csi/projects/4000", forged["volume_id"])
     return forged
 
@@ -341,21 +333,13 @@ def _capacity_requests(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> lis
 
 
 # -- finding 8: planted records are not counted ------------------------------------------------
-def _planted(name: str, size: int, project_id: int) -> dict[str, object]:
-    return {
-        "name": name, "volume_id": f"v1:shared:safe:{name}", "kind": "shared", "fsname": "safe",
-        "subdir": name, "capacity_bytes": size, "project_id": project_id, "parameters": {},
-        "state": "ready", "directory": f"csi-volumes/{name}-0123456789abcdef",
-    }
-
-
 def test_a_planted_record_of_an_impossible_size_blocks_no_create(
     controller: Replica, caplog: pytest.LogCaptureFixture
 ) -> None:
     controller.create("warm")
     osts = len(controller.sets.ledger("safe")["osts"])
     root = controller.root("safe")
-    write_file(root / ".lustre-csi/volumes/big.json", json.dumps(_planted("big", 1 << 62, 999999)))
+    controller.plant_record(record_document("big", 999999, capacity_bytes=1 << 62))
     write_file(root / ".lustre-csi/projects/999999", "v1:shared:safe:big")
     with Replica(controller.state_dir, "c") as fresh:
         with caplog.at_level(logging.WARNING):
@@ -370,8 +354,8 @@ def test_a_planted_record_without_its_project_claim_is_not_indexed(
 ) -> None:
     controller.create("warm")
     metadata = controller.root("safe") / ".lustre-csi"
-    write_file(metadata / "volumes/ghost.json", json.dumps(_planted("ghost", 8 * GiB, 5000)))
-    write_file(metadata / "volumes/thief.json", json.dumps(_planted("thief", 8 * GiB, 5001)))
+    controller.plant_record(record_document("ghost", 5000, capacity_bytes=8 * GiB))
+    controller.plant_record(record_document("thief", 5001, capacity_bytes=8 * GiB))
     write_file(metadata / "projects/5001", "v1:shared:safe:somebody-else")
     with Replica(controller.state_dir, "c") as fresh:
         with caplog.at_level(logging.WARNING):

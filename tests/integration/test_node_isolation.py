@@ -278,9 +278,7 @@ def test_an_unstage_cannot_pull_the_staging_mount_from_under_a_publish(tmp_path:
 def test_a_bind_that_does_not_show_the_staged_volume_is_undone(tmp_path: Path) -> None:
     fs_root = tmp_path / "state/filesystems/itest/root"
     node = in_process_node(tmp_path, host=RedirectedBinds(source=fs_root))
-    volume_id, context = node.volume("checked")
-    staging, target = node.staging(volume_id), node.target("pv-checked")
-    node.stage(volume_id, staging, context)
+    volume_id, context, staging, target = node.staged_volume("checked")
     assert refusal_code(lambda: node.publish(volume_id, staging, target, context)) == (
         grpc.StatusCode.FAILED_PRECONDITION
     )
@@ -331,9 +329,7 @@ def test_an_evicted_or_recovering_mount_is_reported_and_left_alone(
     faulty: tuple[InProcessNode, FaultyProbe], code: int
 ) -> None:
     node, probe = faulty
-    volume_id, context = node.volume("recovering")
-    staging, target = node.staging(volume_id), node.target("pv-recovering")
-    node.stage(volume_id, staging, context)
+    volume_id, context, staging, target = node.staged_volume("recovering")
     node.publish(volume_id, staging, target, context)
     before = {path: _mount_ids(path) for path in (staging, target)}
     probe.errors = {staging: code, target: code}  # the client is evicted: EIO for a while
@@ -374,9 +370,7 @@ def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
     faulty: tuple[InProcessNode, FaultyProbe],
 ) -> None:
     node, probe = faulty
-    volume_id, context = node.volume("hung")
-    staging, target = node.staging(volume_id), node.target("pv-hung")
-    node.stage(volume_id, staging, context)
+    volume_id, context, staging, target = node.staged_volume("hung")
     node.publish(volume_id, staging, target, context)
     probe.hung = {staging, target}  # the MDS is gone: stat and statfs never come back
     stage = lambda: node.stage(volume_id, staging, context)  # noqa: E731

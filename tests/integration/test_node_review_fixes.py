@@ -93,10 +93,8 @@ def test_a_plain_bind_never_runs_mount8_and_gets_its_flags(tmp_path: Path) -> No
 def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path) -> None:
     runner = RecordingRunner()
     node = in_process_node(tmp_path, host=HostMounts(runner))
-    volume_id, context = node.volume("ro-volume")
+    volume_id, context, staging, target = node.staged_volume("ro-volume")
     (node.sets.namespace_root("itest") / "ro-volume" / "data").write_text("read me")
-    staging, target = node.staging(volume_id), node.target("pv-ro")
-    node.stage(volume_id, staging, context)
     node.publish(volume_id, staging, target, context, readonly=True)
     assert runner.calls == []
     top = top_mount(target)
@@ -110,9 +108,7 @@ def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path)
 def test_a_bind_that_lands_elsewhere_is_taken_back(tmp_path: Path) -> None:
     elsewhere = tmp_path / "kubelet/pods/pod-1/volumes/kubernetes.io~csi/elsewhere"
     node = in_process_node(tmp_path, host=RedirectedBinds(target=elsewhere))
-    volume_id, context = node.volume("moved")
-    staging, target = node.staging(volume_id), node.target("pv-moved")
-    node.stage(volume_id, staging, context)
+    volume_id, context, staging, target = node.staged_volume("moved")
     code = refusal_code(lambda: node.publish(volume_id, staging, target, context))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert top_mount(target) is None

@@ -95,6 +95,12 @@ class Replica:
         record: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
         return record
 
+    def plant_record(self, document: dict[str, Any]) -> Path:
+        """`document` written where the driver keeps the record of volume `document["name"]`
+        (a forged or left-over record: the driver reads it as it reads its own)."""
+        records = self.root(document["fsname"]) / ".lustre-csi/volumes"
+        return write_file(records / f"{document['name']}.json", json.dumps(document))
+
     def quota_bytes(self, volume: LocatedVolume) -> int:
         """The block hard limit the volume's project id has on its file system."""
         quota = self.lustre.project_quota(volume.mountpoint, volume.record.project_id)
@@ -110,3 +116,16 @@ def write_file(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def record_document(
+    name: str, project_id: int, *, kind: str = "shared", capacity_bytes: int = GiB, **fields: Any
+) -> dict[str, Any]:
+    """A well-formed record of a ready volume `name` on file system "safe", as the driver
+    writes one beside the data; `fields` replace what a test forges."""
+    return {
+        "name": name, "volume_id": f"v1:{kind}:safe:{name}", "kind": kind, "fsname": "safe",
+        "subdir": name, "capacity_bytes": capacity_bytes, "project_id": project_id,
+        "parameters": {}, "state": "ready", "directory": f"csi-volumes/{name}-0123456789abcdef",
+        **fields,
+    }

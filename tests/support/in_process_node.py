@@ -40,6 +40,14 @@ class InProcessNode:
         (self.sets.namespace_root("itest") / name).mkdir(exist_ok=True)
         return f"v1:shared:itest:{name}", {"fsname": "itest", "mgsNids": "0@lo", "subdir": name}
 
+    def staged_volume(self, name: str) -> tuple[str, dict[str, str], str, str]:
+        """A volume made behind the controller's back, staged: (volume id, context, staging
+        path, and the target path of its PV pv-`name` in pod-1, not yet published)."""
+        volume_id, context = self.volume(name)
+        staging, target = self.staging(volume_id), self.target(f"pv-{name}")
+        self.stage(volume_id, staging, context)
+        return volume_id, context, staging, target
+
     def staging(self, volume_id: str) -> str:
         path = Path(kubelet_staging_path(str(self.kubelet), volume_id))
         path.mkdir(parents=True, exist_ok=True)
