@@ -173,6 +173,15 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
     # OST pools: each made on the MGS once, and every OST that has registered joins the pool
     # whose index block holds its index (pool_new and pool_add refuse repeats: ask first).
     # The MDT's OSP devices (osp.FS-OST000a-osc-MDT0000) are the OSTs that registered.
+    # A pool or member that exists already (a listing that missed it) is not a failure.
+    pool_command() {
+        local out
+        if ! out="$(lctl "$@" 2>&1)"; then
+            if grep -qi "exists" <<<"$out"; then return 0; fi
+            log "lctl $* failed (the timer retries): $out"
+            return 1
+        fi
+    }
     if [ -n "$POOLS" ]; then
         pools_now="$(lctl pool_list "$FSNAME" 2>/dev/null || true)"
         registered="$(lctl get_param -N "osp.${FSNAME}-OST*-osc-MDT0000" 2>/dev/null || true)"
@@ -180,7 +189,7 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
             IFS=: read -r pool first last <<<"$entry"
             if ! grep -qxF "${FSNAME}.${pool}" <<<"$pools_now"; then
                 log "creating OST pool ${FSNAME}.${pool}"
-                lctl pool_new "${FSNAME}.${pool}"
+                if ! pool_command pool_new "${FSNAME}.${pool}"; then failed=1; fi
                 changed=1
             fi
             members="$(lctl pool_list "${FSNAME}.${pool}" 2>/dev/null || true)"
@@ -191,7 +200,9 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
                 if [ "$index" -ge "$first" ] && [ "$index" -le "$last" ] \
                         && ! grep -qxF "${FSNAME}-${ost}_UUID" <<<"$members"; then
                     log "adding ${FSNAME}-${ost} to OST pool ${FSNAME}.${pool}"
-                    lctl pool_add "${FSNAME}.${pool}" "${FSNAME}-${ost}"
+                    if ! pool_command pool_add "${FSNAME}.${pool}" "${FSNAME}-${ost}"; then
+                        failed=1
+                    fi
                     changed=1
                 fi
             done

@@ -52,13 +52,20 @@ case "$*" in
         n=$(($(wc -l < "$STATE/llog" 2>/dev/null || echo 0) + 2))
         record="event: set_param, device: scratch, parameter: ${3%%=*}, value: ${3#*=}"
         echo "- { index: $n, $record }" >> "$STATE/llog" ;;
-    "pool_list scratch") echo "Pools from scratch:"; cat "$STATE/pools" 2>/dev/null ;;
+    "pool_list scratch")
+        echo "Pools from scratch:"
+        [ -f "$STATE/pool_list_blind" ] || cat "$STATE/pools" 2>/dev/null ;;
     "pool_list scratch."*) echo "Pool: $2"; cat "$STATE/pool.${2#scratch.}" 2>/dev/null ;;
     "pool_new "*)
-        if grep -qxF "$2" "$STATE/pools" 2>/dev/null; then exit 17; fi   # EEXIST, as lctl
+        if grep -qxF "$2" "$STATE/pools" 2>/dev/null; then
+            echo "pool_new: File exists" >&2; exit 17       # EEXIST, as lctl
+        fi
         echo "$2" >> "$STATE/pools" ;;
     "pool_add "*)
-        if grep -qxF "$3_UUID" "$STATE/pool.${2#scratch.}" 2>/dev/null; then exit 17; fi
+        if grep -qxF "$3_UUID" "$STATE/pool.${2#scratch.}" 2>/dev/null; then
+            echo "pool_add: File exists" >&2; exit 17
+        fi
+        if [ -f "$STATE/pool_add_error" ]; then cat "$STATE/pool_add_error" >&2; exit 5; fi
         echo "$3_UUID" >> "$STATE/pool.${2#scratch.}" ;;
     "get_param -N osp.scratch-OST*-osc-MDT0000") cat "$STATE/osps" 2>/dev/null ;;
 esac''',
@@ -268,6 +275,21 @@ def test_pools_are_made_on_the_mgs_and_fill_as_their_osts_register(tmp_path):
         "lctl pool_list scratch", "lctl pool_list scratch.flash",
         "lctl pool_add scratch.flash scratch-OST0402", "lctl pool_list scratch.disk",
     ]
+
+
+def test_a_pool_that_exists_already_is_no_failure_but_a_failed_add_is(tmp_path):
+    host = BootScriptHost(tmp_path, pools=(("flash", 1024, 2047),))
+    host.disk("MDT0000")
+    (host.state / "osps").write_text("osp.scratch-OST0400-osc-MDT0000\n")
+    assert host.run().returncode == 0
+    (host.state / "pool_list_blind").touch()  # a listing that misses the pool
+    assert host.run().returncode == 0  # pool_new says "File exists": nothing failed
+    (host.state / "osps").write_text("osp.scratch-OST0400-osc-MDT0000\n"
+                                     "osp.scratch-OST0401-osc-MDT0000\n")
+    (host.state / "pool_add_error").write_text("pool_add: Input/output error\n")
+    result = host.run()
+    assert result.returncode == 1  # the timer tries again
+    assert "lctl pool_add scratch.flash scratch-OST0401 failed" in result.stdout
 
 
 def test_a_server_without_pools_makes_none(host):
