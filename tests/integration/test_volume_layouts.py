@@ -7,7 +7,6 @@ Real (private) mounts of the embedded local server set, as `serve --mode control
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,10 @@ from csi.controller.servicer import volume_context
 from csi.controller.sizes import CapacityRange
 from csi.errors import InvalidArgument, NotFound
 from csi.lustre.layout import LayoutParameters, parse_layout
-from tests.integration.test_controller_data_safety import GiB, Replica
+from tests.support.controller_replicas import GiB, Replica
 
 MiB = 1 << 20
 
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Replica]:
-    replica = Replica(tmp_path, "a")
-    yield replica
-    replica.unmount_all()
 
 
 def _directory(controller: Replica, volume_id: str) -> Path:
@@ -102,13 +95,10 @@ def test_modify_changes_the_layout_for_new_files_and_the_inode_limit(controller:
     assert quota.block_hard_limit_bytes == GiB  # the capacity is untouched
     # The change is in the record: another controller sees it, and CreateVolume's own
     # parameters (what a retry must match) are what they were.
-    fresh = Replica(controller.state_dir, "b")
-    try:
+    with Replica(controller.state_dir, "c") as fresh:
         record = fresh.volumes.get(volume_id).record
         assert (record.layout, record.inode_limit) == (modified.layout, 5000)
         assert fresh.create("growing", minOsts="2", stripeCount="1") == volume_id
-    finally:
-        fresh.unmount_all()
 
 
 def test_modify_that_does_not_fit_changes_nothing(controller: Replica) -> None:
