@@ -50,14 +50,7 @@ hash="$(printf '%s\n' helm "${HELM_MODULE}@${HELM_VERSION}" ./cmd/helm "$go_vers
     "$(uname -m)" "GOFLAGS=${GOFLAGS}" "CGO_ENABLED=${CGO_ENABLED}" \
     "${common_build_flags[*]}" "ldflags=${ldflags}" | sha256sum | cut -d' ' -f1)"
 
-if is_up_to_date helm "$hash"; then
-    echo "helm ${HELM_VERSION}: up to date"
-    exit 0
-fi
-if restore_from_cache helm "$hash"; then
-    echo "helm ${HELM_VERSION}: copied from ${GO_BIN_CACHE}/${hash}"
-    exit 0
-fi
+already_installed helm "$HELM_VERSION" "$hash" && exit 0
 
 echo "building helm ${HELM_VERSION}..."
 start=$SECONDS
@@ -68,9 +61,4 @@ if ! GOBIN="$tmp_dir" "$GO" install "${common_build_flags[@]}" -ldflags="$ldflag
     cat "$log" >&2
     die "building helm ${HELM_VERSION} failed"
 fi
-[[ -x "${tmp_dir}/helm" ]] || die "building helm produced no binary"
-# Moved into place atomically: a running test keeps its old inode.
-mv -f "${tmp_dir}/helm" "${BIN_DIR}/helm"
-printf '%s\n' "$hash" > "${STAMP_DIR}/helm"
-save_to_cache helm "$hash"
-echo "  done helm ${HELM_VERSION} in $((SECONDS - start))s"
+install_built helm "$HELM_VERSION" "$hash" "${tmp_dir}/helm" "$start"
