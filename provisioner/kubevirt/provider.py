@@ -11,11 +11,19 @@ the reservation (or the use measured in status.capacity, when larger) needs
 so a repeated request adds nothing), raises `spec.ostCount` to it (never lowers it) with
 optimistic concurrency, and answers InProgress until enough OSTs are `Active` in status. A
 provisioner restart loses nothing: the request is in the spec, the plan in the status.
+
+OST pools: every pool's OSTs are room for the file system as a whole (a volume on no pool is
+striped over all of them), but spec.ostCount and maxOsts count only the default OSTs. A pool
+short of room for its own volumes grows by its `spec.pools[].ostCount`
+(`ensure_pool_capacity`, the csi.server_sets.PoolCapacity port; the plan is
+kubevirt/pool_growth.py's), in the same way and through the same loop.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from csi.errors import FailedPrecondition, InProgress, NotFound
@@ -32,7 +40,9 @@ from csi.server_sets import (
 from provisioner.growth import plan_growth
 from provisioner.kubevirt.events import EventRecorder
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, ConflictError, Kube
+from provisioner.kubevirt.pool_growth import asked_for, pool_growth
 from provisioner.kubevirt.spec import (
+    FileSystemSpec,
     SpecError,
     object_name,
     parse_spec,
@@ -68,48 +78,63 @@ class KubeVirtServerSets:
         return endpoint_of(lfs)
 
     def ensure_capacity(self, fsname: str, required_bytes: int) -> FileSystemCapacity:
-        for _ in range(_PATCH_ATTEMPTS):
-            lfs = self._require(fsname)
-            _check_usable(lfs)
-            spec = _parsed(lfs)
+        def step(lfs: dict[str, Any], spec: FileSystemSpec) -> _GrowthStep:
             status = lfs.get("status") or {}
-            planned = status.get("osts") or []
-            planned_total = sum(int(o["sizeBytes"]) for o in planned)
-            desired = max(spec.ost_count, len(planned))
-            # OSTs desired but not yet planned will get today's ostSize.
-            desired_total = planned_total + (desired - len(planned)) * spec.ost_size_bytes
+            osts = status.get("osts") or []
+            default = asked_for(spec, osts, "")
+            # Every pool's OSTs are room too (a volume on no pool is striped over all of
+            # them, and required_bytes counts the pools' volumes), but spec.ostCount and
+            # maxOsts count only the default OSTs.
+            pools = [asked_for(spec, osts, name) for name in _pool_names(spec, osts)]
             used = int((status.get("capacity") or {}).get("usedBytes") or 0)
             plan = plan_growth(
                 fsname=fsname, required_bytes=required_bytes,
-                current_total_bytes=desired_total, current_osts=desired,
-                ost_size_bytes=spec.ost_size_bytes, threshold=spec.growth_threshold,
-                max_osts=spec.max_osts, max_total_bytes=spec.max_size_bytes, used_bytes=used,
+                current_total_bytes=default.total_bytes + sum(p.total_bytes for p in pools),
+                current_osts=default.count, ost_size_bytes=spec.ost_size_bytes,
+                threshold=spec.growth_threshold, max_osts=spec.max_osts,
+                max_total_bytes=spec.max_size_bytes, used_bytes=used,
             )
-            if plan.add:
-                try:
-                    lfs = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
-                        "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
-                        "spec": {"ostCount": plan.target_osts},
-                    })
-                except ConflictError:
-                    continue
-                lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
-                lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
-                self._events.record(lfs, "Normal", "GrowthRequested", (
-                    f"{_what_needs_room(required_bytes, plan.sized_for)} need "
-                    f"{format_quantity(plan.target_total_bytes)} at the "
-                    f"{spec.growth_threshold:.0%} threshold: spec.ostCount {desired} -> "
-                    f"{plan.target_osts}"))
-            capacity = _capacity_of(lfs)
-            if plan.sized_for <= capacity.total_bytes * spec.growth_threshold:
-                return capacity
-            raise InProgress(waiting_for(lfs, (
-                f"growing to hold {_what_needs_room(required_bytes, plan.sized_for)} "
-                f"(OSTs {capacity.ost_count}/{max(desired, plan.target_osts)} serving, "
-                f"{format_quantity(capacity.total_bytes)} of "
-                f"{format_quantity(plan.target_total_bytes)})")))
-        raise InProgress(f"waiting for the LustreFileSystem of file system {fsname!r}: it "
-                         f"changed {_PATCH_ATTEMPTS} times while this request grew it; retrying")
+            needs = _what_needs_room(required_bytes, plan.sized_for)
+            serving = _capacity_of(lfs)
+            waiting = ""
+            if plan.sized_for > serving.total_bytes * spec.growth_threshold:
+                waiting = (f"growing to hold {needs} "
+                           f"(OSTs {serving.ost_count}/"
+                           f"{plan.target_osts + sum(p.count for p in pools)} serving, "
+                           f"{format_quantity(serving.total_bytes)} of "
+                           f"{format_quantity(plan.target_total_bytes)})")
+            return _GrowthStep(
+                patch=_spec_patch(lfs, {"ostCount": plan.target_osts}) if plan.add else None,
+                requested=(f"{needs} need {format_quantity(plan.target_total_bytes)} at the "
+                           f"{spec.growth_threshold:.0%} threshold: spec.ostCount "
+                           f"{default.count} -> {plan.target_osts}"),
+                waiting=waiting,
+            )
+
+        return _capacity_of(self._grow(fsname, step))
+
+    def ensure_pool_capacity(self, fsname: str, pool: str, required_bytes: int) -> None:
+        """PoolCapacity: raise the pool's spec.pools ostCount (the reconciler plans its new
+        OSTs in the pool's own index block) and wait until the pool's OSTs serve."""
+        def step(lfs: dict[str, Any], spec: FileSystemSpec) -> _GrowthStep:
+            growth = pool_growth(lfs, pool, required_bytes)
+            volumes = f"{format_quantity(required_bytes)} of volumes"
+            waiting = ""
+            if not growth.serving:
+                waiting = (f"growing OST pool {pool} to hold {volumes} "
+                           f"(OSTs {growth.active_osts}/{growth.target_osts} serving, "
+                           f"{format_quantity(growth.active_bytes)} of "
+                           f"{format_quantity(growth.target_total_bytes)})")
+            return _GrowthStep(
+                patch=growth.patch,
+                requested=(f"{volumes} on OST pool {pool} need "
+                           f"{format_quantity(growth.target_total_bytes)} at the "
+                           f"{spec.growth_threshold:.0%} threshold: spec.pools[{pool}].ostCount "
+                           f"{growth.desired_osts} -> {growth.target_osts}"),
+                waiting=waiting,
+            )
+
+        self._grow(fsname, step)
 
     def capacity(self, fsname: str) -> FileSystemCapacity:
         return _capacity_of(self._require(fsname))
@@ -155,6 +180,29 @@ class KubeVirtServerSets:
         return _typed(matches[0]) if matches else None
 
     # -- internals -----------------------------------------------------------------------------
+    def _grow(self, fsname: str,
+              step: Callable[[dict[str, Any], FileSystemSpec], _GrowthStep]) -> dict[str, Any]:
+        """Request growth as `step` plans it against the object as read, with optimistic
+        concurrency (a conflict reads it again and plans anew), recording a GrowthRequested
+        Event for each patch. The object once its serving OSTs hold the request; InProgress
+        until then."""
+        for _ in range(_PATCH_ATTEMPTS):
+            lfs = self._require(fsname)
+            _check_usable(lfs)
+            growth = step(lfs, _parsed(lfs))
+            if growth.patch is not None:
+                try:
+                    lfs = _typed(self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"],
+                                                  growth.patch))
+                except ConflictError:
+                    continue
+                self._events.record(lfs, "Normal", "GrowthRequested", growth.requested)
+            if growth.waiting:
+                raise InProgress(waiting_for(lfs, growth.waiting))
+            return lfs
+        raise InProgress(f"waiting for the LustreFileSystem of file system {fsname!r}: it "
+                         f"changed {_PATCH_ATTEMPTS} times while this request grew it; retrying")
+
     def _require(self, fsname: str) -> dict[str, Any]:
         validate_fsname(fsname)
         lfs = self.find(fsname)
@@ -185,6 +233,26 @@ class KubeVirtServerSets:
         return created
 
 
+@dataclass(frozen=True)
+class _GrowthStep:
+    """One growth request planned against the object as read."""
+
+    patch: dict[str, Any] | None  # the spec patch asking for more OSTs; None: enough asked
+    requested: str  # the GrowthRequested Event's message, when patched
+    waiting: str  # what the request still waits for; '' once the serving OSTs hold it
+
+
+def _spec_patch(lfs: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A patch of `spec` fields that applies only to the object as read (else Conflict)."""
+    return {"metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]}, "spec": spec}
+
+
+def _pool_names(spec: FileSystemSpec, osts: list[dict[str, Any]]) -> list[str]:
+    """Pools declared, and pools with OSTs planned (their OSTs stay when the spec drops one)."""
+    names = [p.name for p in spec.pools]
+    return names + sorted({o["pool"] for o in osts if o.get("pool")} - set(names))
+
+
 def _what_needs_room(required_bytes: int, sized_for: int) -> str:
     volumes = f"{format_quantity(required_bytes)} of volumes"
     if sized_for > required_bytes:
@@ -208,7 +276,7 @@ def _condition(lfs: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c.get("type") == kind), {})
 
 
-def _parsed(lfs: dict[str, Any]) -> Any:
+def _parsed(lfs: dict[str, Any]) -> FileSystemSpec:
     try:
         return parse_spec(lfs.get("spec") or {}, lfs["metadata"]["name"])
     except SpecError as error:
@@ -278,7 +346,9 @@ def _capacity_of(lfs: dict[str, Any]) -> FileSystemCapacity:
     osts = (lfs.get("status") or {}).get("osts") or []
     active = [o for o in osts if o.get("state") == "Active"]
     planned_total = sum(int(o["sizeBytes"]) for o in osts)
-    ceiling = planned_total + max(0, spec.max_osts - len(osts)) * spec.ost_size_bytes
+    # maxOsts bounds the default OSTs only (each pool is bounded by its own index block).
+    default_planned = sum(1 for o in osts if not o.get("pool"))
+    ceiling = planned_total + max(0, spec.max_osts - default_planned) * spec.ost_size_bytes
     if spec.max_size_bytes is not None:
         ceiling = min(ceiling, spec.max_size_bytes)
     return FileSystemCapacity(
