@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from csi.errors import InProgress, NotFound
+from csi.server_sets import PoolCapacity
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS, PVCS
 from provisioner.kubevirt.manifests import fs_selector
 from tests.provisioner.conftest import SERVER_NAMESPACE, KubeEnv, template, wait_for
@@ -74,6 +75,7 @@ def test_a_pool_short_of_room_grows_in_its_own_block_and_the_default_osts_do_not
         pooled) -> None:
     env = pooled
     provider = env.provider()
+    assert isinstance(provider, PoolCapacity)  # so the controller asks it to grow pools
     _ready(env, "ppool", "flash:2:nvme-block")
     # flash holds 1.6Gi at 80%; 2Gi of volumes on it need a third flash OST.
     with pytest.raises(InProgress, match=(
