@@ -216,9 +216,13 @@ class VolumeService:
             raise
 
     def _make_room(self, record: VolumeRecord) -> None:
-        """The provider makes room for every reservation of the record's file system, and of
-        its OST pool too when it names one (and the provider grows pools)."""
-        self._provider.ensure_capacity(record.fsname, self._catalog.reserved_bytes(record.fsname))
+        """The provider makes room for every reservation of the record's OST pool when it
+        names one (and the provider grows pools), then of its whole file system.
+
+        The pool first: its new OSTs are room for the file system too, so the file system
+        grows only by what they do not cover (the other order added default OSTs the pool's
+        would have made unneeded). A pool still growing answers InProgress before any
+        default OST is asked for."""
         pool = record.layout.get(OST_POOL)
         if pool and isinstance(self._provider, PoolCapacity):
             on_pool = sum(
@@ -226,6 +230,7 @@ class VolumeService:
                 if other.fsname == record.fsname and other.layout.get(OST_POOL) == pool
             )
             self._provider.ensure_pool_capacity(record.fsname, pool, on_pool)
+        self._provider.ensure_capacity(record.fsname, self._catalog.reserved_bytes(record.fsname))
 
     def _apply(self, mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
         """Make the volume's directory, then its project id and quota.

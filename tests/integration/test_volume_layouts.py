@@ -14,7 +14,7 @@ import pytest
 from csi.controller.parameters import parse_mutable_parameters
 from csi.controller.servicer import volume_context
 from csi.controller.sizes import CapacityRange
-from csi.errors import InvalidArgument, NotFound
+from csi.errors import InProgress, InvalidArgument, NotFound
 from csi.lustre.layout import LayoutParameters, parse_layout
 from tests.support.controller_replicas import GiB, Replica
 
@@ -145,6 +145,46 @@ def test_a_pool_short_of_room_grows_and_only_that_pool(controller: Replica) -> N
     assert controller.lustre.pools(mountpoint, "safe") == {"flash": 3, "disk": 1}
     indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
     assert sorted(indices) == [0, 1, 1024, 1025, 1026, 2048]
+
+
+# OSTs of 1 GiB at a 0.75 threshold: 3 GiB of reservations need 4 GiB of OSTs.
+TIGHT_POOLS = {"ostSize": "1Gi", "minOsts": "1", "maxOsts": "3", "growthThreshold": "0.75",
+               "ostPools": "flash:2"}
+
+
+def test_a_pool_volume_too_big_for_the_file_system_grows_its_pool_and_no_default_ost(
+    controller: Replica,
+) -> None:
+    # 1 default + 2 flash OSTs hold 2.25 GiB: the 3 GiB flash volume needs 4 flash OSTs,
+    # and those new OSTs are room for the file system too, so no default OST is added
+    # (growing the file system first ended at 2 default + 4 flash).
+    volume_id = controller.create("fast", 3 * GiB, ostPool="flash", **TIGHT_POOLS)
+    mountpoint = controller.volumes.get(volume_id).mountpoint
+    assert controller.lustre.pools(mountpoint, "safe") == {"flash": 4}
+    indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
+    assert sorted(indices) == [0, 1024, 1025, 1026, 1027]
+
+
+def test_a_pool_still_growing_answers_in_progress_and_leaves_the_default_osts(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = controller.create("small", GiB, ostPool="flash", **TIGHT_POOLS)
+    mountpoint = controller.volumes.get(first).mountpoint
+
+    def growing(*args: object) -> None:
+        raise InProgress("growing OST pool flash")
+
+    monkeypatch.setattr(controller.sets, "ensure_pool_capacity", growing)
+    with pytest.raises(InProgress, match="growing OST pool flash"):
+        controller.create("fast", 2 * GiB, ostPool="flash", **TIGHT_POOLS)
+    indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
+    assert sorted(indices) == [0, 1024, 1025]  # no default OST was added meanwhile
+    assert controller.volumes.catalog.reserved_bytes("safe") == GiB
+    # Once the pool grows, the retry fits without a default OST either.
+    monkeypatch.undo()
+    controller.create("fast", 2 * GiB, ostPool="flash", **TIGHT_POOLS)
+    indices = [ost.index for ost in controller.lustre.df(mountpoint).osts]
+    assert sorted(indices) == [0, 1024, 1025, 1026, 1027]
 
 
 def test_moving_a_volume_to_a_pool_makes_room_there(controller: Replica) -> None:
