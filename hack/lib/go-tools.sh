@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # named, common_build_flags and GO are read by the caller
-# Shared by hack/install-go-tools.sh and hack/install-sidecars.sh (sourced, not run).
+# Shared by hack/install-go-tools.sh, hack/install-sidecars.sh and hack/install-helm.sh
+# (sourced, not run).
 # The caller sets SCRIPT_NAME, ALL_TOOLS, MIN_GO_MINOR, BIN_DIR and STAMP_DIR first, and may set
 # EXTRA_TOOLS: tools built only when named (the node tier's), never by default.
 
