@@ -20,19 +20,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.provisioner.conftest import kube_env  # noqa: F401  (the session's API server)
+from tests.lustre.real_cluster import (
+    FS,
+    POOL,
+    ClientNode,
+    RealFileSystem,
+    boot_client_node,
+    boot_file_system,
+)
+from tests.provisioner.conftest import (
+    KubeEnv,
+    kube_env,  # noqa: F401  (the session's API server)
+)
 from tests.support.own_process_tier import keep_to_its_own_process
-from tests.support.vm_runner import CACHE, ServerImage, missing_host_tools
+from tests.support.vm_runner import CACHE, PrivateNetwork, ServerImage, missing_host_tools
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_HINT = ("build it with: bash hack/lustre/build.sh && bash hack/lustre/image.sh "
               "(cold on 2 busy cores: about 15-35 min and 5 min; seconds when cached)")
 
 
+# The tests share one file system and run in this order of modules: what the servers do on
+# their own, the driver on them, then what breaks a server (a foreign disk) last.
+MODULE_ORDER = ("test_real_servers", "test_real_driver", "test_refused_disks")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep_to_its_own_process(
         config, items, Path(__file__).parent, ("lustre", "kube"), "LUSTRE_CSI_LUSTRE_TIER"
     )
+    rank = {name: number for number, name in enumerate(MODULE_ORDER)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +84,36 @@ def vm_work_dir() -> Iterator[Path]:
     yield path
     for disk in (*path.glob("pvcs/*"), *path.glob("*/root.qcow2")):
         disk.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def private_network(vm_work_dir: Path) -> Iterator[PrivateNetwork]:
+    network = PrivateNetwork(vm_work_dir / "net").create()
+    yield network
+    network.destroy()
+
+
+@pytest.fixture(scope="session")
+def real_fs(kube_env: KubeEnv, server_image: ServerImage, vm_work_dir: Path,  # noqa: F811
+            private_network: PrivateNetwork) -> Iterator[RealFileSystem]:
+    """One MDS and one OSS (room for one more OSS: growth), booted from the provisioner."""
+    with boot_file_system(kube_env, server_image, vm_work_dir, private_network, FS,
+                          ip_pool=POOL, mdt_size_bytes=1 << 30, ost_size_bytes=2 << 30,
+                          memory="1536Mi", cpu="1", min_osts=1, max_osts=2,
+                          osts_per_oss=1) as fs:
+        yield fs
+
+
+@pytest.fixture(scope="session")
+def client_node(kube_env: KubeEnv, server_image: ServerImage, vm_work_dir: Path,  # noqa: F811
+                private_network: PrivateNetwork, real_fs: RealFileSystem) -> Iterator[ClientNode]:
+    """A Lustre client VM with lustre-csi installed from the wheel and serving."""
+    with boot_client_node(kube_env, server_image, vm_work_dir, private_network, {
+        "sanity-params.yaml": f"fsname: {FS}\n",
+        # As tests/sanity/mutable-params.yaml, for a file system of one OST.
+        "sanity-mutable-params.yaml": 'stripeCount: "1"\nstripeSize: 1Mi\ninodeLimit: "100000"\n',
+    }) as node:
+        real_fs.record_timing("client node boot to ready", node.boot_seconds)
+        node.install()
+        node.start_driver()
+        yield node

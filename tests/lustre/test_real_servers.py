@@ -2,136 +2,26 @@
 
 The provisioner (as its ServiceAccount, on the real API server) creates the file system's
 VirtualMachines, PVCs and cloud-init Secrets; tests/support/vm_runner.py boots exactly those
-objects; the boot script in the Secret formats, mounts and configures everything. The KubeVirt
-stand-in holds the VMs not-ready until the real guests pass their readiness probe.
+objects; the boot script in the Secret formats, mounts and configures everything
+(tests/lustre/real_cluster.py). The KubeVirt stand-in reports the VMs ready when the real
+guests pass their readiness probe.
 
-The tests share one file system and run in order: boot, client I/O, restarts, a foreign disk.
-Real command outputs are saved in the run's work dir (`captured/`) and, with
+The tests share one file system (the session's `real_fs`) and run in order: boot, client I/O,
+restarts. Real command outputs are saved in the run's work dir (`captured/`) and, with
 LUSTRE_CSI_CAPTURE_FIXTURES=1, into tests/fixtures/lustre-2.17/ for the parsers' unit tests.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from csi.errors import InProgress
-from provisioner.kubevirt.kube import PVCS, SECRETS, VIRTUAL_MACHINES
-from provisioner.kubevirt.manifests import LABEL_SERVER, fs_selector, secret_name, vm_name
-from tests.provisioner.conftest import FAST, SERVER_NAMESPACE, KubeEnv, template, wait_for
-from tests.support.vm_runner import ExecResult, PrivateNetwork, ServerImage, ServerVm
+from tests.lustre.real_cluster import FS, MDS_IP, MGS_NID, OSS_IP, RealFileSystem
 
 # Boots under TCG take minutes: past pytest-timeout's 600 s default.
 pytestmark = pytest.mark.timeout(3600)
-FS = "real"
-POOL = "10.47.0.0/24"
-MDS_IP, OSS_IP = "10.47.0.1", "10.47.0.2"
-MGS_NID = f"{MDS_IP}@tcp"
-# TCG on a shared 2-core machine: minutes per boot.
-BOOT_TIMEOUT = float(os.environ.get("LUSTRE_CSI_BOOT_TIMEOUT", "1500"))
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lustre-2.17"
 CLIENT_MOUNT = "/mnt/real"
-
-
-@dataclass
-class RealFileSystem:
-    env: KubeEnv
-    network: PrivateNetwork
-    vms: dict[str, ServerVm]
-    work_dir: Path
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def mds(self) -> ServerVm:
-        return self.vms["mds0"]
-
-    @property
-    def oss(self) -> ServerVm:
-        return self.vms["oss0"]
-
-    def run(self, vm: ServerVm, script: str, timeout: float = 300.0,
-            check: bool = True) -> ExecResult:
-        result = vm.shell(script, timeout)
-        if check and result.exit_code != 0:
-            raise AssertionError(f"{vm.name}: {script!r} exited {result.exit_code}: "
-                                 f"{result.output}")
-        return result
-
-    def capture(self, name: str, text: str) -> None:
-        """Keep a real output for the parsers' fixtures."""
-        captured = self.work_dir / "captured"
-        captured.mkdir(exist_ok=True)
-        (captured / name).write_text(text)
-        if os.environ.get("LUSTRE_CSI_CAPTURE_FIXTURES") == "1":
-            FIXTURES.mkdir(parents=True, exist_ok=True)
-            (FIXTURES / name).write_text(text)
-
-    def boot_log(self, vm: ServerVm) -> str:
-        return self.run(vm, "journalctl -b -t lustre-targets --no-pager -o cat").stdout
-
-    def wait_all_ready(self, what: str) -> None:
-        started = time.monotonic()
-        for vm in self.vms.values():
-            vm.wait_ready(BOOT_TIMEOUT - (time.monotonic() - started))
-        self.timings[what] = time.monotonic() - started
-
-
-def _server_objects(env: KubeEnv, server: str) -> tuple[dict, list[dict], dict]:
-    vm = env.admin.get(VIRTUAL_MACHINES, vm_name(FS, server), SERVER_NAMESPACE)
-    secret = env.admin.get(SECRETS, secret_name(FS, server), SERVER_NAMESPACE)
-    pvcs = env.admin.list(PVCS, SERVER_NAMESPACE, f"{fs_selector(FS)},{LABEL_SERVER}={server}")[0]
-    assert vm and secret and pvcs, f"objects of {server}: vm={bool(vm)} secret={bool(secret)}"
-    return vm, pvcs, secret
-
-
-@pytest.fixture(scope="module")
-def real_fs(kube_env: KubeEnv, server_image: ServerImage,
-            vm_work_dir: Path) -> Iterator[RealFileSystem]:
-    env = kube_env
-    env.standin.hold_ready = True  # ready only once the real guests say so
-    runner = env.runner(FAST)
-    network = PrivateNetwork(vm_work_dir / "net").create()
-    vms: dict[str, ServerVm] = {}
-    started = time.monotonic()
-    try:
-        settings = template(ip_pool=POOL, mdt_size_bytes=1 << 30, ost_size_bytes=2 << 30,
-                            memory="1536Mi", cpu="1", min_osts=1, max_osts=1, osts_per_oss=1)
-        with pytest.raises(InProgress):
-            env.provider().ensure_file_system(FS, settings)
-
-        def objects_made() -> bool:
-            return all(env.admin.get(SECRETS, secret_name(FS, s), SERVER_NAMESPACE)
-                       and env.admin.get(VIRTUAL_MACHINES, vm_name(FS, s), SERVER_NAMESPACE)
-                       for s in ("mds0", "oss0")) and len(
-                env.admin.list(PVCS, SERVER_NAMESPACE, fs_selector(FS))[0]) == 2
-
-        wait_for(objects_made, 60, "the servers' objects")
-        for server in ("mds0", "oss0"):
-            vm, pvcs, secret = _server_objects(env, server)
-            vms[server] = ServerVm(vm, pvcs, secret, server_image, network, vm_work_dir)
-            vms[server].start()
-        fs = RealFileSystem(env, network, vms, vm_work_dir)
-        fs.wait_all_ready("first boot to ready")
-        env.standin.hold_ready = False
-        wait_for(lambda: (env.lfs(FS) or {}).get("status", {}).get("phase") == "Ready", 120,
-                 "phase Ready")
-        fs.timings["creation to phase Ready"] = time.monotonic() - started
-        yield fs
-        print(f"\nLustre tier timings (TCG unless KVM was probed working): {fs.timings}")
-    finally:
-        for server_vm in vms.values():
-            server_vm.kill()
-        network.destroy()
-        runner.stop()
-        env.runners.remove(runner)
-        env.standin.hold_ready = False
 
 
 def test_servers_format_mount_and_report_healthy(real_fs: RealFileSystem):
@@ -176,7 +66,7 @@ def test_a_client_mounts_writes_reads_and_sees_targets_and_quota(real_fs: RealFi
     started = time.monotonic()
     fs.run(fs.mds, f"mkdir -p {CLIENT_MOUNT} && mount -t lustre {MGS_NID}:/{FS} {CLIENT_MOUNT}",
            timeout=600)
-    fs.timings["client mount"] = time.monotonic() - started
+    fs.record_timing("client mount (MDS as client)", time.monotonic() - started)
     # The servers registered their storage NIDs with the MGS: the client talks to them.
     # (The client shares the MDS's node, so it reaches the MDT by 0@lo.)
     osc = fs.run(fs.mds, "lctl get_param -n osc.*.ost_conn_uuid").stdout.split()
@@ -193,6 +83,11 @@ def test_a_client_mounts_writes_reads_and_sees_targets_and_quota(real_fs: RealFi
         assert f"{FS}-MDT0000_UUID" in text and f"{FS}-OST0000_UUID" in text
     fs.capture("lfs-df.txt", df)
     fs.capture("lfs-df-i.txt", df_inodes)
+    # What the driver itself runs (csi/lustre/client.py passes -v), and the client's version.
+    for name, command in (("lfs-df-v.txt", f"lfs df -v {CLIENT_MOUNT}"),
+                          ("lfs-df-v-i.txt", f"lfs df -v -i {CLIENT_MOUNT}"),
+                          ("lctl-get_param-n-version.txt", "lctl get_param -n version")):
+        fs.capture(name, fs.run(fs.mds, command).stdout)
     # A project with a 10 MiB hard limit stops a root writer (root_prj_enable=1).
     fs.run(fs.mds, f"mkdir -p {CLIENT_MOUNT}/vol && lfs project -p 1000 -s {CLIENT_MOUNT}/vol && "
                    f"lfs setquota -p 1000 -B 10M -I 1000 {CLIENT_MOUNT}")
@@ -239,39 +134,3 @@ def test_restarts_keep_every_target_and_its_data(real_fs: RealFileSystem):
     read = fs.run(fs.mds, f"sha256sum < {CLIENT_MOUNT}/data").stdout
     assert read == (fs.work_dir / "data.sha256").read_text()
     fs.run(fs.mds, f"umount {CLIENT_MOUNT}", timeout=600)
-
-
-def test_a_disk_holding_another_file_system_is_refused(real_fs: RealFileSystem):
-    fs = real_fs
-    oss = fs.oss
-    disk = oss.disk_path(oss.targets[0].claim)
-    kept = disk.with_suffix(".lustre")
-    oss.stop()
-    disk.rename(kept)
-    try:
-        with disk.open("wb") as blank:
-            blank.truncate(256 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "someone-else", str(disk)], check=True)
-        oss.start()
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while not (ready := oss.ready()):
-            assert time.monotonic() < deadline, f"guest agent never answered: {oss.console_tail()}"
-            time.sleep(5)
-        log = ""
-        while "refusing" not in log:
-            assert time.monotonic() < deadline, f"no refusal logged: {log}"
-            time.sleep(5)
-            log = fs.boot_log(oss)
-        dev = "/dev/disk/by-id/virtio-OST0000"
-        assert f"refusing {dev}: it holds data that is not {FS}-OST0000 (ext4)" in log
-        ready = oss.ready()
-        assert ready is not None and ready.exit_code == 1
-        assert f"not mounted: /lustre/{FS}-OST0000" in ready.output
-        assert "someone-else" in fs.run(oss, f"blkid -o value -s LABEL {dev}").stdout
-    finally:
-        oss.kill()
-        disk.unlink(missing_ok=True)
-        kept.rename(disk)
-    if shutil.which("e2label"):
-        assert subprocess.run(["e2label", str(disk)], capture_output=True, text=True,
-                              check=False).stdout.strip() != "someone-else"

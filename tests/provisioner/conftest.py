@@ -8,6 +8,7 @@ ServiceAccount, so a permission missing from deploy/ fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -121,6 +122,13 @@ def _warm_up(admin: RestKube) -> None:
 
 @pytest.fixture(scope="session")
 def kube_env(kube_cluster: Any) -> Iterator[KubeEnv]:
+    with kube_environment(kube_cluster) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def kube_environment(kube_cluster: Any) -> Iterator[KubeEnv]:
+    """The provisioner's CRDs and RBAC on `kube_cluster`, and the KubeVirt stand-in serving."""
     kube_cluster.apply(REPO / "deploy" / "crds" / "lustrefilesystems.yaml",
                        REPO / "tests" / "support" / "kubevirt-crds.yaml",
                        REPO / "deploy" / "rbac" / "provisioner.yaml")

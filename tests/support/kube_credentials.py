@@ -3,6 +3,7 @@ token, kubeconfig files for subprocesses, and the bearer token an ApiClient carr
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -35,18 +36,29 @@ def write_token_file(path: Path, token: str, user: str, group: str) -> None:
 
 
 def write_kubeconfig(
-    path: Path, *, server: str, ca_file: Path, token: str, namespace: str | None = None
+    path: Path, *, server: str, ca_file: Path, token: str, namespace: str | None = None,
+    tls_server_name: str = "", embed_ca: bool = False,
 ) -> Path:
-    """A kubeconfig (0600) that reaches `server` with a bearer token."""
+    """A kubeconfig (0600) that reaches `server` with a bearer token.
+
+    `embed_ca`: carry the CA itself (for a machine that cannot read `ca_file`);
+    `tls_server_name`: the name to verify the serving certificate against, when `server` is
+    an address the certificate does not name (the API server seen through a relay).
+    """
     context: dict[str, Any] = {"cluster": "local", "user": "user"}
     if namespace:
         context["namespace"] = namespace
+    cluster: dict[str, str] = {"server": server}
+    if embed_ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_file.read_bytes()).decode()
+    else:
+        cluster["certificate-authority"] = str(ca_file)
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
-        ],
+        "clusters": [{"name": "local", "cluster": cluster}],
         "users": [{"name": "user", "user": {"token": token}}],
         "contexts": [{"name": "local", "context": context}],
         "current-context": "local",

@@ -18,7 +18,9 @@ KubeVirt does, polling every `interval` seconds:
   `revive_node` brings it back (recreated if its Node was deleted, taints removed);
 - a deleted VM loses its VMI and pod.
 
-`hold_ready` keeps new VMIs from becoming ready (a VM that is slow to boot).
+`hold_ready` keeps new VMIs from becoming ready (a VM that is slow to boot); `guest_ready`,
+when set, is asked per VM name, as KubeVirt follows a VM's readiness probe (the Lustre tier
+answers from the real guests).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +66,7 @@ class KubeVirtStandIn:
         self.node_names = nodes
         self.interval = interval
         self.hold_ready = False
+        self.guest_ready: Callable[[str], bool] | None = None
         self._dead: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,7 +148,8 @@ class KubeVirtStandIn:
                     continue
             node = (vmi.get("status") or {}).get("nodeName", "")
             self._sync_hotplug(vm, vmi)
-            ready = node not in dead and not self.hold_ready
+            ready = node not in dead and not self.hold_ready and (
+                self.guest_ready is None or self.guest_ready(name))
             self._set_vm_status(vm, ready, "Running")
 
     # -- internals ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from csi.quantity import parse_quantity
 CACHE = Path(os.environ.get("LUSTRE_CSI_CACHE", "/var/cache/lustre-csi"))
 QEMU = "qemu-system-x86_64"
 HOST_TOOLS = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "genisoimage": "genisoimage",
-              "dnsmasq": "dnsmasq-base", "ip": "iproute2"}
+              "dnsmasq": "dnsmasq-base", "ip": "iproute2", "socat": "socat"}
 
 
 class VmError(RuntimeError):
@@ -143,6 +143,7 @@ class PrivateNetwork:
         self.work_dir = work_dir
         self.bridges = {"management": "br-mgmt", "storage": "br-storage"}
         self._dnsmasq: subprocess.Popen[bytes] | None = None
+        self._forwarders: list[subprocess.Popen[bytes]] = []
         self._taps = 0
 
     def create(self) -> PrivateNetwork:
@@ -172,11 +173,36 @@ class PrivateNetwork:
         self._ip("link", "set", name, "up")
         return name
 
+    def expose_host_port(self, port: int) -> str:
+        """Make the host's 127.0.0.1:`port` reachable from the guests at `<gateway>:port`.
+
+        As a node reaches the API server: through its management network. A loopback port is
+        not reachable from another network namespace, but a unix socket path is, so one socat
+        in the namespace listens on the gateway address and relays into a socket file that a
+        second socat, on the host, relays to the port.
+        """
+        gateway = self.MANAGEMENT_ADDRESS.split("/")[0]
+        relay = self.work_dir / f"host-{port}.sock"
+        relay.unlink(missing_ok=True)
+        self._forwarders.append(subprocess.Popen(
+            ["socat", f"UNIX-LISTEN:{relay},fork", f"TCP:127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self._forwarders.append(subprocess.Popen(
+            ["ip", "netns", "exec", self.name, "socat",
+             f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr", f"UNIX-CONNECT:{relay}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return f"{gateway}:{port}"
+
     def remove_tap(self, name: str) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._ip("link", "del", name)
 
     def destroy(self) -> None:
+        for forwarder in self._forwarders:
+            forwarder.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                forwarder.wait(5)
+        self._forwarders = []
         if self._dnsmasq is not None:
             self._dnsmasq.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -283,48 +309,80 @@ def _decoded(secret: dict[str, Any], key: str) -> str:
     return base64.b64decode(secret["data"][key]).decode()
 
 
-class ServerVm:
-    """One VirtualMachine booted by QEMU; `start`, `stop` (ACPI), `kill` (-9), `restart`."""
+@dataclass(frozen=True)
+class VmShape:
+    """What QEMU is given for one VM, wherever it was read from."""
 
-    def __init__(self, vm: dict[str, Any], pvcs: list[dict[str, Any]], secret: dict[str, Any],
-                 image: ServerImage, network: PrivateNetwork, work_dir: Path) -> None:
-        self.name: str = vm["metadata"]["name"]
-        self.namespace: str = vm["metadata"].get("namespace", "default")
+    name: str
+    namespace: str
+    cores: int
+    memory_mib: int
+    probe: list[str]  # the readiness probe, run through the guest agent
+    targets: list[TargetDisk]
+    user_data: str
+    network_data: str
+    # (network kind, MAC) in order: the guest's eth0 is the first.
+    interfaces: list[tuple[str, str]]
+    extra_isos: tuple[Path, ...] = ()  # read-only CD-ROMs (a node's payload)
+
+
+def server_shape(vm: dict[str, Any], pvcs: list[dict[str, Any]],
+                 secret: dict[str, Any]) -> VmShape:
+    """The VirtualMachine, its target PVCs and its cloud-init Secret as KubeVirt reads them."""
+    name: str = vm["metadata"]["name"]
+    spec = vm["spec"]["template"]["spec"]
+    domain = spec["domain"]
+    claims = {p["metadata"]["name"]: p for p in pvcs}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    targets: list[TargetDisk] = []
+    user_data = network_data = ""
+    for disk in domain["devices"]["disks"]:
+        volume = volumes[disk["name"]]
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            if claim not in claims:
+                raise VmError(f"{name}: disk {disk['name']} needs PVC {claim}, not given")
+            size = parse_quantity(
+                "storage", claims[claim]["spec"]["resources"]["requests"]["storage"])
+            targets.append(TargetDisk(disk["serial"], disk["disk"]["bus"], claim, size))
+        elif "cloudInitNoCloud" in volume:
+            source = volume["cloudInitNoCloud"]
+            names = {source["secretRef"]["name"], source["networkDataSecretRef"]["name"]}
+            if names != {secret["metadata"]["name"]}:
+                raise VmError(f"{name}: cloud-init from {names}, given "
+                              f"{secret['metadata']['name']}")
+            user_data = _decoded(secret, "userdata")
+            network_data = _decoded(secret, "networkdata")
+    networks = {n["name"]: n for n in spec["networks"]}
+    return VmShape(
+        name=name, namespace=vm["metadata"].get("namespace", "default"),
+        cores=int((domain.get("cpu") or {}).get("cores", 1)),
+        memory_mib=parse_quantity("memory", domain["memory"]["guest"]) >> 20,
+        probe=spec["readinessProbe"]["exec"]["command"], targets=targets,
+        user_data=user_data, network_data=network_data,
+        interfaces=[("management" if "pod" in networks[i["name"]] else "storage",
+                     i["macAddress"]) for i in domain["devices"]["interfaces"]],
+    )
+
+
+class QemuVm:
+    """One VM booted by QEMU from its shape; `start`, `stop` (ACPI), `kill` (-9), `restart`."""
+
+    def __init__(self, shape: VmShape, image: ServerImage, network: PrivateNetwork,
+                 work_dir: Path) -> None:
+        self.shape = shape
+        self.name = shape.name
+        self.namespace = shape.namespace
+        self.cores = shape.cores
+        self.memory_mib = shape.memory_mib
+        self.probe = shape.probe
+        self.targets = shape.targets
+        self.user_data = shape.user_data
+        self.network_data = shape.network_data
+        self.interfaces = shape.interfaces
         self.image = image
         self.network = network
         self.dir = work_dir / self.name
-        spec = vm["spec"]["template"]["spec"]
-        domain = spec["domain"]
-        self.cores = int((domain.get("cpu") or {}).get("cores", 1))
-        self.memory_mib = parse_quantity("memory", domain["memory"]["guest"]) >> 20
-        self.probe: list[str] = spec["readinessProbe"]["exec"]["command"]
-        claims = {p["metadata"]["name"]: p for p in pvcs}
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        self.targets: list[TargetDisk] = []
-        self.user_data = self.network_data = ""
-        for disk in domain["devices"]["disks"]:
-            volume = volumes[disk["name"]]
-            if "persistentVolumeClaim" in volume:
-                claim = volume["persistentVolumeClaim"]["claimName"]
-                if claim not in claims:
-                    raise VmError(f"{self.name}: disk {disk['name']} needs PVC {claim}, not given")
-                size = parse_quantity(
-                    "storage", claims[claim]["spec"]["resources"]["requests"]["storage"])
-                self.targets.append(TargetDisk(disk["serial"], disk["disk"]["bus"], claim, size))
-            elif "cloudInitNoCloud" in volume:
-                source = volume["cloudInitNoCloud"]
-                names = {source["secretRef"]["name"], source["networkDataSecretRef"]["name"]}
-                if names != {secret["metadata"]["name"]}:
-                    raise VmError(f"{self.name}: cloud-init from {names}, given "
-                                  f"{secret['metadata']['name']}")
-                self.user_data = _decoded(secret, "userdata")
-                self.network_data = _decoded(secret, "networkdata")
-        networks = {n["name"]: n for n in spec["networks"]}
-        # (network kind, MAC) in the manifest's order: the guest's eth0 is the first.
-        self.interfaces: list[tuple[str, str]] = [
-            ("management" if "pod" in networks[i["name"]] else "storage", i["macAddress"])
-            for i in domain["devices"]["interfaces"]
-        ]
         self.process: subprocess.Popen[bytes] | None = None
         self._taps: list[str] = []
 
@@ -391,6 +449,9 @@ class ServerVm:
                 argv += ["-device", f"scsi-hd,bus=scsi0.0,drive={drive},serial={target.serial}"]
             else:
                 argv += ["-device", f"virtio-blk-pci,drive={drive},serial={target.serial}"]
+        for number, iso in enumerate(self.shape.extra_isos):
+            argv += ["-drive", f"file={iso},if=none,id=extra{number},format=raw,readonly=on",
+                     "-device", f"virtio-blk-pci,drive=extra{number},serial=payload{number}"]
         for number, ((_, mac), tap) in enumerate(zip(self.interfaces, self._taps, strict=True)):
             argv += ["-netdev", f"tap,id=net{number},ifname={tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=net{number},mac={mac}"]
@@ -496,3 +557,11 @@ class ServerVm:
         for tap in self._taps:
             self.network.remove_tap(tap)
         self._taps = []
+
+
+class ServerVm(QemuVm):
+    """A Lustre server: the VirtualMachine exactly as the provisioner generated it."""
+
+    def __init__(self, vm: dict[str, Any], pvcs: list[dict[str, Any]], secret: dict[str, Any],
+                 image: ServerImage, network: PrivateNetwork, work_dir: Path) -> None:
+        super().__init__(server_shape(vm, pvcs, secret), image, network, work_dir)
