@@ -54,6 +54,7 @@ PARSED = {
     "lfs-df-i.txt",
     "lfs-df-v.txt",
     "lfs-df-v-i.txt",
+    "lfs-df-two-osts.txt",
     "lctl-get_param-n-version.txt",
     "lfs-project-d.txt",
     "lfs-quota-p.txt",
@@ -171,6 +172,15 @@ def test_real_df_as_the_driver_runs_it_with_v_reads_the_same_rows() -> None:
     assert (df.total, df.used, df.available) == (1908940 * KIB, 9588 * KIB, 1769872 * KIB)
     assert inodes.inodes and (inodes.total, inodes.used, inodes.available) == (131079, 309, 130770)
     assert [t.index for t in df.active_osts] == [0] and not df.inactive_osts
+
+
+def test_real_df_after_growth_sums_both_osts() -> None:
+    # After the provisioner added an OSS: OST0001 joined the live file system.
+    df = parse_lfs_df(fixture("lfs-df-two-osts.txt"))
+
+    assert [t.index for t in df.active_osts] == [0, 1]
+    assert df.total == 2 * 1908940 * KIB == 3817880 * KIB
+    assert (df.used, df.available) == (11048 * KIB, 3564352 * KIB)
 
 
 # --- lctl get_param -n version ---------------------------------------------------------------
