@@ -210,6 +210,31 @@ class FileSystemCapacity:
     max_total_bytes: int
 
 
+def growth_ceiling_bytes(*, allocated_bytes: int, default_osts: int, max_osts: int,
+                         ost_size_bytes: int, max_size_bytes: int | None = None) -> int:
+    """The most a file system holds once grown (FileSystemCapacity.max_total_bytes).
+
+    Every OST allocated so far at its own size, the OST pools' ones too (a volume on no pool
+    is striped over them), and the default OSTs maxOsts still allows at `ost_size_bytes`:
+    maxOsts counts `default_osts` only (a pool is bounded by its own index block, so a pool
+    that grows raises the ceiling). At most `max_size_bytes` (spec.maxSize) when set. One rule
+    for every provider and for GetCapacity: the controller skips a record larger than it.
+    """
+    ceiling = allocated_bytes + max(0, max_osts - default_osts) * ost_size_bytes
+    return ceiling if max_size_bytes is None else min(ceiling, max_size_bytes)
+
+
+def template_ceiling_bytes(template: ServerSetTemplate) -> int:
+    """`growth_ceiling_bytes` of the file system `template` makes, before it exists: its
+    minOsts default OSTs and every pool's OSTs, all of `ost_size_bytes`."""
+    pool_osts = sum(pool.ost_count for pool in parse_ost_pools(template.ost_pools))
+    return growth_ceiling_bytes(
+        allocated_bytes=(template.min_osts + pool_osts) * template.ost_size_bytes,
+        default_osts=template.min_osts, max_osts=template.max_osts,
+        ost_size_bytes=template.ost_size_bytes,
+    )
+
+
 class ServerSetProvider(Protocol):
     def file_system(self, fsname: str) -> FileSystemEndpoint:
         """The endpoint of an existing, Ready file system (a lookup: nothing is created).

@@ -29,6 +29,7 @@ from csi.server_sets import (
     check_dedication,
     check_deletable,
     dedication,
+    growth_ceiling_bytes,
     parse_ost_pools,
 )
 from provisioner.growth import plan_growth
@@ -249,5 +250,10 @@ def _capacity_of(ledger: dict) -> FileSystemCapacity:
     return FileSystemCapacity(
         total_bytes=sum(ost["size_bytes"] for ost in active),
         ost_count=len(active),
-        max_total_bytes=template["max_osts"] * template["ost_size_bytes"],
+        # Every OST in the ledger (lost ones keep their index, pools' count as room).
+        max_total_bytes=growth_ceiling_bytes(
+            allocated_bytes=sum(ost["size_bytes"] for ost in ledger["osts"]),
+            default_osts=sum(1 for ost in ledger["osts"] if not ost.get("pool")),
+            max_osts=template["max_osts"], ost_size_bytes=template["ost_size_bytes"],
+        ),
     )

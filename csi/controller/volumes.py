@@ -63,7 +63,12 @@ from csi.lustre.layout import (
     check_layout_fits,
     parse_layout,
 )
-from csi.server_sets import FileSystemEndpoint, PoolCapacity, ServerSetProvider
+from csi.server_sets import (
+    FileSystemEndpoint,
+    PoolCapacity,
+    ServerSetProvider,
+    template_ceiling_bytes,
+)
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
 log = logging.getLogger(__name__)
@@ -403,7 +408,7 @@ class VolumeService:
     def capacity(self, params: VolumeParameters) -> Capacity:
         """What can still be provisioned with these parameters, counting automatic growth."""
         template = params.template
-        ceiling = template.max_osts * template.ost_size_bytes
+        ceiling = template_ceiling_bytes(template)  # the pools' OSTs count, as once it exists
         if params.kind == "shared" and params.fsname in self._provider.list_file_systems():
             capacity = self._provider.capacity(params.fsname)
             ceiling = capacity.max_total_bytes

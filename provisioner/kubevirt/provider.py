@@ -36,6 +36,7 @@ from csi.server_sets import (
     check_dedication,
     check_deletable,
     dedication,
+    growth_ceiling_bytes,
 )
 from provisioner.growth import plan_growth
 from provisioner.kubevirt.events import EventRecorder
@@ -345,14 +346,14 @@ def _capacity_of(lfs: dict[str, Any]) -> FileSystemCapacity:
     spec = _parsed(lfs)
     osts = (lfs.get("status") or {}).get("osts") or []
     active = [o for o in osts if o.get("state") == "Active"]
-    planned_total = sum(int(o["sizeBytes"]) for o in osts)
-    # maxOsts bounds the default OSTs only (each pool is bounded by its own index block).
-    default_planned = sum(1 for o in osts if not o.get("pool"))
-    ceiling = planned_total + max(0, spec.max_osts - default_planned) * spec.ost_size_bytes
-    if spec.max_size_bytes is not None:
-        ceiling = min(ceiling, spec.max_size_bytes)
     return FileSystemCapacity(
         total_bytes=sum(int(o["sizeBytes"]) for o in active),
         ost_count=len(active),
-        max_total_bytes=ceiling,
+        # Every OST planned, the pools' too; maxOsts bounds the default OSTs only.
+        max_total_bytes=growth_ceiling_bytes(
+            allocated_bytes=sum(int(o["sizeBytes"]) for o in osts),
+            default_osts=sum(1 for o in osts if not o.get("pool")),
+            max_osts=spec.max_osts, ost_size_bytes=spec.ost_size_bytes,
+            max_size_bytes=spec.max_size_bytes,
+        ),
     )
