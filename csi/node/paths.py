@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from csi.errors import InvalidArgument
+from csi.errors import FailedPrecondition, InvalidArgument
 from csi.identity import DRIVER_NAME
 
 MAX_PATH = 4096
@@ -131,7 +131,16 @@ class PathPolicy:
         if root is None:
             raise InvalidArgument(f"{field}: {path!r} is not below a kubelet root")
         *parents, name = path[len(root) + 1 :].split("/")
-        fd = os.open(root, _WALK_FLAGS)
+        try:
+            fd = os.open(root, _WALK_FLAGS)
+        except FileNotFoundError:
+            if not make_parents:
+                return None  # nothing was ever made below it
+            # kubelet makes its root before it calls any plugin: this is not kubelet's node.
+            raise FailedPrecondition(
+                f"{field}: the kubelet directory {root} does not exist on this node; give the "
+                "node plugin the kubelet root it serves (--kubelet-dir)"
+            ) from None
         try:
             root_mount = _mount_id(fd)
             walked = root

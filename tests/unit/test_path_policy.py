@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from csi.errors import InvalidArgument
+from csi.errors import FailedPrecondition, InvalidArgument
 from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 
 VOLUME = "v1:shared:scratch:pvc-1"
@@ -146,3 +146,17 @@ def test_the_pre_124_staging_layout_that_names_no_volume_id_is_refused(kubelet: 
             policy.staging_path(legacy, "staging_target_path", volume_id)
     with pytest.raises(InvalidArgument, match="kubelet gives this driver"):
         policy.volume_path(legacy, "volume_path")
+
+
+def test_a_missing_kubelet_root_is_a_clear_precondition_not_an_internal_error(
+        tmp_path: Path) -> None:
+    # Found on the real-Lustre client node: NodeStage before kubelet made its root answered
+    # INTERNAL with a bare FileNotFoundError.
+    missing = str(tmp_path / "no-kubelet-here")
+    policy = PathPolicy([missing])
+    staging = policy.staging_path(kubelet_staging_path(missing, VOLUME), "staging_target_path",
+                                  VOLUME)
+    with pytest.raises(FailedPrecondition, match=r"kubelet directory .* does not exist"):
+        policy.hold(staging, "staging_target_path", make_parents=True)
+    # Undoing what was never made is nothing to do.
+    assert policy.hold(staging, "staging_target_path", make_parents=False) is None
