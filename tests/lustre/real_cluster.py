@@ -74,6 +74,7 @@ class RealFileSystem:
     vms: dict[str, ServerVm]  # server name (mds0, oss0...) -> its VM
     work_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    readiness: GuestReadiness | None = None
 
     @property
     def mds(self) -> ServerVm:
@@ -106,7 +107,7 @@ class RealFileSystem:
     def record_timing(self, what: str, seconds: float) -> None:
         """A measured duration, for bench/real_lustre.py: in the run's work dir, and in
         $LUSTRE_CSI_TIMINGS when the benchmark runs the tier."""
-        self.timings[what] = round(seconds, 1)
+        self.timings[what] = round(seconds, 3)
         text = json.dumps({"accelerator": accelerator(self.image), **self.timings}, indent=2)
         (self.work_dir / TIMINGS_FILE).write_text(text)
         if os.environ.get("LUSTRE_CSI_TIMINGS"):
@@ -135,6 +136,13 @@ class RealFileSystem:
                                   fs_selector(self.fsname))[0]
         return sorted(vm["metadata"]["labels"][LABEL_SERVER] for vm in vms)
 
+    def stop_deleted_servers(self) -> list[str]:
+        """Kill the VMs whose VirtualMachine is gone, as virt-launcher goes with its VM."""
+        gone = [server for server in self.vms if server not in self.server_names()]
+        for server in gone:
+            self.vms.pop(server).kill()
+        return gone
+
     def boot_new_servers(self) -> list[ServerVm]:
         """Boot the servers the provisioner has made objects for since the last call."""
         started = []
@@ -152,7 +160,7 @@ class GuestReadiness:
     """The guests' readiness probes, asked in the background; the KubeVirt stand-in reads it."""
 
     def __init__(self, fs: RealFileSystem, period: float = 3.0) -> None:
-        self._fs = fs
+        self._file_systems = [fs]
         self._period = period
         self._ready: dict[str, bool] = {}
         self._stop = threading.Event()
@@ -169,9 +177,13 @@ class GuestReadiness:
         self._stop.set()
         self._thread.join(30)
 
+    def watch(self, fs: RealFileSystem) -> None:
+        """Probe the servers of another file system too (a dedicated volume's)."""
+        self._file_systems.append(fs)
+
     def _run(self) -> None:
         while not self._stop.wait(self._period):
-            for vm in list(self._fs.vms.values()):
+            for vm in [vm for fs in list(self._file_systems) for vm in list(fs.vms.values())]:
                 result = vm.ready()
                 self._ready[vm.name] = result is not None and result.exit_code == 0
 
@@ -184,7 +196,7 @@ def boot_file_system(env: KubeEnv, image: ServerImage, work_dir: Path, network: 
 
     runner = env.runner(FAST)
     fs = RealFileSystem(env, network, image, fsname, {}, work_dir)
-    readiness = GuestReadiness(fs)
+    readiness = fs.readiness = GuestReadiness(fs)
     env.standin.guest_ready = readiness
     readiness.start()
     started = time.monotonic()
@@ -262,7 +274,9 @@ class ClientNode:
                 "--kubeconfig", f"{MOUNT}/kubeconfig", "--namespace", NAMESPACE,
                 "--server-namespace", SERVER_NAMESPACE, "--endpoint", f"unix://{CSI_SOCKET}",
                 "--node-id", self.vm.name, "--state-dir", "/var/lib/lustre-csi", *extra]
-        self.run(f"mkdir -p {os.path.dirname(CSI_SOCKET)} && systemd-run --unit=lustre-csi "
+        # Kubelet's root, as kubelet makes it before it calls any plugin.
+        self.run(f"mkdir -p /var/lib/kubelet {os.path.dirname(CSI_SOCKET)} && "
+                 "systemd-run --unit=lustre-csi "
                  f"--property=KillMode=mixed {shlex.join(argv)}")
         deadline = time.monotonic() + 300
         while (probe := self.csi("probe", check=False)).stdout.strip() != "ready":
@@ -287,6 +301,14 @@ class ClientNode:
             raise AssertionError(f"lustre-csi client {' '.join(args)}: {result.output}\n"
                                  f"{self.driver_log()}")
         return result
+
+    def served_seconds(self, method: str) -> float:
+        """How long the driver took for its last `method` call, from its own log line
+        (`csi.rpc: <method> -> OK in <ms> ms`): the call alone, without the CLI's start."""
+        log = self.run(f"journalctl -u lustre-csi --no-pager -o cat | "
+                       f"grep -F 'csi.rpc: {method} -> OK in ' | tail -n 1").stdout
+        assert log, f"no {method} -> OK in the driver's log"
+        return float(log.rsplit(" in ", 1)[1].split()[0]) / 1000
 
     def csi_json(self, *args: str, timeout: float = 600.0) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.csi(*args, timeout=timeout).stdout)

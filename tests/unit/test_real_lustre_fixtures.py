@@ -56,6 +56,10 @@ PARSED = {
     "lfs-df-v-i.txt",
     "lfs-df-two-osts.txt",
     "lctl-get_param-n-version.txt",
+    "lctl-list_nids-client.txt",
+    "lfs-getname-i.txt",
+    "lctl-get_param-state-connected.txt",
+    "lctl-get_param-state-all-mounts-oss-just-killed.txt",
     "lfs-project-d.txt",
     "lfs-quota-p.txt",
     "lfs-quota-p-unknown.txt",
@@ -197,6 +201,32 @@ def test_real_client_version_and_nid_make_the_node_ready() -> None:
     readiness = check_client(Client(), require_network=True)
 
     assert readiness.ready and readiness.message == "2.17.0; NIDs 10.47.0.250@tcp"
+
+
+# --- lfs getname -i, lctl get_param mdc/osc state (csi/lustre/targets.py) --------------------
+
+
+def test_real_mount_instance_and_its_import_states() -> None:
+    from csi.lustre.targets import TargetStates, parse_import_states, parse_instance
+
+    assert parse_instance(fixture("lfs-getname-i.txt")) == "ff25c72d4439e800"
+    states = parse_import_states(fixture("lctl-get_param-state-connected.txt"))
+    assert states == {"real-MDT0000": "FULL", "real-OST0000": "FULL"}
+    assert TargetStates(states).away == {}
+
+
+def test_real_imports_still_read_full_just_after_a_server_dies() -> None:
+    # Captured seconds after the OSS was killed, every mount of the client: the client notices
+    # at its next RPC timeout, so until then the bounded statfs is what says "away".
+    from csi.lustre.targets import parse_import_states
+
+    text = fixture("lctl-get_param-state-all-mounts-oss-just-killed.txt")
+    assert text.count(".state=") == 8
+    assert set(parse_import_states(text).values()) == {"FULL"}
+
+
+def test_real_client_nid_is_on_the_storage_network() -> None:
+    assert fixture("lctl-list_nids-client.txt").split() == ["10.47.0.250@tcp"]
 
 
 # --- lfs project -d --------------------------------------------------------------------------
