@@ -212,7 +212,7 @@ def boot_file_system(env: KubeEnv, image: ServerImage, work_dir: Path, network: 
                  120, "phase Ready")
         fs.record_timing("creation to phase Ready", time.monotonic() - started)
         yield fs
-        print(f"\nLustre tier timings (TCG unless KVM was probed working): {fs.timings}")
+        print(f"\nreal-Lustre timings, seconds ({accelerator(image)}): {fs.timings}")
     finally:
         readiness.stop()
         for server_vm in fs.vms.values():
