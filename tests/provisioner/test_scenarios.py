@@ -289,13 +289,14 @@ def test_killed_at_every_step_of_creation_and_growth_converges_without_leaks(env
 
 def test_node_loss_fences_the_server_and_it_returns_with_the_same_address(env):
     env.runner()
-    wait_for(lambda: env.provider().ensure_file_system("fence", template()), 15, "Ready")
+    # Generous waits: on a machine busy with VMs a reconcile pass can take seconds.
+    wait_for(lambda: env.provider().ensure_file_system("fence", template()), 60, "Ready")
     vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", SERVER_NAMESPACE)
     node, ips_before = vmi["status"]["nodeName"], storage_ips(env, "fence")
     pod_before = env.admin.list(PODS, SERVER_NAMESPACE, "vm.kubevirt.io/name=fence-oss0")[0]
     env.standin.kill_node(node)
 
-    wait_for(lambda: env.condition("fence", "Degraded").get("status") == "True", 10, "Degraded")
+    wait_for(lambda: env.condition("fence", "Degraded").get("status") == "True", 60, "Degraded")
     assert "oss0" in env.condition("fence", "Degraded")["message"]
     assert env.lfs("fence")["status"]["phase"] == "Degraded"
     with pytest.raises(InProgress, match=r"^waiting for LustreFileSystem fence: servers not "
@@ -303,9 +304,9 @@ def test_node_loss_fences_the_server_and_it_returns_with_the_same_address(env):
         ready(env, "fence")
     # After the 2 s timeout the launcher pod is force-deleted and the VM starts elsewhere.
     fenced_pod = pod_before[0]["metadata"]["name"]
-    wait_for(lambda: any(fenced_pod in m for m in env.events("fence", "Fenced")), 10,
+    wait_for(lambda: any(fenced_pod in m for m in env.events("fence", "Fenced")), 60,
              "Fenced event naming the launcher pod")
-    wait_for(lambda: ready(env, "fence"), 10, "Ready again")
+    wait_for(lambda: ready(env, "fence"), 60, "Ready again")
     vmi = env.admin.get(VIRTUAL_MACHINE_INSTANCES, "fence-oss0", SERVER_NAMESPACE)
     assert vmi["status"]["nodeName"] != node
     assert storage_ips(env, "fence") == ips_before
