@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from csi.cli.demo import Progress
-from csi.node.paths import kubelet_staging_path, kubelet_target_path
 from tests.lustre.real_cluster import FS, POOL, ClientNode, boot_client_node, boot_file_system
 from tests.provisioner.conftest import kube_environment
 from tests.support.kube import LocalKubeCluster, missing_binaries
@@ -27,7 +26,6 @@ from tests.support.vm_runner import CACHE, PrivateNetwork, ServerImage, accelera
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 15
-KUBELET = "/var/lib/kubelet"
 
 
 def _image() -> ServerImage:
@@ -75,13 +73,9 @@ def _walk(node: ClientNode, step: Progress) -> None:
                                         "demo"))
     volume_id, context = volume["volume_id"], volume["volume_context"]
     print(f"        volume {volume_id} at {context['mgsNids']}:/{FS}/{context['subdir']}")
-    staging = kubelet_staging_path(KUBELET, volume_id)
-    target = kubelet_target_path(KUBELET, "pv-demo", "pod-demo")
-    args = [a for key, value in context.items() for a in ("--context", f"{key}={value}")]
-    step("NodeStageVolume (mount.lustre)",
-         lambda: node.csi("stage", "--staging-path", staging, *args, volume_id))
-    step("NodePublishVolume (bind into the pod)", lambda: node.csi(
-        "publish", "--staging-path", staging, "--target-path", target, *args, volume_id))
+    staging, target = node.kubelet_paths(volume_id, "demo")
+    step("NodeStageVolume (mount.lustre)", lambda: node.stage(volume, staging))
+    step("NodePublishVolume (bind into the pod)", lambda: node.publish(volume, staging, target))
     step("write 16 MiB as root in the volume", lambda: node.run(
         f"dd if=/dev/urandom of={target}/data bs=1M count=16 oflag=direct 2>&1"))
     stats = step("NodeGetVolumeStats (lfs quota -p)",

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from csi.errors import InProgress
+from csi.node.paths import kubelet_staging_path, kubelet_target_path
 from provisioner.kubevirt.addresses import management_mac, storage_mac
 from provisioner.kubevirt.cloudinit import network_data
 from provisioner.kubevirt.kube import PVCS, SECRETS, VIRTUAL_MACHINES
@@ -54,6 +55,7 @@ CLIENT_IP = "10.47.0.250"  # the node's storage NIC: outside what two file syste
 BOOT_TIMEOUT = float(os.environ.get("LUSTRE_CSI_BOOT_TIMEOUT", "1500"))
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lustre-2.17"
 CSI_SOCKET = "/run/lustre-csi/csi.sock"
+KUBELET = "/var/lib/kubelet"
 TIMINGS_FILE = "timings.json"
 
 
@@ -275,7 +277,7 @@ class ClientNode:
                 "--server-namespace", SERVER_NAMESPACE, "--endpoint", f"unix://{CSI_SOCKET}",
                 "--node-id", self.vm.name, "--state-dir", "/var/lib/lustre-csi", *extra]
         # Kubelet's root, as kubelet makes it before it calls any plugin.
-        self.run(f"mkdir -p /var/lib/kubelet {os.path.dirname(CSI_SOCKET)} && "
+        self.run(f"mkdir -p {KUBELET} {os.path.dirname(CSI_SOCKET)} && "
                  "systemd-run --unit=lustre-csi "
                  f"--property=KillMode=mixed {shlex.join(argv)}")
         deadline = time.monotonic() + 300
@@ -302,6 +304,21 @@ class ClientNode:
                                  f"{self.driver_log()}")
         return result
 
+    @staticmethod
+    def kubelet_paths(volume_id: str, name: str) -> tuple[str, str]:
+        """Kubelet's staging path for `volume_id` and pod-<name>'s target path for pv-<name>."""
+        return (kubelet_staging_path(KUBELET, volume_id),
+                kubelet_target_path(KUBELET, f"pv-{name}", f"pod-{name}"))
+
+    def stage(self, volume: dict[str, Any], staging: str) -> ExecResult:
+        """NodeStageVolume of a created `volume` (its id and volume_context) at `staging`."""
+        return self.csi("stage", "--staging-path", staging, *_context_args(volume),
+                        volume["volume_id"])
+
+    def publish(self, volume: dict[str, Any], staging: str, target: str) -> ExecResult:
+        return self.csi("publish", "--staging-path", staging, "--target-path", target,
+                        *_context_args(volume), volume["volume_id"])
+
     def served_seconds(self, method: str) -> float:
         """How long the driver took for its last `method` call, from its own log line
         (`csi.rpc: <method> -> OK in <ms> ms`): the call alone, without the CLI's start."""
@@ -313,6 +330,11 @@ class ClientNode:
     def csi_json(self, *args: str, timeout: float = 600.0) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.csi(*args, timeout=timeout).stdout)
         return document
+
+
+def _context_args(volume: dict[str, Any]) -> list[str]:
+    return [arg for key, value in volume["volume_context"].items()
+            for arg in ("--context", f"{key}={value}")]
 
 
 def client_kubeconfig(env: KubeEnv, work_dir: Path, api_address: str) -> str:

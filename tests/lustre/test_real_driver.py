@@ -18,12 +18,12 @@ import time
 import pytest
 
 from csi.lustre.parsers import parse_lfs_quota
-from csi.node.paths import kubelet_staging_path, kubelet_target_path
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from tests.lustre.real_cluster import (
     BOOT_TIMEOUT,
     CSI_SOCKET,
     FS,
+    KUBELET,
     MGS_NID,
     POOL,
     ClientNode,
@@ -35,27 +35,16 @@ from tests.support.node_payload import MOUNT
 
 pytestmark = pytest.mark.timeout(3600)
 MiB = 1 << 20
-KUBELET = "/var/lib/kubelet"
 CHECK_MOUNT = "/mnt/check"  # the whole file system, mounted by the test to look at it
 # Lustre's quota granularity (see the module docstring): how far below the limit a writer may stop.
 QUOTA_SLACK = 4 * MiB
 
 
-def paths(volume_id: str, name: str) -> tuple[str, str]:
-    """Kubelet's staging path for `volume_id` and a pod's target path for PV `pv-<name>`."""
-    return (kubelet_staging_path(KUBELET, volume_id),
-            kubelet_target_path(KUBELET, f"pv-{name}", f"pod-{name}"))
-
-
 def stage_and_publish(node: ClientNode, volume: dict, name: str) -> tuple[str, str]:
     """NodeStage then NodePublish of a created `volume` at kubelet's paths for pod-<name>."""
-    volume_id, context = volume["volume_id"], volume["volume_context"]
-    staging, target = paths(volume_id, name)
-    context_args = [arg for key, value in context.items()
-                    for arg in ("--context", f"{key}={value}")]
-    node.csi("stage", "--staging-path", staging, *context_args, volume_id)
-    node.csi("publish", "--staging-path", staging, "--target-path", target, *context_args,
-             volume_id)
+    staging, target = node.kubelet_paths(volume["volume_id"], name)
+    node.stage(volume, staging)
+    node.publish(volume, staging, target)
     return staging, target
 
 
@@ -128,14 +117,9 @@ def test_a_volume_lives_on_real_lustre(client_node: ClientNode, real_fs: RealFil
     volume_id, context = volume["volume_id"], volume["volume_context"]
     assert int(volume["capacity_bytes"]) == 32 * MiB
     assert context["mgsNids"] == MGS_NID and context["fsname"] == FS
-    staging, target = paths(volume_id, "life")
-    context_args = [arg for key, value in context.items()
-                    for arg in ("--context", f"{key}={value}")]
-    node.csi("stage", "--staging-path", staging, *context_args, volume_id)
+    staging, target = stage_and_publish(node, volume, "life")
     real_fs.record_timing("NodeStageVolume (real mount.lustre)",
                           node.served_seconds("NodeStageVolume"))
-    node.csi("publish", "--staging-path", staging, "--target-path", target, *context_args,
-             volume_id)
     real_fs.record_timing("NodePublishVolume (bind)", node.served_seconds("NodePublishVolume"))
     mounts = node.run("cat /proc/mounts").stdout
     source = f"{MGS_NID}:/{FS}/{context['subdir']}"
@@ -220,12 +204,10 @@ def test_a_static_volume_mounts_without_the_controller(client_node: ClientNode):
     mount_check(node)
     node.run(f"mkdir -p {CHECK_MOUNT}/projects/alpha && echo hello > "
              f"{CHECK_MOUNT}/projects/alpha/greeting")
-    staging, target = paths("static-projects-alpha", "static")
-    context = ["--context", f"fsname={FS}", "--context", f"mgsNids={MGS_NID}",
-               "--context", "subdir=projects/alpha"]
-    node.csi("stage", "--staging-path", staging, *context, "static-projects-alpha")
-    node.csi("publish", "--staging-path", staging, "--target-path", target, *context,
-             "static-projects-alpha")
+    # What a static PV carries (deploy/examples/static-pv.yaml): an admin's handle and attributes.
+    pv = {"volume_id": "static-projects-alpha",
+          "volume_context": {"fsname": FS, "mgsNids": MGS_NID, "subdir": "projects/alpha"}}
+    staging, target = stage_and_publish(node, pv, "static")
     assert node.run(f"cat {target}/greeting").stdout == "hello\n"
     mounts = node.run("cat /proc/mounts").stdout
     assert f"{MGS_NID}:/{FS}/projects/alpha {staging} lustre " in mounts

@@ -371,20 +371,19 @@ class QemuVm:
     def __init__(self, shape: VmShape, image: ServerImage, network: PrivateNetwork,
                  work_dir: Path) -> None:
         self.shape = shape
-        self.name = shape.name
-        self.namespace = shape.namespace
-        self.cores = shape.cores
-        self.memory_mib = shape.memory_mib
-        self.probe = shape.probe
-        self.targets = shape.targets
-        self.user_data = shape.user_data
-        self.network_data = shape.network_data
-        self.interfaces = shape.interfaces
         self.image = image
         self.network = network
-        self.dir = work_dir / self.name
+        self.dir = work_dir / shape.name
         self.process: subprocess.Popen[bytes] | None = None
         self._taps: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.shape.name
+
+    @property
+    def targets(self) -> list[TargetDisk]:
+        return self.shape.targets
 
     # -- paths --
     @property
@@ -420,11 +419,11 @@ class QemuVm:
         seed = self._seed()
         for sock in ("qga.sock", "qmp.sock"):
             (self.dir / sock).unlink(missing_ok=True)
-        self._taps = [self.network.tap(kind) for kind, _ in self.interfaces]
+        self._taps = [self.network.tap(kind) for kind, _ in self.shape.interfaces]
         accel = accelerator(self.image)
         argv = ["ip", "netns", "exec", self.network.name, QEMU, "-name", self.name,
                 "-machine", f"q35,accel={accel}", "-cpu", "host" if accel == "kvm" else "max",
-                "-smp", str(self.cores), "-m", str(self.memory_mib),
+                "-smp", str(self.shape.cores), "-m", str(self.shape.memory_mib),
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
                 "-append", self.image.cmdline,
@@ -452,7 +451,8 @@ class QemuVm:
         for number, iso in enumerate(self.shape.extra_isos):
             argv += ["-drive", f"file={iso},if=none,id=extra{number},format=raw,readonly=on",
                      "-device", f"virtio-blk-pci,drive=extra{number},serial=payload{number}"]
-        for number, ((_, mac), tap) in enumerate(zip(self.interfaces, self._taps, strict=True)):
+        interfaces = zip(self.shape.interfaces, self._taps, strict=True)
+        for number, ((_, mac), tap) in enumerate(interfaces):
             argv += ["-netdev", f"tap,id=net{number},ifname={tap},script=no,downscript=no",
                      "-device", f"virtio-net-pci,netdev=net{number},mac={mac}"]
         with self.console_path.open("ab") as console:
@@ -496,7 +496,7 @@ class QemuVm:
         if not self.running or not self.agent.ping():
             return None
         try:
-            return self.exec(self.probe, timeout=60)
+            return self.exec(self.shape.probe, timeout=60)
         except (OSError, VmError):
             return None
 
@@ -530,10 +530,10 @@ class QemuVm:
         seed_dir = self.dir / "seed"
         shutil.rmtree(seed_dir, ignore_errors=True)
         seed_dir.mkdir()
-        (seed_dir / "user-data").write_text(self.user_data)
-        (seed_dir / "network-config").write_text(self.network_data)
+        (seed_dir / "user-data").write_text(self.shape.user_data)
+        (seed_dir / "network-config").write_text(self.shape.network_data)
         (seed_dir / "meta-data").write_text(
-            f"instance-id: {self.name}.{self.namespace}\nlocal-hostname: {self.name}\n")
+            f"instance-id: {self.name}.{self.shape.namespace}\nlocal-hostname: {self.name}\n")
         iso = self.dir / "cloudinit.iso"
         _run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet",
               "-rock", str(seed_dir / "user-data"), str(seed_dir / "meta-data"),
