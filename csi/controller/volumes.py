@@ -57,10 +57,7 @@ from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre.layout import (
-    ALL_OSTS,
     OST_POOL,
-    LayoutParameters,
-    check_layout_fits,
     parse_layout,
 )
 from csi.server_sets import (
@@ -152,7 +149,7 @@ class VolumeService:
             else:
                 # Before anything is reserved or written: a layout this file system cannot
                 # give is the request's mistake and leaves nothing behind.
-                self._check_layout(params.layout, params.fsname, mountpoint)
+                self._lustre.check_layout(mountpoint, params.fsname, params.layout)
                 record = self._new_record(name, volume_id, size, params, mountpoint)
             self._apply(mountpoint, record, made_before=existing is not None)
             ready = replace(record, state="ready")
@@ -261,17 +258,6 @@ class VolumeService:
             self._lustre.set_project_inode_limit(
                 str(mountpoint), record.project_id, record.inode_limit
             )
-
-    def _check_layout(self, layout: LayoutParameters, fsname: str, mountpoint: Path) -> None:
-        """InvalidArgument unless the file system has the pool and the OSTs `layout` names.
-
-        Asks Lustre only when the layout names a pool or a count above one, so a volume with
-        the default layout costs no extra command."""
-        if layout.pool is None and all(c in (1, ALL_OSTS) for c in layout.stripe_counts()):
-            return
-        pools = self._lustre.pools(str(mountpoint), fsname) if layout.pool is not None else {}
-        osts = len(self._lustre.df(str(mountpoint)).active_osts)
-        check_layout_fits(layout, fsname=fsname, ost_count=osts, pools=pools)
 
     @staticmethod
     def _check_compatible(
@@ -382,7 +368,7 @@ class VolumeService:
             modified = replace(record, layout=layout.to_attributes(), inode_limit=inode_limit)
             try:
                 if layout != current:
-                    self._check_layout(layout, record.fsname, mountpoint)
+                    self._lustre.check_layout(mountpoint, record.fsname, layout)
                     if layout.pool is not None and layout.pool != current.pool:
                         # New files go to the pool now: it makes room for the whole volume.
                         self._fs.refresh(record.fsname, mountpoint)

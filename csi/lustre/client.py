@@ -17,7 +17,9 @@ from csi.host.command import DEFAULT_TIMEOUT_S, CommandRunner
 from csi.lustre.df import LfsDf, parse_lfs_df
 from csi.lustre.fsname import FSNAME
 from csi.lustre.layout import (
+    ALL_OSTS,
     LayoutParameters,
+    check_layout_fits,
     parse_getstripe_directory,
     parse_pool_list,
     parse_pool_members,
@@ -337,6 +339,20 @@ class LustreClient:
         argv = build_pool_list_argv(_validate_path("mount point", mountpoint))
         names = self._parse(argv, lambda text: parse_pool_list(text, fsname))
         return {pool: len(self._pool_members(fsname, pool)) for pool in names}
+
+    def check_layout(
+        self, mountpoint: str | os.PathLike[str], fsname: str, layout: LayoutParameters
+    ) -> None:
+        """InvalidArgument unless the file system mounted at `mountpoint` has the pool and the
+        OSTs `layout` names (`check_layout_fits`).
+
+        Asks Lustre only when the layout names a pool or a count above one, so a volume with
+        the default layout costs no extra command."""
+        if layout.pool is None and all(c in (1, ALL_OSTS) for c in layout.stripe_counts()):
+            return
+        pools = self.pools(mountpoint, fsname) if layout.pool is not None else {}
+        osts = len(self.df(mountpoint).active_osts)
+        check_layout_fits(layout, fsname=fsname, ost_count=osts, pools=pools)
 
     def _pool_members(self, fsname: str, pool: str) -> list[str]:
         argv = build_pool_list_argv(f"{fsname}.{pool}")
