@@ -21,64 +21,14 @@ def mount_capability(
     )
 
 
-class CsiClient:
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
-        target = endpoint if endpoint.startswith("unix:") else f"unix://{endpoint}"
-        self.channel = grpc.insecure_channel(target)
-        self.identity = csi_pb2_grpc.IdentityStub(self.channel)
-        self.controller = csi_pb2_grpc.ControllerStub(self.channel)
-        self.node = csi_pb2_grpc.NodeStub(self.channel)
+class NodeCalls:
+    """The node service's calls, made as kubelet makes them, through `node`: a NodeStub over a
+    channel, or anything with its methods (the tests call a servicer in process this way).
+    `timeout` is each call's deadline in seconds."""
+
+    def __init__(self, node: csi_pb2_grpc.NodeStub, timeout: float) -> None:
+        self.node = node
         self.timeout = timeout
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def __enter__(self) -> CsiClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def probe(self) -> bool:
-        return self.identity.Probe(csi_pb2.ProbeRequest(), timeout=self.timeout).ready.value
-
-    def create_volume(
-        self,
-        name: str,
-        size_bytes: int = 0,
-        parameters: Mapping[str, str] | None = None,
-        capability: csi_pb2.VolumeCapability | None = None,
-    ) -> csi_pb2.Volume:
-        request = csi_pb2.CreateVolumeRequest(
-            name=name,
-            capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
-            volume_capabilities=[capability or mount_capability()],
-            parameters=dict(parameters or {}),
-        )
-        return self.controller.CreateVolume(request, timeout=self.timeout).volume
-
-    def delete_volume(self, volume_id: str) -> None:
-        self.controller.DeleteVolume(
-            csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=self.timeout
-        )
-
-    def expand_volume(self, volume_id: str, size_bytes: int) -> int:
-        response = self.controller.ControllerExpandVolume(
-            csi_pb2.ControllerExpandVolumeRequest(
-                volume_id=volume_id,
-                capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
-            ),
-            timeout=self.timeout,
-        )
-        return response.capacity_bytes
-
-    def list_volumes(
-        self, max_entries: int = 0, starting_token: str = ""
-    ) -> csi_pb2.ListVolumesResponse:
-        return self.controller.ListVolumes(
-            csi_pb2.ListVolumesRequest(max_entries=max_entries, starting_token=starting_token),
-            timeout=self.timeout,
-        )
 
     def stage(
         self,
@@ -134,5 +84,64 @@ class CsiClient:
     def volume_stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
         return self.node.NodeGetVolumeStats(
             csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path),
+            timeout=self.timeout,
+        )
+
+
+class CsiClient(NodeCalls):
+    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+        target = endpoint if endpoint.startswith("unix:") else f"unix://{endpoint}"
+        self.channel = grpc.insecure_channel(target)
+        self.identity = csi_pb2_grpc.IdentityStub(self.channel)
+        self.controller = csi_pb2_grpc.ControllerStub(self.channel)
+        super().__init__(csi_pb2_grpc.NodeStub(self.channel), timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CsiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def probe(self) -> bool:
+        return self.identity.Probe(csi_pb2.ProbeRequest(), timeout=self.timeout).ready.value
+
+    def create_volume(
+        self,
+        name: str,
+        size_bytes: int = 0,
+        parameters: Mapping[str, str] | None = None,
+        capability: csi_pb2.VolumeCapability | None = None,
+    ) -> csi_pb2.Volume:
+        request = csi_pb2.CreateVolumeRequest(
+            name=name,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
+            volume_capabilities=[capability or mount_capability()],
+            parameters=dict(parameters or {}),
+        )
+        return self.controller.CreateVolume(request, timeout=self.timeout).volume
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.controller.DeleteVolume(
+            csi_pb2.DeleteVolumeRequest(volume_id=volume_id), timeout=self.timeout
+        )
+
+    def expand_volume(self, volume_id: str, size_bytes: int) -> int:
+        response = self.controller.ControllerExpandVolume(
+            csi_pb2.ControllerExpandVolumeRequest(
+                volume_id=volume_id,
+                capacity_range=csi_pb2.CapacityRange(required_bytes=size_bytes),
+            ),
+            timeout=self.timeout,
+        )
+        return response.capacity_bytes
+
+    def list_volumes(
+        self, max_entries: int = 0, starting_token: str = ""
+    ) -> csi_pb2.ListVolumesResponse:
+        return self.controller.ListVolumes(
+            csi_pb2.ListVolumesRequest(max_entries=max_entries, starting_token=starting_token),
             timeout=self.timeout,
         )

@@ -337,14 +337,14 @@ def test_an_evicted_or_recovering_mount_is_reported_and_left_alone(
     assert refusal_code(stage) == grpc.StatusCode.UNAVAILABLE
     publish = lambda: node.publish(volume_id, staging, target, context)  # noqa: E731
     assert refusal_code(publish) == grpc.StatusCode.UNAVAILABLE
-    condition = node.stats(volume_id, target).volume_condition
+    condition = node.volume_stats(volume_id, target).volume_condition
     assert condition.abnormal and "unreachable" in condition.message
     assert {path: _mount_ids(path) for path in (staging, target)} == before  # not remounted
     probe.errors = {}  # recovery ends: the same mounts serve again
     node.stage(volume_id, staging, context)
     node.publish(volume_id, staging, target, context)
     assert {path: _mount_ids(path) for path in (staging, target)} == before
-    assert not node.stats(volume_id, target).volume_condition.abnormal
+    assert not node.volume_stats(volume_id, target).volume_condition.abnormal
 
 
 @pytest.mark.parametrize("code", [errno.ESTALE, errno.ENOTCONN])
@@ -375,7 +375,7 @@ def test_a_hung_mount_answers_unavailable_and_can_still_be_unpublished(
     probe.hung = {staging, target}  # the MDS is gone: stat and statfs never come back
     stage = lambda: node.stage(volume_id, staging, context)  # noqa: E731
     assert refusal_code(stage) == grpc.StatusCode.UNAVAILABLE
-    condition = node.stats(volume_id, target).volume_condition
+    condition = node.volume_stats(volume_id, target).volume_condition
     assert condition.abnormal and "did not answer" in condition.message
     node.unpublish(volume_id, target)  # the pod goes away: the mount is detached lazily
     assert top_mount(target) is None and not Path(target).exists()

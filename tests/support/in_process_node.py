@@ -7,14 +7,13 @@ file system "itest", at kubelet's CSI path layouts below a kubelet dir of the te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from csi.cli.client import mount_capability
+from csi.cli.client import NodeCalls
 from csi.errors import DriverError
 from csi.host.command import SubprocessRunner
 from csi.host.mounts import HostMounts, MountEntry, ProcMountTable, mounts_at
@@ -23,17 +22,31 @@ from csi.lustre.recognizers import LocalTreeRecognizer
 from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 from csi.node.servicer import NodeServicer
 from csi.node.stats import VolumeStatsReader
-from csi.rpc import csi_pb2
 from csi.server_sets import ServerSetTemplate
 from provisioner.local import LOCAL_NID, LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands
 
 
-@dataclass
-class InProcessNode:
-    servicer: NodeServicer
-    kubelet: Path
-    sets: LocalServerSets
+class ServicerAsStub:
+    """A servicer's methods with a stub's signature, `(request, timeout=...)`: the call runs in
+    this process with no deadline, and a refusal comes out as the typed DriverError raised."""
+
+    def __init__(self, servicer: object) -> None:
+        self._servicer = servicer
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        handler = getattr(self._servicer, method)
+        return lambda request, timeout=None: handler(request, None)
+
+
+class InProcessNode(NodeCalls):
+    """The node calls (stage, publish, ..., volume_stats) made straight to `servicer`."""
+
+    def __init__(self, servicer: NodeServicer, kubelet: Path, sets: LocalServerSets) -> None:
+        super().__init__(ServicerAsStub(servicer), timeout=0.0)
+        self.servicer = servicer
+        self.kubelet = kubelet
+        self.sets = sets
 
     def volume(self, name: str) -> tuple[str, dict[str, str]]:
         """A volume directory made behind the controller's back: (volume id, context)."""
@@ -57,56 +70,6 @@ class InProcessNode:
         path = Path(kubelet_target_path(str(self.kubelet), pv_name, pod_uid))
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
-
-    def stage(
-        self, volume_id: str, staging: str, context: dict[str, str], **capability: Any
-    ) -> None:
-        self.servicer.NodeStageVolume(
-            csi_pb2.NodeStageVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=staging,
-                volume_capability=mount_capability(**capability),
-                volume_context=context,
-            ),
-            None,
-        )
-
-    def unstage(self, volume_id: str, staging: str) -> None:
-        self.servicer.NodeUnstageVolume(
-            csi_pb2.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging),
-            None,
-        )
-
-    def publish(
-        self,
-        volume_id: str,
-        staging: str,
-        target: str,
-        context: dict[str, str],
-        *,
-        readonly: bool = False,
-    ) -> None:
-        self.servicer.NodePublishVolume(
-            csi_pb2.NodePublishVolumeRequest(
-                volume_id=volume_id,
-                staging_target_path=staging,
-                target_path=target,
-                volume_capability=mount_capability(),
-                volume_context=context,
-                readonly=readonly,
-            ),
-            None,
-        )
-
-    def unpublish(self, volume_id: str, target: str) -> None:
-        self.servicer.NodeUnpublishVolume(
-            csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target), None
-        )
-
-    def stats(self, volume_id: str, path: str) -> csi_pb2.NodeGetVolumeStatsResponse:
-        return self.servicer.NodeGetVolumeStats(
-            csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=path), None
-        )
 
 
 def in_process_node(tmp_path: Path, **overrides: Any) -> InProcessNode:
