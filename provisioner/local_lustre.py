@@ -323,7 +323,30 @@ class LocalLustreCommands:
                 except OSError:
                     continue
                 anchors[(info.st_dev, info.st_ino)] = (fsname, relative_dir)
+        try:
+            return self._walk_up(path, anchors)
+        except _LocateError:
+            pass
+        # A mount of any other directory (a static PV's subdir): search the trees for it.
+        # Only this rare case pays for a walk; the kernel's lfs would just ask the mount.
+        wanted = self._ancestors(path)
+        for fsname in self._server_sets.namespaces():
+            root = self._server_sets.namespace_root(fsname)
+            for top, _, _ in os.walk(root):
+                info = os.stat(top)
+                if (info.st_dev, info.st_ino) in wanted:
+                    anchors[(info.st_dev, info.st_ino)] = (fsname, os.path.relpath(top, root))
+                    return self._walk_up(path, anchors)
         return self._walk_up(path, anchors)
+
+    @staticmethod
+    def _ancestors(path: str) -> set[tuple[int, int]]:
+        found: set[tuple[int, int]] = set()
+        for current in (Path(path), *Path(path).parents):
+            with contextlib.suppress(OSError):
+                info = os.stat(current)
+                found.add((info.st_dev, info.st_ino))
+        return found
 
     @staticmethod
     def _walk_up(path: str, anchors: dict[tuple[int, int], tuple[str, str]]) -> tuple[str, str]:

@@ -36,9 +36,10 @@ from csi.host.mounts import (
 )
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
+from csi.lustre.layout import LayoutParameters, parse_layout
 from csi.lustre.mount_options import merge_mount_options
 from csi.lustre.recognizers import LustreMountRecognizer
-from csi.node.paths import PathPolicy, fd_path
+from csi.node.paths import HeldPath, PathPolicy, fd_path
 from csi.node.stats import VolumeStatsReader
 from csi.node.volume_mounts import VolumeMounts, opened, same_tree, visible_flags
 from csi.rpc import csi_pb2, csi_pb2_grpc
@@ -92,6 +93,20 @@ def mount_source_from_context(context: Mapping[str, str]) -> str:
     return f"{context['mgsNids']}:/{context['fsname']}" + (f"/{subdir}" if subdir else "")
 
 
+def static_volume_layout(context: Mapping[str, str]) -> LayoutParameters | None:
+    """The layout a static PV's volumeAttributes ask for; None when none, or not static.
+
+    A volume CreateVolume made carries `kind` in its context and got its layout from the
+    controller, which ModifyVolume may have changed since: the keys in its context, fixed at
+    creation, are never applied again. A static PV (an admin's handle and attributes) has no
+    controller, so the node gives its directory the layout when it stages it. A bad key is
+    InvalidArgument naming it, before anything is mounted."""
+    if "kind" in context:
+        return None
+    layout = parse_layout(context)
+    return None if layout.is_default else layout
+
+
 class NodeServicer(csi_pb2_grpc.NodeServicer):
     def __init__(
         self,
@@ -133,10 +148,10 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             raise InvalidArgument("volume_capability is required")
         options = check_capability(request.volume_capability, "volume_capability")
         source = mount_source_from_context(request.volume_context)
+        layout = static_volume_layout(request.volume_context)
         # A volume staged for readers only is mounted read-only: no publish can write to it.
-        mount_options = merge_mount_options(
-            options, readonly=is_readonly_mode(request.volume_capability)
-        )
+        readonly = is_readonly_mode(request.volume_capability)
+        mount_options = merge_mount_options(options, readonly=readonly)
         field = "staging_target_path"
         with (
             self._inflight.claim(f"stage:{volume_id}", f"path:{staging}"),
@@ -162,6 +177,11 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             with opened(held) as staging_fd:
                 self._lustre.mount(source, fd_path(staging_fd), mount_options)
             self._mounts.check_stage(held, field, source, before)
+            if layout is not None and readonly:
+                log.info("static volume %s staged read-only: its layout is not applied (a "
+                         "reader makes no files)", volume_id)
+            elif layout is not None:
+                self._give_static_layout(held, request.volume_context["fsname"], layout)
             log.info("staged %s (%s) at %s", volume_id, source, staging)
         return csi_pb2.NodeStageVolumeResponse()
 
@@ -345,6 +365,20 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             if self._mounts.top_mount(path) is None and not held.exists():
                 raise NotFound(f"volume_path {path} does not exist")
         return path
+
+    def _give_static_layout(self, held: HeldPath, fsname: str, layout: LayoutParameters) -> None:
+        """Make `layout` the default layout of the static volume just mounted at `held`.
+
+        A layout the file system cannot give (a pool it lacks, more stripes than OSTs) undoes
+        the mount, so the next NodeStage checks again rather than finding a finished stage."""
+        try:
+            # Through the held parent, as the mount was made: the name cannot be swapped.
+            self._lustre.check_layout(held.at, fsname, layout)
+            self._lustre.set_default_layout(held.at, layout)
+        except BaseException:
+            self._host.unmount(held.at, lazy=True, nofollow=True)
+            raise
+        log.info("static volume at %s: default layout %s", held.path, layout.to_attributes())
 
     def _hold(self, path: str, field: str, *, make_parents: bool) -> ContextManager[Any]:
         held = self._paths.hold(path, field, make_parents=make_parents)
