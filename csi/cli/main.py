@@ -125,6 +125,11 @@ def _add_client(commands: argparse._SubParsersAction) -> None:
     expand = calls.add_parser("expand", help="ControllerExpandVolume")
     expand.add_argument("volume_id")
     expand.add_argument("--size", required=True)
+    modify = calls.add_parser("modify", help="ControllerModifyVolume (a VolumeAttributesClass)")
+    modify.add_argument("volume_id")
+    modify.add_argument("--param", action="append", required=True, metavar="KEY=VALUE",
+                        help="a mutable parameter: stripeCount, stripeSize, ostPool, "
+                        "progressiveLayout, inodeLimit")
     for name in ("stage", "publish"):
         call = calls.add_parser(name, help=f"Node{name.capitalize()}Volume")
         call.add_argument("volume_id")
@@ -214,6 +219,15 @@ def run_client(args: argparse.Namespace) -> int:
             case "expand":
                 size = client.expand_volume(args.volume_id, parse_quantity("--size", args.size))
                 print(f"{args.volume_id} is now {size} bytes")
+            case "modify":
+                client.controller.ControllerModifyVolume(
+                    csi_pb2.ControllerModifyVolumeRequest(
+                        volume_id=args.volume_id,
+                        mutable_parameters=_key_values(args.param, "--param"),
+                    ),
+                    timeout=timeout,
+                )
+                print(f"modified {args.volume_id}")
             case "stage":
                 client.stage(
                     args.volume_id, args.staging_path, _key_values(args.context, "--context")

@@ -85,6 +85,11 @@ def test_cli_client_walks_a_volume(driver: DriverProcess) -> None:
     listed = json.loads(_cli(driver, "list"))
     assert [e["volume"]["volume_id"] for e in listed["entries"]] == [volume_id]
     assert "is now" in _cli(driver, "expand", volume_id, "--size", "4Gi")
+    assert "modified" in _cli(driver, "modify", volume_id, "--param", "inodeLimit=5000")
+    volume = json.loads(_cli(driver, "get", volume_id))["volume"]
+    assert volume["volume_context"]["inodeLimit"] == "5000", volume
+    refused = _run_cli(driver, "modify", volume_id, "--param", "stripeSize=100Ki")
+    assert refused.returncode != 0 and "stripeSize" in refused.stderr, refused.stderr
     assert json.loads(_cli(driver, "info"))["name"] == "lustre.csi.io"
     assert _cli(driver, "probe").strip() == "ready"
     assert "deleted" in _cli(driver, "delete", volume_id)
