@@ -8,13 +8,16 @@ Layout (a picture of the architecture):
     runner.py      ProvisionerRunner: Lease election + watches + work queue + resync, in
                    threads of the controller process; only the leader reconciles.
     reconciler.py  Reconciler: one level-based pass over one LustreFileSystem.
-    status.py      the status derived from spec, plan and observed VMs (pure), and its Events.
+    status.py      every status the reconciler writes, derived (pure) from spec, plan and
+                   observed VMs, or from a refusal (bad spec, deletion in use), and its Events.
     fencing.py     force-deleting launcher pods on nodes known down (NodeDownClock).
     claims.py      claiming a plan's addresses in the claims ConfigMap, and releasing them.
     in_use.py      which PersistentVolumes still use a file system (deletion refusal).
     leader.py      the Lease policy (pure `decide`) and its I/O (`LeaseElector`).
     spec.py        spec parsing/validation with field-named errors; object naming.
     layout.py      the durable plan: servers, static addresses, OST table (pure).
+    pool_growth.py what an OST pool needs for a reservation on it (pure).
+    capacity.py    measured use (`lfs df`, `lfs df -i`), on the leader's own timer.
     addresses.py   IP pools as integer spans, allocation, fixed MACs, and the one ConfigMap
                    that holds every address claim (resourceVersion-guarded).
     manifests.py   VM / PVC / Secret builders (pure).

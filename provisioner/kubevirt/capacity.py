@@ -4,7 +4,7 @@ The leader measures every Ready file system on a timer of its own (`UsageMeter.m
 not inside a reconcile: a file system whose servers hang makes `lfs df` wait out its timeout,
 and the one reconcile worker must stay free for fencing meanwhile. Each measurement is kept
 in memory (like the nodes' readiness the fencing clock keeps) and the file system is queued;
-its reconcile writes the figures into status through `derive_status`, the one writer of status.
+its reconcile derives the figures into status (`status.derive_status`) and writes them.
 After a restart the status keeps the last figures until the next measurement.
 
 `UsageReader` is the seam: `MountedUsage` reads through the controller's own mount of the

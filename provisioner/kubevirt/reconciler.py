@@ -18,7 +18,8 @@ only thing it keeps in memory between calls is what it has itself seen of nodes'
    a VM whose desired spec changed (a hotplugged OST) is patched;
 5. observation: VM readiness, the VMI's storage-interface address (must be the recorded one),
    hotplug volume status; the OST table, capacity, MGS NIDs, phase and conditions follow
-   (derived by status.py, a pure function);
+   (derived by status.py, a pure function, as is every other status this module writes:
+   a new plan's, a bad spec's, a refused deletion's; `_report` writes them);
 6. recovery (fencing.py): a launcher pod is force-deleted, so KubeVirt starts the VM
    elsewhere with the same PVCs, MAC and address, only on evidence that its node is down (the
    out-of-service taint, or this provisioner's own unbroken observation of it down for
@@ -48,7 +49,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from csi.metrics import ProvisionerMetrics
-from csi.quantity import format_quantity
 from provisioner.kubevirt import manifests
 from provisioner.kubevirt.addresses import AddressClaimStore
 from provisioner.kubevirt.capacity import FileSystemUsage
@@ -66,19 +66,17 @@ from provisioner.kubevirt.kube import (
     ConflictError,
     Kube,
 )
-from provisioner.kubevirt.layout import (
-    Layout,
-    layout_status,
-    read_layout,
-)
+from provisioner.kubevirt.layout import Layout, read_layout
 from provisioner.kubevirt.leader import LeadershipGuard
 from provisioner.kubevirt.spec import FileSystemSpec, SpecError, parse_spec
 from provisioner.kubevirt.status import (
+    DerivedStatus,
     Observed,
-    condition,
+    StatusEvent,
+    deletion_blocked_status,
     derive_status,
-    find_condition,
-    merge_conditions,
+    failed_status,
+    planned_status,
 )
 
 log = logging.getLogger(__name__)
@@ -164,23 +162,16 @@ class Reconciler:
     # -- step 3: the plan ----------------------------------------------------------------------
     def _record_plan(self, lfs: dict[str, Any], spec: FileSystemSpec, old: Layout,
                      new: Layout) -> dict[str, Any] | None:
-        status = {**layout_status(new, spec), "phase": _phase_while_planning(lfs),
-                  "desiredOsts": spec.ost_count}
+        derived = planned_status(lfs, spec, old, new)
         try:
             updated = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
                 "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
-                "status": status,
+                "status": derived.status,
             }, subresource="status")
         except ConflictError:
             return None
-        added_servers = [s for s in new.servers if s not in old.servers]
-        added_osts = [o for o in new.osts if o not in old.osts]
-        parts = [f"{s.name} at {s.address} ({s.mac})" for s in added_servers]
-        parts += [f"{o.label} ({format_quantity(o.size_bytes)}) on {o.oss}"
-                  + (" as a hotplugged disk" if o.hotplug else "") for o in added_osts]
-        if parts:
-            self._events.record(lfs, "Normal", "Planned", "allocated " + "; ".join(parts))
-        if added_osts and old.osts:
+        self._record(lfs, derived.events)  # only once written: a conflict plans it again
+        if old.osts and any(o not in old.osts for o in new.osts):
             self._metrics.growth.inc(spec.fsname)
         updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
         updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
@@ -264,9 +255,7 @@ class Reconciler:
             usage=self._usage(fs),
         )
         derived = derive_status(lfs, spec, layout, observed, now=now_rfc3339())
-        for event in derived.events:
-            self._events.record(lfs, event.type, event.reason, event.message)
-        self._write_status(lfs, lfs.get("status") or {}, derived.status)
+        self._report(lfs, derived)
         for duration in derived.durations:  # only once written: a conflict derives it again
             self._metrics.provisioning_seconds.observe(duration.seconds, duration.operation)
         return requeue
@@ -279,23 +268,8 @@ class Reconciler:
         spec = lfs.get("spec") or {}
         fsname = str(spec.get("fsname", ""))
         users = self.volumes_using(fsname)
-        status = lfs.get("status") or {}
         if users and not spec.get("forceDelete"):
-            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
-            message = (f"deletion refused: {len(users)} PersistentVolume(s) still use file "
-                       f"system {fsname!r} ({shown}); delete them first, or set "
-                       "spec.forceDelete: true to delete the file system and their data")
-            blocked = condition("DeletionBlocked", True, "VolumesInUse", message)
-            reported = find_condition(status.get("conditions"), "DeletionBlocked")
-            if reported.get("message") != message:
-                self._events.record(lfs, "Warning", "DeletionBlocked", message)
-            generation = lfs["metadata"].get("generation", 0)
-            self._write_status(lfs, status, {
-                **status, "phase": "Deleting", "volumesInUse": len(users),
-                "conditions": merge_conditions(status.get("conditions") or [],
-                                               {"DeletionBlocked": blocked}, generation,
-                                               now=now_rfc3339()),
-            })
+            self._report(lfs, deletion_blocked_status(lfs, fsname, users, now=now_rfc3339()))
             return self._config.deletion_retry_seconds
         namespace = self._config.namespace
         fs = lfs["metadata"]["name"]
@@ -306,7 +280,7 @@ class Reconciler:
             for item in self._kube.list(resource, namespace, selector)[0]:
                 if self._kube.delete(resource, item["metadata"]["name"], namespace):
                     removed.append(f"{resource.kind} {item['metadata']['name']}")
-        for server in read_layout(status).servers:
+        for server in read_layout(lfs.get("status")).servers:
             if self._kube.delete(SECRETS, manifests.secret_name(fs, server.name), namespace):
                 removed.append(f"Secret {manifests.secret_name(fs, server.name)}")
         if removed:
@@ -336,28 +310,22 @@ class Reconciler:
         return updated
 
     def _fail(self, lfs: dict[str, Any], reason: str, message: str) -> None:
-        status = lfs.get("status") or {}
-        generation = lfs["metadata"].get("generation", 0)
-        if find_condition(status.get("conditions"), "Ready").get("message") != message:
-            self._events.record(lfs, "Warning", reason, message)
-        self._write_status(lfs, status, {
-            **status, "phase": "Failed", "observedGeneration": generation,
-            "conditions": merge_conditions(status.get("conditions") or [], {
-                "Ready": condition("Ready", False, reason, message),
-                "Progressing": condition("Progressing", False, reason,
-                                         "fix the spec; nothing is created until then"),
-            }, generation, now=now_rfc3339()),
-        })
+        self._report(lfs, failed_status(lfs, reason, message, now=now_rfc3339()))
 
-    def _write_status(self, lfs: dict[str, Any], previous: dict[str, Any],
-                      new: dict[str, Any]) -> None:
-        merged = {**previous, **new}
-        if merged == previous:
+    def _record(self, lfs: dict[str, Any], events: list[StatusEvent]) -> None:
+        for event in events:
+            self._events.record(lfs, event.type, event.reason, event.message)
+
+    def _report(self, lfs: dict[str, Any], derived: DerivedStatus) -> None:
+        """Records a derived status's Events and writes the status, unless it is unchanged."""
+        self._record(lfs, derived.events)
+        previous = lfs.get("status") or {}
+        if {**previous, **derived.status} == previous:
             return
         try:
             self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
                 "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
-                "status": new,
+                "status": derived.status,
             }, subresource="status")
         except ConflictError:
             log.info("LustreFileSystem %s changed while reconciling; will look again",
@@ -379,11 +347,6 @@ class _CountedFencing(EventRecorder):
             self._metrics.fencing.inc(str((obj.get("spec") or {}).get("fsname", "")))
 
 
-def _phase_while_planning(lfs: dict[str, Any]) -> str:
-    phase = (lfs.get("status") or {}).get("phase")
-    return "Growing" if phase in ("Ready", "Growing") else (phase or "Creating")
-
-
 def _older_with_fsname(lfs: dict[str, Any], fsname: str,
                        others: list[dict[str, Any]]) -> str | None:
     mine = (lfs["metadata"].get("creationTimestamp", ""), lfs["metadata"]["name"])
@@ -396,8 +359,6 @@ def _older_with_fsname(lfs: dict[str, Any], fsname: str,
     return None
 
 
-
-
 def _digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -405,11 +366,3 @@ def _digest(spec: dict[str, Any]) -> str:
 def _targets_of(vm: dict[str, Any]) -> list[str]:
     disks = vm["spec"]["template"]["spec"]["domain"]["devices"]["disks"]
     return [d["serial"] for d in disks if d.get("serial")]
-
-
-
-
-
-
-
-

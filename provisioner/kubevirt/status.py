@@ -5,6 +5,10 @@ layout, the VMs and VMIs seen and the previous status, and answers the new statu
 Events that go with it; the reconciler writes both. Servers and OSTs follow one state
 machine each, of the same shape: up (Ready / Active), down after having been up (NotReady /
 Unavailable), or not up yet (Starting / Pending).
+
+The reconciler's other status writes are derived here too: `planned_status` (a new plan,
+before any object is made), `failed_status` (a spec refused) and `deletion_blocked_status`
+(a deletion refused while volumes use the file system).
 """
 
 from __future__ import annotations
@@ -196,6 +200,58 @@ def derive_status(lfs: dict[str, Any], spec: FileSystemSpec, layout: Layout,
             f"phase {previous.get('phase') or 'none'} -> {phase}: "
             f"{conditions['Ready']['message']}"))
     return DerivedStatus(status, events, durations)
+
+
+def planned_status(lfs: dict[str, Any], spec: FileSystemSpec, old: Layout,
+                   new: Layout) -> DerivedStatus:
+    """The status that records plan `new` (replacing `old`), and a Planned Event naming what
+    it adds; the phase is Growing for a file system that was serving, else as it was."""
+    before = (lfs.get("status") or {}).get("phase")
+    phase = "Growing" if before in ("Ready", "Growing") else (before or "Creating")
+    parts = [f"{s.name} at {s.address} ({s.mac})" for s in new.servers if s not in old.servers]
+    parts += [f"{o.label} ({format_quantity(o.size_bytes)}) on {o.oss}"
+              + (" as a hotplugged disk" if o.hotplug else "")
+              for o in new.osts if o not in old.osts]
+    events = [StatusEvent("Normal", "Planned", "allocated " + "; ".join(parts))] if parts else []
+    return DerivedStatus({**layout_status(new, spec), "phase": phase,
+                          "desiredOsts": spec.ost_count}, events)
+
+
+def failed_status(lfs: dict[str, Any], reason: str, message: str, *,
+                  now: str) -> DerivedStatus:
+    """Phase Failed for a spec that cannot be served; the Warning only when the message is new."""
+    previous = lfs.get("status") or {}
+    generation = lfs["metadata"].get("generation", 0)
+    reported = find_condition(previous.get("conditions"), "Ready").get("message")
+    events = [] if reported == message else [StatusEvent("Warning", reason, message)]
+    return DerivedStatus({
+        **previous, "phase": "Failed", "observedGeneration": generation,
+        "conditions": merge_conditions(previous.get("conditions") or [], {
+            "Ready": condition("Ready", False, reason, message),
+            "Progressing": condition("Progressing", False, reason,
+                                     "fix the spec; nothing is created until then"),
+        }, generation, now=now),
+    }, events)
+
+
+def deletion_blocked_status(lfs: dict[str, Any], fsname: str, users: list[str], *,
+                            now: str) -> DerivedStatus:
+    """Phase Deleting with DeletionBlocked: `users`, the PersistentVolumes that still use
+    `fsname`, are named (the first five); the Warning only when the message is new."""
+    previous = lfs.get("status") or {}
+    generation = lfs["metadata"].get("generation", 0)
+    shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+    message = (f"deletion refused: {len(users)} PersistentVolume(s) still use file "
+               f"system {fsname!r} ({shown}); delete them first, or set "
+               "spec.forceDelete: true to delete the file system and their data")
+    reported = find_condition(previous.get("conditions"), "DeletionBlocked").get("message")
+    events = [] if reported == message else [StatusEvent("Warning", "DeletionBlocked", message)]
+    return DerivedStatus({
+        **previous, "phase": "Deleting", "volumesInUse": len(users),
+        "conditions": merge_conditions(previous.get("conditions") or [], {
+            "DeletionBlocked": condition("DeletionBlocked", True, "VolumesInUse", message),
+        }, generation, now=now),
+    }, events)
 
 
 def _measured(usage: FileSystemUsage | None) -> dict[str, Any]:

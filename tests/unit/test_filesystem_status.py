@@ -1,4 +1,5 @@
-"""The LustreFileSystem status derived from spec, layout and observed VMs (no API server)."""
+"""The LustreFileSystem status derived from spec, layout and observed VMs (no API server),
+and the status of a new plan, a refused spec and a refused deletion."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any
 from provisioner.kubevirt.capacity import FileSystemUsage, OstUsage
 from provisioner.kubevirt.layout import Layout, extend_layout, read_layout
 from provisioner.kubevirt.spec import parse_spec
-from provisioner.kubevirt.status import Observed, derive_status
+from provisioner.kubevirt.status import (
+    Observed,
+    deletion_blocked_status,
+    derive_status,
+    failed_status,
+    planned_status,
+)
 
 NOW = "2026-12-01T00:00:00Z"
 SPEC = parse_spec({"fsname": "scratch", "mdtSize": "1Gi", "ostSize": "1Gi", "minOsts": 2,
@@ -161,3 +168,67 @@ def test_the_first_ready_counts_as_create_and_a_finished_growth_as_grow() -> Non
     recovered = derive_status({"metadata": created, "status": degraded}, grown_spec, grown,
                               _all_up(grown), now="2026-12-01T02:00:00Z")
     assert recovered.status["phase"] == "Ready" and not recovered.durations
+
+
+def test_a_first_plan_is_creating_and_its_event_names_every_server_address_and_ost() -> None:
+    layout = _layout()
+    planned = planned_status(_lfs(), SPEC, read_layout(None), layout)
+    assert planned.status["phase"] == "Creating"
+    assert planned.status["desiredOsts"] == 2
+    assert [s["name"] for s in planned.status["servers"]] == [s.name for s in layout.servers]
+    [event] = planned.events
+    assert (event.type, event.reason) == ("Normal", "Planned")
+    for server in layout.servers:
+        assert f"{server.name} at {server.address} ({server.mac})" in event.message
+    for ost in layout.osts:
+        assert f"{ost.label} (1Gi) on {ost.oss}" in event.message
+
+
+def test_a_plan_grown_on_a_serving_file_system_is_growing_and_names_only_what_it_adds() -> None:
+    layout = _layout()
+    ready = derive_status(_lfs(), SPEC, layout, _all_up(layout), now=NOW).status
+    grown_spec = replace(SPEC, ost_count=3)
+    grown = extend_layout(layout, grown_spec, ())
+    planned = planned_status(_lfs(ready), grown_spec, layout, grown)
+    assert planned.status["phase"] == "Growing"
+    assert planned.status["desiredOsts"] == 3
+    [event] = planned.events
+    added = grown.osts[-1]
+    assert f"{added.label} (1Gi) on {added.oss}" in event.message
+    assert all(o.label not in event.message for o in layout.osts)
+    assert planned_status(_lfs(ready), SPEC, layout, layout).events == []
+
+
+def test_a_refused_spec_is_failed_keeps_what_was_reported_and_warns_once() -> None:
+    layout = _layout()
+    ready = derive_status(_lfs(), SPEC, layout, _all_up(layout), now=NOW).status
+    failed = failed_status(_lfs(ready), "InvalidSpec", "spec.ostSize: bad", now="later")
+    assert failed.status["phase"] == "Failed"
+    assert failed.status["servers"] == ready["servers"]  # the servers still run
+    conditions = _conditions(failed.status)
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"],
+            conditions["Ready"]["lastTransitionTime"]) == ("False", "InvalidSpec", "later")
+    assert conditions["Progressing"]["status"] == "False"
+    assert [(e.type, e.reason, e.message) for e in failed.events] == [
+        ("Warning", "InvalidSpec", "spec.ostSize: bad")]
+    again = failed_status(_lfs(failed.status), "InvalidSpec", "spec.ostSize: bad", now="later")
+    assert again.events == []
+    other = failed_status(_lfs(failed.status), "InvalidSpec", "spec.mdtSize: bad", now="later")
+    assert [e.message for e in other.events] == ["spec.mdtSize: bad"]
+
+
+def test_a_refused_deletion_names_five_volumes_counts_the_rest_and_warns_once() -> None:
+    users = [f"pv-{n}" for n in range(7)]
+    blocked = deletion_blocked_status(_lfs({"phase": "Ready"}), "scratch", users, now=NOW)
+    assert (blocked.status["phase"], blocked.status["volumesInUse"]) == ("Deleting", 7)
+    condition = _conditions(blocked.status)["DeletionBlocked"]
+    assert (condition["status"], condition["reason"]) == ("True", "VolumesInUse")
+    assert "pv-0, pv-1, pv-2, pv-3, pv-4 and 2 more" in condition["message"]
+    assert "pv-5" not in condition["message"]
+    assert "'scratch'" in condition["message"]
+    assert [(e.type, e.reason) for e in blocked.events] == [("Warning", "DeletionBlocked")]
+    again = deletion_blocked_status(_lfs(blocked.status), "scratch", users, now="later")
+    assert again.events == []
+    fewer = deletion_blocked_status(_lfs(blocked.status), "scratch", users[:1], now="later")
+    assert [e.reason for e in fewer.events] == ["DeletionBlocked"]
+    assert "(pv-0)" in _conditions(fewer.status)["DeletionBlocked"]["message"]
