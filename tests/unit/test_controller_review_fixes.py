@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import stat
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from csi.controller import catalog as catalog_module
 from csi.controller.catalog import VolumeCatalog
 from csi.controller.driver_dirs import driver_dir
 from csi.controller.record_loading import FileSystemLimits
@@ -110,6 +112,37 @@ def test_an_index_reloads_only_when_another_replica_changed_the_records(tmp_path
     assert standby.refresh("fs", tmp_path)
     assert standby.reserved_bytes("fs") == 3 << 30
     assert not standby.refresh("fs", tmp_path)
+
+
+def test_concurrent_writes_of_one_process_are_no_news_to_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight writers inside their record writes at once (as under 8 clients) and refreshes
+    between them: none reloads the index, while another replica still sees the change."""
+    active, standby = VolumeCatalog(), VolumeCatalog()
+    active.load("fs", tmp_path)
+    _stored(active, tmp_path, _record("first"))
+    standby.load("fs", tmp_path)
+    inside = threading.Barrier(8)
+    real_write = catalog_module.write_json_atomic
+
+    def write_together(*args: object, **kwargs: object) -> None:
+        real_write(*args, **kwargs)  # type: ignore[arg-type]
+        inside.wait(timeout=10)  # every writer has renamed its record; no token step yet
+        assert not active.refresh("fs", tmp_path)
+
+    monkeypatch.setattr(catalog_module, "write_json_atomic", write_together)
+    reloads: list[str] = []
+    monkeypatch.setattr(active, "reload", lambda fsname, mountpoint: reloads.append(fsname))
+    writers = [threading.Thread(target=_stored, args=(active, tmp_path, _record(f"w{i}")))
+               for i in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=20)
+    assert not active.refresh("fs", tmp_path) and reloads == []
+    assert standby.refresh("fs", tmp_path)
+    assert standby.reserved_bytes("fs") == 9 << 30
 
 
 def test_the_last_removal_step_takes_only_the_record_of_the_removal_it_finishes(
