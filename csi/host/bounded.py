@@ -15,6 +15,7 @@ that key (or, past the total cap, every call) are refused at once until stuck on
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -50,6 +51,7 @@ class BoundedCalls:
         self._lock = threading.Lock()
         self._stuck: Counter[str] = Counter()
         self._stuck_total = 0
+        self._workers = _Workers()
 
     def run(
         self,
@@ -81,6 +83,8 @@ class BoundedCalls:
         # "running" -> "done" (answered in time, or after the deadline: then uncounted) or
         # "running" -> "stuck" (counted until it returns) -> "done".
         state = ["running"]
+        answered = threading.Lock()  # released by the call's thread once it is done
+        answered.acquire()
 
         def body() -> None:
             try:
@@ -92,16 +96,11 @@ class BoundedCalls:
                     if state[0] == "stuck":
                         self._uncount(key)
                     state[0] = "done"
+                answered.release()
 
-        worker = threading.Thread(target=body, name=f"bounded: {what}"[:60], daemon=True)
-        try:
-            worker.start()
-        except RuntimeError as exc:  # no thread to be had (a limit of the process or system)
-            raise CallTimedOut(
-                f"{what}: could not start a thread for it ({exc}); retry later"
-            ) from exc
+        self._workers.submit(body, what)
         limit = self._timeout_s if timeout_s is None else timeout_s
-        worker.join(limit)
+        answered.acquire(timeout=limit)
         with self._lock:
             timed_out = state[0] != "done"
             if timed_out:
@@ -127,3 +126,73 @@ class BoundedCalls:
         if not self._stuck[key]:
             del self._stuck[key]
         self._stuck_total -= 1
+
+
+class _Workers:
+    """Threads that run bounded calls, kept for the next call once theirs returns.
+
+    A thread per call cost a thread start (whose handshake waits for the new thread to be
+    scheduled) on every file-system step: 7 per CreateVolume. A call always gets a thread at
+    once (an idle one, else a new one), so a hung call never delays another; a thread whose
+    call hangs is simply not idle until it returns. At most `MAX_IDLE` wait for work, each for
+    `IDLE_S` at most.
+    """
+
+    MAX_IDLE = 16
+    IDLE_S = 30.0  # an idle thread ends after this long without a call
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+
+    def submit(self, job: Callable[[], None], what: str) -> None:
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:
+            worker = _Worker(self)
+            try:
+                worker.start()
+            except RuntimeError as exc:  # no thread to be had (a limit of the process or system)
+                raise CallTimedOut(
+                    f"{what}: could not start a thread for it ({exc}); retry later"
+                ) from exc
+        worker.give(job)
+
+    def retire(self, worker: _Worker) -> bool:
+        """Whether an idle `worker` that waited `IDLE_S` for work may end (it is not being
+        handed a call right now)."""
+        with self._lock:
+            if worker in self._idle:
+                self._idle.remove(worker)
+                return True
+            return False
+
+    def idle(self, worker: _Worker) -> bool:
+        """Take `worker` back for later calls; False when enough wait already (it ends)."""
+        with self._lock:
+            if len(self._idle) >= self.MAX_IDLE:
+                return False
+            self._idle.append(worker)
+            return True
+
+
+class _Worker(threading.Thread):
+    def __init__(self, pool: _Workers) -> None:
+        super().__init__(name="bounded call", daemon=True)
+        self._pool = pool
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def give(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def run(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=_Workers.IDLE_S)
+            except queue.Empty:
+                if self._pool.retire(self):
+                    return
+                continue  # taken for a call at the same instant: its job is on the way
+            job()
+            if not self._pool.idle(self):
+                return
