@@ -329,8 +329,9 @@ class VolumeCatalog:
         finally:
             with self._token_locks(fsname):
                 seen = records_stamp(records)[0]
-                replace_generation(records)
-                after = records_stamp(records)
+                token = replace_generation(records)
+                info = os.fstat(records)
+                after = (token, info.st_mtime_ns, info.st_ctime_ns)
                 with self._guard:
                     known = self._stamps.get(fsname)
                     if known is not None and known[0] == seen:

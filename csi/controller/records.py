@@ -37,6 +37,7 @@ deleted for it.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import re
@@ -248,9 +249,32 @@ def records_stamp(records: int | None) -> Stamp:
     return (str(token or ""), info.st_mtime_ns, info.st_ctime_ns)
 
 
-def replace_generation(records: int) -> None:
-    """Write a new generation token: other replicas' next stamp differs from their last."""
-    write_json_atomic(GENERATION_FILE, secrets.token_hex(8), durable=False, dir_fd=records)
+def replace_generation(records: int) -> str:
+    """Write a new generation token (and return it): other replicas' next stamp differs from
+    their last.
+
+    Overwritten in place, not renamed over: a rename costs a journalled directory change
+    (two of them per CreateVolume, three per DeleteVolume, each the dearest system call of
+    those steps in a profile), and the token needs no atomicity: it only has to differ. Every
+    token has the same length, so the file never changes size, and a read that meets a
+    write half-way returns bytes of neither token, which is also "changed" (a reload: the
+    safe side). A file of another size (missing, or not one this driver wrote) is replaced
+    atomically once."""
+    token = secrets.token_hex(8)
+    encoded = json.dumps(token).encode()
+    try:
+        fd = os.open(GENERATION_FILE, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=records)
+    except FileNotFoundError:
+        fd = -1
+    if fd != -1:
+        try:
+            if os.fstat(fd).st_size == len(encoded):
+                os.pwrite(fd, encoded, 0)
+                return token
+        finally:
+            os.close(fd)
+    write_json_atomic(GENERATION_FILE, token, durable=False, dir_fd=records)
+    return token
 
 
 def take_records(
