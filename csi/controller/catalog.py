@@ -274,11 +274,14 @@ class VolumeCatalog:
     def release_project_id(mountpoint: Path, project_id: int) -> None:
         project_claims.release_project_id(mountpoint, project_id)
 
-    def write(self, mountpoint: Path, record: VolumeRecord) -> None:
+    def write(self, mountpoint: Path, record: VolumeRecord, *, durable: bool = True) -> None:
+        """Replace the record's file (atomically) and index it. `durable=False`: no fsync,
+        for a record that only has to outlive a kill of this process (see VolumeService)."""
         with driver_dir(mountpoint, RECORDS_DIR, create=True) as records:
             assert records is not None  # created
             with self._changing(record.fsname, records):
-                write_json_atomic(f"{record.subdir}.json", record.to_json(), dir_fd=records)
+                write_json_atomic(f"{record.subdir}.json", record.to_json(), durable=durable,
+                                  dir_fd=records)
         with self._guard:
             self._held.discard(record.volume_id)
             self._index(record)

@@ -98,9 +98,9 @@ class FileSystemAccess:
         self.io(fsname, f"check the records of {fsname}",
                 lambda: self.catalog.refresh(fsname, mountpoint))
 
-    def write(self, mountpoint: Path, record: VolumeRecord) -> None:
+    def write(self, mountpoint: Path, record: VolumeRecord, *, durable: bool = True) -> None:
         self.io(record.fsname, f"write the record of {record.volume_id}",
-                lambda: self.catalog.write(mountpoint, record))
+                lambda: self.catalog.write(mountpoint, record, durable=durable))
 
     def forget(self, fsname: str) -> None:
         """Drop the controller's mount and index of a file system the provider deleted."""

@@ -191,8 +191,12 @@ class VolumeService:
             raise
         record = replace(provisional, project_id=project_id)
         try:
-            # The record goes down before any effect; the directory and quota follow.
-            self._fs.write(mountpoint, record)
+            # The record goes down before any effect; the directory and quota follow. Not
+            # fsynced: it must outlive a kill of this process (the page cache does), so the
+            # retry finishes what it names. What CreateVolume answers is made durable by the
+            # ready record's fsync; a power loss before that can lose this one and leave an
+            # empty directory and a claimed project id no volume was answered for.
+            self._fs.write(mountpoint, record, durable=False)
         except BaseException:
             self._catalog.release_hold(provisional)
             with contextlib.suppress(OSError, DriverError):  # its write may yet land: kept
