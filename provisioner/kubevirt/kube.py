@@ -42,6 +42,13 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    def typed(self, obj: Object) -> Object:
+        """`obj` with its apiVersion and kind, which a list's items and some answers leave
+        out and an Event's involvedObject names."""
+        obj.setdefault("apiVersion", self.api_version)
+        obj.setdefault("kind", self.kind)
+        return obj
+
     def path(self, namespace: str | None = None, name: str | None = None,
              subresource: str | None = None) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
@@ -171,9 +178,8 @@ class RestKube:
         query = {"labelSelector": label_selector} if label_selector else {}
         result = self._request("GET", resource.path(namespace), query=query)
         items = result.get("items") or []
-        for item in items:  # list items carry no apiVersion/kind; callers may want them
-            item.setdefault("apiVersion", resource.api_version)
-            item.setdefault("kind", resource.kind)
+        for item in items:
+            resource.typed(item)
         return items, result.get("metadata", {}).get("resourceVersion", "")
 
     def create(self, resource: Resource, body: Object, namespace: str | None = None) -> Object:

@@ -172,13 +172,13 @@ class KubeVirtServerSets:
         """The LustreFileSystem whose spec.fsname is `fsname`, or None."""
         lfs = self._kube.get(LUSTRE_FILE_SYSTEMS, object_name(fsname))
         if lfs is not None and (lfs.get("spec") or {}).get("fsname") == fsname:
-            return _typed(lfs)
+            return LUSTRE_FILE_SYSTEMS.typed(lfs)
         # Created by hand under another name: the oldest one with this fsname is the real one.
         matches = [i for i in self._kube.list(LUSTRE_FILE_SYSTEMS)[0]
                    if (i.get("spec") or {}).get("fsname") == fsname]
         matches.sort(key=lambda i: (i["metadata"].get("creationTimestamp", ""),
                                     i["metadata"]["name"]))
-        return _typed(matches[0]) if matches else None
+        return LUSTRE_FILE_SYSTEMS.typed(matches[0]) if matches else None
 
     # -- internals -----------------------------------------------------------------------------
     def _grow(self, fsname: str,
@@ -193,8 +193,8 @@ class KubeVirtServerSets:
             growth = step(lfs, _parsed(lfs))
             if growth.patch is not None:
                 try:
-                    lfs = _typed(self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"],
-                                                  growth.patch))
+                    lfs = LUSTRE_FILE_SYSTEMS.typed(self._kube.patch(
+                        LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], growth.patch))
                 except ConflictError:
                     continue
                 self._events.record(lfs, "Normal", "GrowthRequested", growth.requested)
@@ -223,7 +223,7 @@ class KubeVirtServerSets:
                                                       "lustre-csi"}},
                 "spec": spec}
         try:
-            created = _typed(self._kube.create(LUSTRE_FILE_SYSTEMS, body))
+            created = LUSTRE_FILE_SYSTEMS.typed(self._kube.create(LUSTRE_FILE_SYSTEMS, body))
         except ConflictError:
             found = self.find(fsname)
             if found is None:
@@ -259,12 +259,6 @@ def _what_needs_room(required_bytes: int, sized_for: int) -> str:
     if sized_for > required_bytes:
         return f"{format_quantity(sized_for)} measured in use ({volumes})"
     return volumes
-
-
-def _typed(lfs: dict[str, Any]) -> dict[str, Any]:
-    lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
-    lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
-    return lfs
 
 
 def _dedicated_to(lfs: dict[str, Any]) -> str:

@@ -122,8 +122,7 @@ class Reconciler:
         lfs = self._kube.get(LUSTRE_FILE_SYSTEMS, name)
         if lfs is None:
             return None
-        lfs.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
-        lfs.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
+        lfs = LUSTRE_FILE_SYSTEMS.typed(lfs)
         if lfs["metadata"].get("deletionTimestamp"):
             return self._finalize(lfs)
         if FINALIZER not in (lfs["metadata"].get("finalizers") or []):
@@ -164,17 +163,12 @@ class Reconciler:
                      new: Layout) -> dict[str, Any] | None:
         derived = planned_status(lfs, spec, old, new)
         try:
-            updated = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
-                "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
-                "status": derived.status,
-            }, subresource="status")
+            updated = self._patch_status(lfs, derived.status)
         except ConflictError:
             return None
         self._record(lfs, derived.events)  # only once written: a conflict plans it again
         if old.osts and any(o not in old.osts for o in new.osts):
             self._metrics.growth.inc(spec.fsname)
-        updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
-        updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
         return updated
 
     # -- step 4: the objects -------------------------------------------------------------------
@@ -303,11 +297,17 @@ class Reconciler:
 
     # -- helpers -------------------------------------------------------------------------------
     def _patch_meta(self, lfs: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-        updated = self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
-            "metadata": {**changes, "resourceVersion": lfs["metadata"]["resourceVersion"]}})
-        updated.setdefault("apiVersion", LUSTRE_FILE_SYSTEMS.api_version)
-        updated.setdefault("kind", LUSTRE_FILE_SYSTEMS.kind)
-        return updated
+        return LUSTRE_FILE_SYSTEMS.typed(self._kube.patch(
+            LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"],
+            {"metadata": {**changes, "resourceVersion": lfs["metadata"]["resourceVersion"]}}))
+
+    def _patch_status(self, lfs: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """Merges `status` into the object's, unless it changed since `lfs` was read."""
+        return LUSTRE_FILE_SYSTEMS.typed(self._kube.patch(
+            LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"],
+            {"metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
+             "status": status},
+            subresource="status"))
 
     def _fail(self, lfs: dict[str, Any], reason: str, message: str) -> None:
         self._report(lfs, failed_status(lfs, reason, message, now=now_rfc3339()))
@@ -323,10 +323,7 @@ class Reconciler:
         if {**previous, **derived.status} == previous:
             return
         try:
-            self._kube.patch(LUSTRE_FILE_SYSTEMS, lfs["metadata"]["name"], {
-                "metadata": {"resourceVersion": lfs["metadata"]["resourceVersion"]},
-                "status": derived.status,
-            }, subresource="status")
+            self._patch_status(lfs, derived.status)
         except ConflictError:
             log.info("LustreFileSystem %s changed while reconciling; will look again",
                      lfs["metadata"]["name"])
