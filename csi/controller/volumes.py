@@ -43,10 +43,10 @@ from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import MutableParameters, VolumeParameters
 from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory
 from csi.controller.removal import RemovalQueue
+from csi.controller.room import VolumeRoom
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (
     AlreadyExists,
-    CapacityExhausted,
     DriverError,
     FailedPrecondition,
     InProgress,
@@ -57,14 +57,11 @@ from csi.host.bounded import BoundedCalls
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre.layout import (
-    OST_POOL,
     parse_layout,
 )
 from csi.server_sets import (
     FileSystemEndpoint,
-    PoolCapacity,
     ServerSetProvider,
-    template_ceiling_bytes,
 )
 from csi.volume_id import VolumeId, parse_volume_id, subdir_for_name
 
@@ -117,6 +114,7 @@ class VolumeService:
         self._deletion = VolumeDeletion(
             provider, self._fs, lustre, self._inflight, removals
         )
+        self._room = VolumeRoom(provider, self._fs)
         if background_removals:
             self._deletion.start()
 
@@ -145,7 +143,7 @@ class VolumeService:
                 size = existing.capacity_bytes
             if existing is not None:
                 record = existing
-                self._reserve(record, already_counted=True, mountpoint=mountpoint)
+                self._room.reserve(record, already_counted=True, mountpoint=mountpoint)
             else:
                 # Before anything is reserved or written: a layout this file system cannot
                 # give is the request's mistake and leaves nothing behind.
@@ -180,7 +178,7 @@ class VolumeService:
             layout=params.layout.to_attributes(),
             inode_limit=params.inode_limit or 0,
         )
-        self._reserve(provisional, already_counted=False, mountpoint=mountpoint)
+        self._room.reserve(provisional, already_counted=False, mountpoint=mountpoint)
         try:
             project_id = self._fs.io(
                 params.fsname, f"claim a project id for {volume_id}",
@@ -204,39 +202,6 @@ class VolumeService:
                              lambda: self._catalog.release_project_id(mountpoint, project_id))
             raise
         return record
-
-    def _reserve(self, record: VolumeRecord, *, already_counted: bool, mountpoint: Path) -> None:
-        """Count the record's size against its file system and make the provider find room.
-
-        The index first catches up with what other replicas wrote, so the total asked for
-        counts their volumes too."""
-        self._fs.refresh(record.fsname, mountpoint)
-        if not already_counted:
-            self._catalog.hold(record)
-        try:
-            self._make_room(record)
-        except (InProgress, CapacityExhausted):
-            # No room yet (or ever): the reservation must not outlive this attempt.
-            if not already_counted:
-                self._catalog.release_hold(record)
-            raise
-
-    def _make_room(self, record: VolumeRecord) -> None:
-        """The provider makes room for every reservation of the record's OST pool when it
-        names one (and the provider grows pools), then of its whole file system.
-
-        The pool first: its new OSTs are room for the file system too, so the file system
-        grows only by what they do not cover (the other order added default OSTs the pool's
-        would have made unneeded). A pool still growing answers InProgress before any
-        default OST is asked for."""
-        pool = record.layout.get(OST_POOL)
-        if pool and isinstance(self._provider, PoolCapacity):
-            on_pool = sum(
-                other.capacity_bytes for other in self._catalog
-                if other.fsname == record.fsname and other.layout.get(OST_POOL) == pool
-            )
-            self._provider.ensure_pool_capacity(record.fsname, pool, on_pool)
-        self._provider.ensure_capacity(record.fsname, self._catalog.reserved_bytes(record.fsname))
 
     def _apply(self, mountpoint: Path, record: VolumeRecord, *, made_before: bool) -> None:
         """Make the volume's directory, then its project id and quota.
@@ -344,7 +309,7 @@ class VolumeService:
             self._fs.refresh(record.fsname, mountpoint)  # count the other replicas' volumes too
             self._catalog.hold(grown)
             try:
-                self._make_room(grown)
+                self._room.make_room(grown)
                 self._lustre.set_project_quota(str(mountpoint), record.project_id, size)
                 self._fs.write(mountpoint, grown)
             except BaseException:
@@ -377,7 +342,7 @@ class VolumeService:
                         # New files go to the pool now: it makes room for the whole volume.
                         self._fs.refresh(record.fsname, mountpoint)
                         self._catalog.hold(modified)
-                        self._make_room(modified)
+                        self._room.make_room(modified)
                     self._lustre.set_default_layout(str(mountpoint / record.directory), layout)
                 if inode_limit != record.inode_limit:
                     self._lustre.set_project_inode_limit(
@@ -394,18 +359,6 @@ class VolumeService:
             )
             return replace(volume, record=modified)
 
-    # -- capacity -----------------------------------------------------------------------------
     def capacity(self, params: VolumeParameters) -> Capacity:
         """What can still be provisioned with these parameters, counting automatic growth."""
-        template = params.template
-        ceiling = template_ceiling_bytes(template)  # the pools' OSTs count, as once it exists
-        if params.kind == "shared" and params.fsname in self._provider.list_file_systems():
-            capacity = self._provider.capacity(params.fsname)
-            ceiling = capacity.max_total_bytes
-            endpoint = self._provider.file_system(params.fsname)
-            self._fs.refresh(params.fsname, self._fs.loaded_mount(endpoint))
-            ceiling = max(0, ceiling - self._catalog.reserved_bytes(params.fsname))
-        usable = int(ceiling * template.growth_threshold)
-        return Capacity(
-            available_bytes=usable, maximum_volume_bytes=usable, minimum_volume_bytes=1024
-        )
+        return self._room.capacity(params)
