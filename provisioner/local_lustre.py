@@ -21,20 +21,24 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from csi.host.atomicfile import read_json, write_json_atomic
 from csi.host.command import DEFAULT_TIMEOUT_S, CommandResult, CommandRunner
 from csi.lustre.fsname import FSNAME_CHARS
 from provisioner.local import LOCAL_NID, LocalServerSets
+from provisioner.local_projects import LocalProjects
+from provisioner.lustre_reports import (
+    df_report,
+    getstripe_directory_report,
+    project_quota_report,
+)
 
 _SOURCE = re.compile(rf"^(?P<nids>[^/]+):/(?P<fsname>{FSNAME_CHARS})(?P<subdir>(/[^/]+)*)/?$")
 
 
 MGS_NIDS_FILE = "mgs-nids"
 LAYOUT_XATTR = "user.lustre-csi-stand-in.lov"
-DEFAULT_STRIPE_SIZE = 1 << 20  # Lustre's file-system default (lfs-setstripe(1))
 _MIN_STRIPE_SIZE = 64 << 10
 _PER_MOUNT_FLAGS = ("ro", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
 
@@ -53,6 +57,7 @@ class LocalLustreCommands:
         self, server_sets: LocalServerSets, host: CommandRunner, *, any_server: bool = False
     ) -> None:
         self._server_sets = server_sets
+        self._projects = LocalProjects(server_sets)
         self._host = host
         self._any_server = any_server
 
@@ -130,51 +135,19 @@ class LocalLustreCommands:
         fsname, _ = self._locate(mountpoint)
         ledger = self._server_sets.ledger(fsname) or {"osts": [], "template": {}}
         used_bytes, used_files = _tree_usage(self._server_sets.namespace_root(fsname))
-        active = [ost for ost in ledger["osts"] if ost["state"] == "active"]
-        header = "UUID                      Inodes       IUsed       IFree IUse%  Mounted on"
-        if not inodes:
-            header = "UUID                   1K-blocks        Used   Available Use%  Mounted on"
-        rows = [header]
-        mdt_kib = ledger["template"].get("mdt_size_bytes", 64 << 30) // 1024
-        # An MDT holds about one inode per 2 KiB on ldiskfs; OSTs one object per 16 KiB or so.
-        mdt_total = mdt_kib // 2 if inodes else mdt_kib
-        mdt_used = used_files if inodes else min(mdt_kib, 4 * (used_files + 1))
-        rows.append(_df_row(f"{fsname}-MDT0000_UUID", mdt_total, mdt_used, mountpoint, "MDT:0"))
-        totals = [0, 0]
-        ost_free_inodes = 0
-        for ost in ledger["osts"]:
-            name = f"{fsname}-OST{ost['index']:04x}_UUID"
-            if ost["state"] != "active":
-                rows.append(f"OST{ost['index']:04x}             : inactive device")
-                continue
-            ost_kib = ost["size_bytes"] // 1024
-            total = ost_kib // 16 if inodes else ost_kib
-            share = (used_files if inodes else used_bytes // 1024) // max(1, len(active))
-            rows.append(_df_row(name, total, share, mountpoint, f"OST:{ost['index']}"))
-            totals[0] += total
-            totals[1] += share
-            ost_free_inodes += max(0, total - share)
-        if inodes:
-            # Files are counted on the MDTs, but each needs an OST object too: lfs reports
-            # the MDTs' used inodes and the smaller of the two free counts (2.17:
-            # 309 used + min(419123, 130770) free = 131079 files).
-            free = min(max(0, mdt_total - mdt_used), ost_free_inodes)
-            totals = [mdt_used + free, mdt_used]
-        rows.append("")
-        rows.append(_df_row("filesystem_summary:", totals[0], totals[1], mountpoint, None))
-        rows.append("")  # lfs ends each file system's block with a blank line
-        return _ok(args, "\n".join(rows) + "\n")
+        return _ok(args, df_report(fsname, ledger, mountpoint, used_bytes=used_bytes,
+                                   used_files=used_files, inodes=inodes))
 
     def _lfs_project(self, args: tuple[str, ...]) -> CommandResult:
         path = args[-1]
         if "-d" in args:
-            record = self._project_of(path)
+            record = self._projects.of_directory(path)
             project_id = record["project_id"] if record else 0
             flag = "P" if record else "-"
             return _ok(args, f"{project_id:5d} {flag} {path}\n")
         project_id = int(_option_value(args, "-p") or "0")
         fsname, relative = self._locate(path)
-        self._write_project(fsname, project_id, {"path": relative})
+        self._projects.change(fsname, project_id, {"path": relative})
         return _ok(args, "")
 
     def _lfs_setquota(self, args: tuple[str, ...]) -> CommandResult:
@@ -192,14 +165,14 @@ class LocalLustreCommands:
             value = _option_value(args, flag)
             if value is not None:
                 limits[key] = parse(value)
-        self._write_project(fsname, project_id, limits)
+        self._projects.change(fsname, project_id, limits)
         return _ok(args, "")
 
     def _lfs_quota(self, args: tuple[str, ...]) -> CommandResult:
         project_id = int(_option_value(args, "-p") or "0")
         mountpoint = args[-1]
         fsname, _ = self._locate(mountpoint)
-        record = read_json(self._project_file(fsname, project_id)) or {}
+        record = self._projects.read(fsname, project_id)
         used_kib, files = 0, 0
         if "path" in record:
             directory = self._server_sets.namespace_root(fsname) / record["path"]
@@ -317,7 +290,7 @@ class LocalLustreCommands:
         anchors = dict(roots)
         for fsname in self._server_sets.namespaces():
             root = self._server_sets.namespace_root(fsname)
-            for relative_dir in self._project_paths(fsname):
+            for relative_dir in self._projects.paths(fsname):
                 try:
                     info = os.stat(root / relative_dir)
                 except OSError:
@@ -366,39 +339,6 @@ class LocalLustreCommands:
             below.append(current.name)
             current = current.parent
 
-    def _project_paths(self, fsname: str) -> list[str]:
-        return [record["path"] for record in self._project_records(fsname)]
-
-    def _project_records(self, fsname: str) -> Iterator[dict]:
-        """Project records of a file system that name a directory (set by `lfs project`)."""
-        for record_file in self._server_sets.quota_dir(fsname).glob("*.json"):
-            record = read_json(record_file) or {}
-            if record.get("path"):
-                yield record
-
-    def _project_file(self, fsname: str, project_id: int) -> Path:
-        return self._server_sets.quota_dir(fsname) / f"{project_id}.json"
-
-    def _write_project(self, fsname: str, project_id: int, changes: dict) -> None:
-        path = self._project_file(fsname, project_id)
-        record = read_json(path) or {"project_id": project_id}
-        record.update(changes)
-        write_json_atomic(path, record, durable=False)  # stands in for server-side state
-
-    def _project_of(self, path: str) -> dict | None:
-        """The project record whose directory is `path` (matched by inode, as Lustre would)."""
-        target = os.stat(path)
-        for fsname in self._server_sets.namespaces():
-            root = self._server_sets.namespace_root(fsname)
-            for record in self._project_records(fsname):
-                try:
-                    info = os.stat(root / record["path"])
-                except OSError:
-                    continue
-                if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
-                    return record
-        return None
-
 
 class _LocateError(Exception):
     pass
@@ -426,51 +366,6 @@ def _bytes(text: str) -> int:
     return size * 1024 if size < 4096 else size
 
 
-def getstripe_directory_report(layout: dict | None) -> str:
-    """`lfs getstripe -d <directory>` as Lustre 2.17 prints it (lov_dump_user_lmm_header and
-    lov_dump_comp_v1 in liblustreapi.c): a plain layout on one line, fields separated by
-    one space; a progressive one as `lcm_*`, then per component `lcme_*` lines and its
-    fields on one line, each preceded by the six-space indent. No layout: the file system's
-    default (count 1, 1 MiB, pattern 0)."""
-    if layout is None:
-        return f"stripe_count:  1 stripe_size:   {DEFAULT_STRIPE_SIZE} pattern:       0 " \
-               "stripe_offset: -1\n\n"
-
-    def fields(part: dict, space: str) -> str:
-        shown = [
-            f"{space}stripe_count:  {part.get('stripe_count', 1)}",
-            f"{space}stripe_size:   {part.get('stripe_size', DEFAULT_STRIPE_SIZE)}",
-            f"{space}pattern:       raid0",
-            f"{space}stripe_offset: -1",
-        ]
-        if part.get("pool"):
-            shown.append(f"{space}pool:          {part['pool']}")
-        return " ".join(shown) + "\n\n"
-
-    components = layout.get("components")
-    if not components:
-        return fields(layout, "")
-    lines = [
-        "  lcm_layout_gen:    0",
-        "  lcm_mirror_count:  1",
-        f"  lcm_entry_count:   {len(components)}",
-    ]
-    text = "\n".join(lines) + "\n"
-    start = 0
-    for component in components:
-        end = component["end"]
-        text += (
-            "    lcme_id:             N/A\n"
-            "    lcme_mirror_id:      N/A\n"
-            "    lcme_flags:          0\n"
-            f"    lcme_extent.e_start: {start}\n"
-            f"    lcme_extent.e_end:   {'EOF' if end is None else end}\n"
-        )
-        text += fields(component, "      ")
-        start = end if end is not None else start
-    return text
-
-
 def _tree_usage(top: Path) -> tuple[int, int]:
     """(bytes allocated, entries) under `top`, as a quota would count them."""
     used, entries = 0, 0
@@ -483,44 +378,6 @@ def _tree_usage(top: Path) -> tuple[int, int]:
             used += info.st_blocks * 512
             entries += 1
     return used, entries
-
-
-def project_quota_report(
-    project_id: int,
-    mountpoint: str,
-    *,
-    used_kib: int,
-    block_limits: tuple[int, int],
-    files: int,
-    inode_limits: tuple[int, int],
-) -> str:
-    """`lfs quota -p <id> <mountpoint>` as Lustre 2.17 prints it (tests/fixtures/lustre-2.17).
-
-    Limits are (soft, hard), 0 for none. The stand-in knows no project names, so the title
-    says `<unknown>` as Lustre does for an id missing from /etc/projid; no grace timers run.
-    """
-
-    def usage(value: int, limits: tuple[int, int]) -> str:
-        # '*' right after the figure once it is over a limit (lfs's `%7s%c`).
-        soft, hard = limits
-        over = (soft and value > soft) or (hard and value > hard)
-        return f" {value:>7}{'*' if over else ' '}{limits[0]:>7}{limits[1]:>8}{'-':>8}"
-
-    # print_quota(): a mount point wider than its 15 columns gets a line of its own.
-    place = f"{mountpoint}\n{'':15}" if len(mountpoint) > 15 else f"{mountpoint:>15}"
-    return (
-        f"Disk quotas for prj <unknown> (pid {project_id}):\n"
-        "     Filesystem  kbytes  bquota  blimit  bgrace   files  iquota  ilimit  igrace \n"
-        f"{place}{usage(used_kib, block_limits)}{usage(files, inode_limits)} \n"
-    )
-
-
-def _df_row(name: str, total: int, used: int, mountpoint: str, target: str | None) -> str:
-    # showdf() in 2.17: "%-20s %11s %11s %11s %4s  %s" (two spaces before the mount point).
-    available = max(0, total - used)
-    percent = f"{(100 * used + total - 1) // total if total else 0}%"
-    suffix = f"[{target}]" if target else ""
-    return f"{name:<20} {total:>11} {used:>11} {available:>11} {percent:>4}  {mountpoint}{suffix}"
 
 
 def _ok(args: tuple[str, ...], stdout: str) -> CommandResult:
