@@ -38,6 +38,11 @@ class Call:
     - ("ListVolumes", (max_entries, min_entries))   min_entries: what a full page must hold
     - ("PublishCycle", (volume_id, staging, target, ((key, value), ...)))
       NodePublishVolume then NodeUnpublishVolume, timed separately.
+    - ("StageCycle", (volume_id, staging, ((key, value), ...)))
+      NodeStageVolume then NodeUnstageVolume, timed separately.
+    - ("Stage", (volume_id, staging, context)), ("Publish", (volume_id, staging, target,
+      context)), ("Unpublish", (volume_id, target)), ("Unstage", (volume_id, staging)):
+      one call each (the mount-density run keeps what it mounted).
     """
 
     kind: str
@@ -53,6 +58,8 @@ class PhaseResult:
     started: float = 0.0
     finished: float = 0.0
     created: dict[str, str] = field(default_factory=dict)  # volume name -> volume id
+    # volume id -> the volume_context CreateVolume answered (what a node call needs)
+    contexts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def wall_seconds(self) -> float:
@@ -63,6 +70,7 @@ class PhaseResult:
             self.latencies.setdefault(method, []).extend(values)
         self.errors.extend(other.errors)
         self.created.update(other.created)
+        self.contexts.update(other.contexts)
         self.started = min(self.started, other.started) if self.started else other.started
         self.finished = max(self.finished, other.finished)
 
@@ -126,6 +134,7 @@ class _Client:
         if not response.volume.volume_id:
             raise _BadAnswer("CreateVolume returned no volume id")
         result.created[name] = response.volume.volume_id
+        result.contexts[response.volume.volume_id] = dict(response.volume.volume_context)
 
     def _do_DeleteVolume(self, result: PhaseResult, volume_id: str) -> None:
         request = self.pb.DeleteVolumeRequest(volume_id=volume_id)
@@ -140,10 +149,35 @@ class _Client:
 
     def _do_PublishCycle(self, result: PhaseResult, volume_id: str, staging: str, target: str,
                          context: tuple[tuple[str, str], ...]) -> None:
+        self._do_Publish(result, volume_id, staging, target, context)
+        self._do_Unpublish(result, volume_id, target)
+
+
+    def _do_StageCycle(self, result: PhaseResult, volume_id: str, staging: str,
+                       context: tuple[tuple[str, str], ...]) -> None:
+        self._do_Stage(result, volume_id, staging, context)
+        self._do_Unstage(result, volume_id, staging)
+
+    def _do_Stage(self, result: PhaseResult, volume_id: str, staging: str,
+                  context: tuple[tuple[str, str], ...]) -> None:
+        stage = self.pb.NodeStageVolumeRequest(
+            volume_id=volume_id, staging_target_path=staging,
+            volume_capability=self.capability, volume_context=dict(context))
+        self._timed(result, "NodeStageVolume", self.node.NodeStageVolume, stage)
+
+    def _do_Unstage(self, result: PhaseResult, volume_id: str, staging: str) -> None:
+        unstage = self.pb.NodeUnstageVolumeRequest(volume_id=volume_id,
+                                                   staging_target_path=staging)
+        self._timed(result, "NodeUnstageVolume", self.node.NodeUnstageVolume, unstage)
+
+    def _do_Publish(self, result: PhaseResult, volume_id: str, staging: str, target: str,
+                    context: tuple[tuple[str, str], ...]) -> None:
         publish = self.pb.NodePublishVolumeRequest(
             volume_id=volume_id, staging_target_path=staging, target_path=target,
             volume_capability=self.capability, volume_context=dict(context))
         self._timed(result, "NodePublishVolume", self.node.NodePublishVolume, publish)
+
+    def _do_Unpublish(self, result: PhaseResult, volume_id: str, target: str) -> None:
         unpublish = self.pb.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target)
         self._timed(result, "NodeUnpublishVolume", self.node.NodeUnpublishVolume, unpublish)
 

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 MIB = 1 << 20
-METHODS = ("CreateVolume", "DeleteVolume", "ListVolumes", "NodePublishVolume",
-           "NodeUnpublishVolume")
-PLOTTED = ("CreateVolume", "DeleteVolume", "ListVolumes", "NodePublishVolume")
+METHODS = ("CreateVolume", "DeleteVolume", "ListVolumes", "NodeStageVolume",
+           "NodeUnstageVolume", "NodePublishVolume", "NodeUnpublishVolume")
+PLOTTED = ("CreateVolume", "DeleteVolume", "NodeStageVolume", "NodePublishVolume")
 TARGET_CLIENTS = 8
+OURS, REFERENCE = "lustre-csi", "hostpath"
+ISSUE_HIGH_SCALE = 10000  # the volume count issue 9's "at 10,000" targets name
 
 
 def _row(document: dict[str, Any], driver: str, method: str, volumes: int,
@@ -20,61 +22,102 @@ def _row(document: dict[str, Any], driver: str, method: str, volumes: int,
 
 
 def _target(name: str, value: float | None, limit: float | None, unit: str,
-            evidence: str = "") -> dict[str, Any]:
-    met = None if value is None or limit is None else value <= limit
+            evidence: str = "", *, at_least: bool = False) -> dict[str, Any]:
+    """One target: met when `value` is at most `limit` (`at_least`: at least); None when
+    either is not measured, or there is no limit (a figure the issue asks to report)."""
+    met = None if value is None or limit is None else (
+        value >= limit if at_least else value <= limit)
     return {"target": name, "value": value, "limit": limit, "unit": unit, "met": met,
-            "evidence": evidence}
+            "at_least": at_least, "evidence": evidence}
+
+
+def _ratio(ours: float | None, reference: float | None) -> float | None:
+    if ours is None or reference is None or reference <= 0:
+        return None
+    return round(ours / reference, 2)
+
+
+def _figure(row: dict[str, Any] | None, key: str) -> float | None:
+    return None if row is None else row.get(key)
+
+
+def _against_reference(document: dict[str, Any], method: str, volumes: int, key: str,
+                       clients: int = TARGET_CLIENTS) -> tuple[float | None, str]:
+    ours = _figure(_row(document, OURS, method, volumes, clients), key)
+    reference = _figure(_row(document, REFERENCE, method, volumes, clients), key)
+    unit = "ms" if key.endswith("_ms") else "/s"
+    shown = "not measured" if reference is None else f"{_fmt(reference)} {unit}"
+    return _ratio(ours, reference), f"ours {_fmt(ours)} {unit}, reference {shown}"
 
 
 def targets(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the issue with the measured figure; met is None when not measurable."""
-    ours, ref = "lustre-csi", "hostpath"
+    """Each target of issue 9 with the measured figure (ratios to the reference driver in the
+    same run); met is None when not measurable."""
     scales = document["plan"]["scales"]
     low, high = scales[0], scales[-1]
+    high_note = ("" if high == ISSUE_HIGH_SCALE
+                 else f" (the issue's figure is at {ISSUE_HIGH_SCALE:,})")
     out = []
-    create0 = _row(document, ours, "CreateVolume", low)
-    create_high = _row(document, ours, "CreateVolume", high)
-    ref_high = _row(document, ref, "CreateVolume", high)
-    out.append(_target(f"CreateVolume p50 at {TARGET_CLIENTS} clients, {low} volumes",
-                       create0 and create0["p50_ms"], 5.0, "ms"))
-    out.append(_target(f"CreateVolume p99 at {TARGET_CLIENTS} clients, {low} volumes",
-                       create0 and create0["p99_ms"], 20.0, "ms"))
-    if create0 and create_high:
-        out.append(_target(f"CreateVolume p50 at {high} volumes / at {low}",
-                           round(create_high["p50_ms"] / max(create0["p50_ms"], 1e-9), 2),
-                           1.5, "x"))
-    if create_high:
-        # Throughput must be at least the reference's: compare as reference / ours <= 1.
-        value = None if ref_high is None else round(
-            ref_high["throughput_per_s"] / max(create_high["throughput_per_s"], 1e-9), 2)
-        out.append(_target(f"CreateVolume throughput at {high} volumes: reference / ours",
-                           value, 1.0, "x",
-                           f"ours {create_high['throughput_per_s']}/s, reference "
-                           f"{ref_high['throughput_per_s'] if ref_high else 'not measured'}/s"))
-    publish = _row(document, ours, "NodePublishVolume", low)
-    ref_publish = _row(document, ref, "NodePublishVolume", low)
-    if publish:
-        out.append(_target(f"NodePublishVolume p50 at {TARGET_CLIENTS} clients: ours",
-                           publish["p50_ms"], ref_publish and ref_publish["p50_ms"], "ms",
-                           "limit is the reference driver's p50"))
-    driver = document["drivers"].get(ours) or {}
+    for method in ("CreateVolume", "DeleteVolume", "NodeStageVolume"):
+        for volumes, limit in ((low, 1.0), (high, 20.0)):
+            if volumes == low and limit == 20.0:
+                continue
+            if volumes == high and high == low:
+                continue
+            value, evidence = _against_reference(document, method, volumes, "throughput_per_s")
+            note = high_note if volumes == high else ""
+            out.append(_target(
+                f"{method} throughput at {TARGET_CLIENTS} clients, {volumes:,} volumes: "
+                f"ours / reference{note}", value, limit, "x", evidence, at_least=True))
+    for method in ("CreateVolume", "NodeStageVolume"):
+        value, evidence = _against_reference(document, method, low, "p50_ms", clients=1)
+        out.append(_target(f"{method} p50 at 1 client, {low:,} volumes: ours / reference",
+                           value, 1.5, "x", evidence))
+    for volumes in scales:
+        value, evidence = _against_reference(document, "NodePublishVolume", volumes,
+                                             "throughput_per_s")
+        out.append(_target(
+            f"NodePublish + NodeUnpublish cycles at {TARGET_CLIENTS} clients, {volumes:,} "
+            "volumes: ours / reference", value, 3.0, "x", evidence, at_least=True))
+    driver = document["drivers"].get(OURS) or {}
     idle = driver.get("rss_idle") or {}
     if idle:
-        out.append(_target("node plugin RSS idle", round(idle["node"] / MIB, 1), 40.0, "MiB"))
-        out.append(_target("controller RSS idle", round(idle["controller"] / MIB, 1), 120.0,
-                           "MiB"))
+        out.append(_target("node plugin RSS idle", round(idle["node"] / MIB, 1), 35.0, "MiB"))
+        at_high = (driver.get("rss_at_scale") or {}).get(str(high)) or {}
+        if at_high.get("controller"):
+            out.append(_target(
+                f"controller RSS at {high:,} volumes / idle{high_note}",
+                round(at_high["controller"] / max(idle["controller"], 1), 2), 1.3, "x",
+                f"{at_high['controller'] / MIB:.1f} MiB at {high:,}, "
+                f"{idle['controller'] / MIB:.1f} MiB idle"))
+    out += _density_targets(driver.get("density"))
     for role, values in (driver.get("startup_seconds") or {}).items():
         median = sorted(values)[len(values) // 2]
         out.append(_target(f"{role} start to first ready Probe (median)", round(median, 3),
                            1.0, "s", f"{len(values)} starts, max {max(values):.3f}s"))
-    provisioner = document.get("provisioner") or {}
-    for figure, limit in (("creation", 2.0), ("growth", 1.0)):
-        rows = [r for r in provisioner.get("rows") or [] if r["figure"] == figure]
-        if rows:
-            worst = max(r["max_ms"] for r in rows) / 1e3
-            out.append(_target(f"provisioner {figure} (worst sample, any level)",
-                               round(worst, 3), limit, "s",
-                               f"{sum(r['count'] for r in rows)} samples"))
+    return out
+
+
+def _density_targets(density: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Mount density: every call OK, latency flat (last hundred against the first), RSS."""
+    if not density:
+        return []
+    count = density["volumes"]
+    first = (density.get("first_errors") or [""])[0][:160]
+    out = [_target(f"mount density: failed calls, {count:,} volumes staged and published on "
+                   "one node", density["errors"], 0, "calls",
+                   f"first: {first}" if first else "")]
+    for method in ("NodeStageVolume", "NodePublishVolume"):
+        figures = density[method]
+        first, last = figures["first"]["p50_ms"], figures["last"]["p50_ms"]
+        out.append(_target(
+            f"mount density: {method} p50 of the last {figures['window']} / the first "
+            f"{figures['window']}", _ratio(last, first), 1.5, "x",
+            f"first {first:.2f} ms, last {last:.2f} ms; {figures['ok']}/{figures['calls']} OK"))
+    node = density["rss_with_all_mounted"].get("node")
+    if node:
+        out.append(_target(f"mount density: node plugin RSS with {count:,} volumes mounted",
+                           round(node / MIB, 1), None, "MiB", "reported"))
     return out
 
 
@@ -120,8 +163,9 @@ def markdown(document: dict[str, Any]) -> str:
                       _fmt(row["throughput_per_s"], 0)]
         lines.append(f"| {method} | {volumes} | {clients} | " + " | ".join(cells)
                      + f" | {count} |")
-    lines += ["", "NodeUnpublishVolume runs in the same cycle as NodePublishVolume; the cycle's "
-              "rate is on the publish row.", "", "## Footprint", "",
+    lines += ["", "NodeUnpublishVolume runs in the same cycle as NodePublishVolume, "
+              "NodeUnstageVolume in the same cycle as NodeStageVolume; a cycle's rate is on the "
+              "first call's row.", "", "## Footprint", "",
               "| driver | process | start to ready Probe (median) | RSS idle MiB | "
               "RSS peak under load MiB | RSS idle after load MiB |", "|---|---|---|---|---|---|"]
     for name, driver in document["drivers"].items():
@@ -138,7 +182,8 @@ def markdown(document: dict[str, Any]) -> str:
                             for r in driver.get("generator_ceiling") or [])
         fills = ", ".join(f"to {f['to']} at {f['rate_per_s']:.0f}/s"
                           for f in driver.get("fill") or [] if f["created"])
-        lines.append(f"- {name}: {ceiling}; fill (CreateVolume, 16 clients): {fills or '-'}")
+        lines.append(f"- {name}: {ceiling}; fill (CreateVolume, "
+                     f"{document['plan'].get('fill_clients', 16)} clients): {fills or '-'}")
     provisioner = document.get("provisioner")
     if provisioner:
         lines += ["", "## Provisioner (kube-apiserver, KubeVirt stand-in)", "",
@@ -148,15 +193,43 @@ def markdown(document: dict[str, Any]) -> str:
             lines.append(f"| {row['figure']} | {row['present']} | {row['p50_ms']:.0f} | "
                          f"{row['max_ms']:.0f} | {row['count']} |")
         lines.append(f"\nPolled every {provisioner['poll_seconds'] * 1e3:.0f} ms.")
-    lines += ["", "## Targets", "", "| target | measured | limit | met |", "|---|---|---|---|"]
+    lines += _density_section(document)
+    lines += ["", "## Targets (issue 9)", "", "| target | measured | required | met |",
+              "|---|---|---|---|"]
     for t in document.get("targets") or []:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        if t["limit"] is None and t["value"] is not None:
+            met = "reported"
         evidence = f" ({t['evidence']})" if t["evidence"] else ""
+        direction = ">=" if t.get("at_least") else "<="
+        required = "-" if t["limit"] is None else f"{direction} {_fmt(t['limit'])} {t['unit']}"
         lines.append(f"| {t['target']}{evidence} | {_fmt(t['value'])} {t['unit']} | "
-                     f"{_fmt(t['limit'])} {t['unit']} | {met} |")
+                     f"{required} | {met} |")
     if document.get("errors"):
         lines += ["", f"**{len(document['errors'])} ERRORS** (first: {document['errors'][0]})"]
     return "\n".join(lines) + "\n"
+
+
+def _density_section(document: dict[str, Any]) -> list[str]:
+    rows = [(name, d["density"]) for name, d in document["drivers"].items() if d.get("density")]
+    if not rows:
+        return []
+    lines = ["", "## Mount density (one node plugin, calls one after another)", "",
+             "| driver | volumes | failed calls | NodeStage p50 first / last ms | "
+             "NodePublish p50 first / last ms | RSS with all mounted MiB |",
+             "|---|---|---|---|---|---|"]
+    for name, density in rows:
+        stage, publish = density["NodeStageVolume"], density["NodePublishVolume"]
+        rss = ", ".join(f"{role} {value / MIB:.1f}"
+                        for role, value in density["rss_with_all_mounted"].items())
+        lines.append(
+            f"| {name} | {density['volumes']} | {density['errors']} | "
+            f"{stage['first']['p50_ms']:.2f} / {stage['last']['p50_ms']:.2f} | "
+            f"{publish['first']['p50_ms']:.2f} / {publish['last']['p50_ms']:.2f} | {rss} |")
+    errors = [f"{name}: {e}" for name, d in rows for e in d.get("first_errors") or []]
+    if errors:
+        lines += ["", "First failed calls: " + "; ".join(errors[:5])]
+    return lines
 
 
 def plot(document: dict[str, Any], path: Path) -> None:
