@@ -25,6 +25,7 @@ from csi.host.mounts import (
     MountTable,
     MountUnreachable,
     mount_health,
+    mount_ids,
     mounts_at,
 )
 from csi.lustre.recognizers import LustreMountRecognizer, same_source
@@ -58,7 +59,7 @@ class VolumeMounts:
 
     def mount_ids(self) -> set[int]:
         """The ids of every mount now: what a stage or bind made is the one not among them."""
-        return {entry.mount_id for entry in self._table.entries()}
+        return mount_ids(self._table)
 
     def top_mount(self, path: str) -> MountEntry | None:
         entries = mounts_at(self._table, path)

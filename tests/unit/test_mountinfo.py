@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from csi.host.mounts import ProcMountTable, parse_mountinfo
+from csi.host.mounts import ProcMountTable, mount_ids, mounts_at, parse_mountinfo
 from csi.lustre.recognizers import KernelLustreRecognizer
 
 KUBELET = "/var/lib/kubelet"
@@ -53,3 +53,26 @@ def test_a_mount_point_whose_name_is_not_utf8_does_not_break_reading_the_table(
     assert [e.mount_id for e in entries] == [22, 812, 813, 900, 901]
     assert os.fsencode(entries[-1].mount_point) == odd
     assert entries[1].mount_point.endswith("/globalmount")  # the others read as before
+
+
+def test_the_table_answers_one_mount_point_and_the_ids_like_a_full_parse(tmp_path: Path) -> None:
+    # A thousand pods' mounts: publish asks for one mount point and the ids without parsing
+    # every line, and must answer exactly what a full parse says.
+    lines = [
+        "22 1 8:1 / / rw - ext4 /dev/vda1 rw",
+        # A mount whose root field (not its mount point) is the path asked for.
+        "30 22 8:1 /var/lib/k\\040x /elsewhere rw - ext4 /dev/vda1 rw",
+        "31 22 0:50 /csi-volumes/v /var/lib/k\\040x rw,nosuid - lustre 0@lo:/fs/v rw",
+        "32 31 0:50 /csi-volumes/v /var/lib/k\\040x rw,nosuid - lustre 0@lo:/fs/v rw",
+        "33 22 0:51 / /var/lib/k\\040x/deeper rw - tmpfs tmpfs rw",
+        *(f"{100 + i} 22 0:50 /csi-volumes/p{i} /pods/{i}/mount rw - lustre 0@lo:/fs rw"
+          for i in range(1000)),
+    ]
+    path = tmp_path / "mountinfo"
+    path.write_text("\n".join(lines) + "\n")
+    table = ProcMountTable(path)
+    full = table.entries()
+    for point in ("/var/lib/k x", "/var/lib/k x/deeper", "/elsewhere", "/pods/999/mount", "/nope"):
+        assert mounts_at(table, point) == [e for e in full if e.mount_point == point]
+    assert [e.mount_id for e in mounts_at(table, "/var/lib/k x/")] == [31, 32]
+    assert mount_ids(table) == {e.mount_id for e in full} and len(mount_ids(table)) == 1005
