@@ -46,6 +46,7 @@ DRIVER = "<driver>"
 VOLUME_SHA256 = "<sha256 of the volume id>"
 _NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9._~]{0,252}")
 _WALK_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # whatever the name is, itself
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -234,6 +235,22 @@ class HeldPath:
 
     def remove_dir(self) -> None:
         os.rmdir(self.name, dir_fd=self._parent_fd)
+
+    def has_no_mount(self) -> bool:
+        """True when nothing is mounted at the final directory for sure: it lies on the same
+        mount as the held parent (their mnt_id in /proc/self/fdinfo). False when something
+        may be: a mount there, or a name that cannot be opened (a stale mount, gone), for
+        which the caller reads the mount table. Costs two small reads, not the whole table."""
+        try:
+            final = os.open(self.name, _PATH_FLAGS, dir_fd=self._parent_fd)
+        except OSError:
+            return False
+        try:
+            return _mount_id(final) == _mount_id(self._parent_fd)
+        except OSError:
+            return False
+        finally:
+            os.close(final)
 
     def close(self) -> None:
         if self._parent_fd >= 0:

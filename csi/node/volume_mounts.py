@@ -90,7 +90,9 @@ class VolumeMounts:
         returned; one that answers EIO/EHOSTDOWN or not at all is left alone (UNAVAILABLE:
         retry); anything else is refused rather than hidden under ours.
         """
-        top = self.top_mount(held.path)
+        # Most stages and publishes find nothing there: said without reading the mount
+        # table, whose reading costs more with every mount on the node.
+        top = None if held.has_no_mount() else self.top_mount(held.path)
         if top is None:
             return None
         if self._recognizer.lustre_source(top) is not None:
