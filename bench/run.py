@@ -9,8 +9,8 @@ count, idle after), the load generator's own ceiling (Probe), then at each volum
 NodePublishVolume + NodeUnpublishVolume, DeleteVolume; then mount density (1,000 volumes
 staged and published on the one node plugin, one call after another). Then the provisioner
 on a real kube-apiserver. The report computes issue 9's targets as ratios to the reference
-driver measured in the same run. Results go to bench/results/<date>.json, .md and .png; any failed call fails
-the run (exit 1) after the results are written, so the evidence is kept.
+driver measured in the same run. Results go to bench/results/<date>.json, .md and .png; any
+failed call fails the run (exit 1) after the results are written, so the evidence is kept.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ class DriverBench:
         cycles = []
         for i in range(self.plan.publish_cycles):
             volume_id, context = self._publish_volumes[i % clients]
-            target = kubelet_target_path(str(self.driver.kubelet_dir), "pv-bench", f"{tag}-{i:04d}")
+            target = _pod_volume_dir(kubelet_target_path(str(self.driver.kubelet_dir),
+                                                         "pv-bench", f"{tag}-{i:04d}"))
             extra = tuple((k, v) for k, v in context.items() if k != "staging")
             cycles.append(Call("PublishCycle", (volume_id, context["staging"], str(target),
                                                 extra)))
@@ -278,7 +279,8 @@ class DriverBench:
                 volume_id = create.created[name]
                 context = tuple(create.contexts.get(volume_id, {}).items())
                 volumes.append((volume_id, kubelet_staging_path(kubelet, volume_id),
-                                kubelet_target_path(kubelet, f"pv-{name}", f"pod-{number:05d}"),
+                                _pod_volume_dir(kubelet_target_path(kubelet, f"pv-{name}",
+                                                                    f"pod-{number:05d}")),
                                 context))
         stage = run_phase(self.driver.node_endpoint, [
             Call("Stage", (v, staging, context)) for v, staging, _, context in volumes], 1)
@@ -338,6 +340,13 @@ class DriverBench:
         if result.errors:
             self.errors.extend(f"{self.driver.name} {what}: {e}" for e in result.errors[:20])
             log(f"  !! {len(result.errors)} errors in {what}: {result.errors[0]}")
+
+
+def _pod_volume_dir(target: str) -> str:
+    """`target`, with its parent made as kubelet makes it before NodePublishVolume (the
+    driver makes only the target itself; the reference refuses a missing parent)."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
