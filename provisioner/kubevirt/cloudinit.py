@@ -172,7 +172,8 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
     done
     # OST pools: each made on the MGS once, and every OST that has registered joins the pool
     # whose index block holds its index (pool_new and pool_add refuse repeats: ask first).
-    # The MDT's OSP devices (osp.FS-OST000a-osc-MDT0000) are the OSTs that registered.
+    # The MDT's OSP devices (osp.FS-OST000a-osc-MDT0000) are the OSTs that registered; listed
+    # by a parameter every one has (a device name alone lists nothing on Lustre 2.17).
     # A pool or member that exists already (a listing that missed it) is not a failure.
     pool_command() {
         local out
@@ -184,7 +185,8 @@ if [ "$ROLE" = mds ] && mounted "/lustre/${FSNAME}-MDT0000"; then
     }
     if [ -n "$POOLS" ]; then
         pools_now="$(lctl pool_list "$FSNAME" 2>/dev/null || true)"
-        registered="$(lctl get_param -N "osp.${FSNAME}-OST*-osc-MDT0000" 2>/dev/null || true)"
+        registered="$(lctl get_param -N "osp.${FSNAME}-OST*-osc-MDT0000.active" 2>/dev/null \
+            || true)"
         for entry in $POOLS; do
             IFS=: read -r pool first last <<<"$entry"
             if ! grep -qxF "${FSNAME}.${pool}" <<<"$pools_now"; then

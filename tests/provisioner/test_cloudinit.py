@@ -67,7 +67,10 @@ case "$*" in
         fi
         if [ -f "$STATE/pool_add_error" ]; then cat "$STATE/pool_add_error" >&2; exit 5; fi
         echo "$3_UUID" >> "$STATE/pool.${2#scratch.}" ;;
-    "get_param -N osp.scratch-OST*-osc-MDT0000") cat "$STATE/osps" 2>/dev/null ;;
+    # As Lustre 2.17: a parameter lists each device that has it; a device name alone, nothing.
+    "get_param -N osp.scratch-OST*-osc-MDT0000.active")
+        sed 's/$/.active/' "$STATE/osps" 2>/dev/null ;;
+    "get_param -N osp.scratch-OST*-osc-MDT0000") ;;
 esac''',
     "blkid": 'cat "$STATE/disk/${6: -7}.type" 2>/dev/null || exit 2',
     "mkfs.lustre": r'''
