@@ -20,7 +20,8 @@ from csi.controller.servicer import ControllerServicer
 from csi.controller.volumes import VolumeService
 from csi.errors import InvalidArgument
 from csi.host.bounded import BoundedCalls
-from csi.host.mounts import HostMounts, ProcMountTable
+from csi.host.mount_table import ProcMountTable
+from csi.host.mounts import HostMounts
 from csi.identity import IdentityServicer
 from csi.interceptor import ErrorMappingInterceptor, thread_budgets
 from csi.lustre.client import LustreClient

@@ -7,15 +7,14 @@ from pathlib import Path
 
 from csi.host.bounded import BoundedCalls
 from csi.host.keyed_locks import KeyedLocks
+from csi.host.mount_table import MountTable, mounts_at
 from csi.host.mounts import (
     HostMounts,
     MountHealth,
     MountProbe,
-    MountTable,
     MountUnreachable,
     OsMountProbe,
     mount_health,
-    mounts_at,
     path_health,
 )
 from csi.lustre.client import LustreClient

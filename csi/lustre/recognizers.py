@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from csi.host.mounts import MountEntry
+from csi.host.mount_table import MountEntry
 from csi.lustre.fsname import FSNAME_CHARS
 
 

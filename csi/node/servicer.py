@@ -26,14 +26,8 @@ from csi.capabilities import check_capability, is_readonly_mode
 from csi.controller.records import VOLUMES_DIR
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from csi.host.mounts import (
-    BIND_DEFAULT_OPTIONS,
-    HostMounts,
-    MountHealth,
-    MountProbe,
-    MountTable,
-    OsMountProbe,
-)
+from csi.host.mount_table import MountTable
+from csi.host.mounts import BIND_DEFAULT_OPTIONS, HostMounts, MountHealth, MountProbe, OsMountProbe
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.lustre.layout import LayoutParameters, parse_layout

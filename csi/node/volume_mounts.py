@@ -17,17 +17,8 @@ from contextlib import contextmanager
 from csi.controller.records import VOLUMES_DIR
 from csi.errors import FailedPrecondition, InvalidArgument
 from csi.host.bounded import BoundedCalls
-from csi.host.mounts import (
-    HostMounts,
-    MountEntry,
-    MountHealth,
-    MountProbe,
-    MountTable,
-    MountUnreachable,
-    mount_health,
-    mount_ids,
-    mounts_at,
-)
+from csi.host.mount_table import MountEntry, MountTable, mount_ids, mounts_at
+from csi.host.mounts import HostMounts, MountHealth, MountProbe, MountUnreachable, mount_health
 from csi.lustre.recognizers import LustreMountRecognizer, same_source
 from csi.node.paths import HeldPath, PathPolicy
 

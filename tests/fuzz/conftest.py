@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from csi.cli.client import CsiClient
-from csi.host.mounts import ProcMountTable
+from csi.host.mount_table import ProcMountTable
 from csi.identity import DRIVER_NAME
 from csi.server import Driver
 from tests.support.driver import in_private_mount_namespace

@@ -22,7 +22,7 @@ from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
 from csi.errors import FailedPrecondition, NotFound, OperationInFlight
 from csi.host.bounded import BoundedCalls, CallTimedOut
-from csi.host.mounts import ProcMountTable, mounts_at
+from csi.host.mount_table import ProcMountTable, mounts_at
 from tests.support.controller_replicas import GiB, Replica, record_document, write_file
 
 

@@ -22,7 +22,8 @@ from csi.cli.client import mount_capability
 from csi.controller.mounts import ControllerMounts
 from csi.host.bounded import BoundedCalls
 from csi.host.command import SubprocessRunner
-from csi.host.mounts import HostMounts, MountUnreachable, OsMountProbe, ProcMountTable, mounts_at
+from csi.host.mount_table import ProcMountTable, mounts_at
+from csi.host.mounts import HostMounts, MountUnreachable, OsMountProbe
 from csi.lustre.client import LustreClient
 from csi.lustre.recognizers import LocalTreeRecognizer
 from csi.rpc import csi_pb2

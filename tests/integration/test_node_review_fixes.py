@@ -16,7 +16,8 @@ import pytest
 
 from csi.errors import InvalidArgument
 from csi.host.command import CommandResult
-from csi.host.mounts import HostMounts, ProcMountTable, mounts_at
+from csi.host.mount_table import ProcMountTable, mounts_at
+from csi.host.mounts import HostMounts
 from csi.node.paths import fd_path
 from tests.support.in_process_node import (
     RedirectedBinds,

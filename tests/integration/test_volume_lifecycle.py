@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from csi.cli.client import CsiClient, mount_capability
-from csi.host.mounts import ProcMountTable, mounts_at
+from csi.host.mount_table import ProcMountTable, mounts_at
 from csi.rpc import csi_pb2
 from tests.support.driver import DriverProcess
 from tests.support.driver_volumes import staged_and_published, volume_tree

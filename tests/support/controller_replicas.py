@@ -18,7 +18,8 @@ from csi.controller.records import VolumeRecord
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import LocatedVolume, VolumeService
 from csi.host.command import SubprocessRunner
-from csi.host.mounts import HostMounts, ProcMountTable
+from csi.host.mount_table import ProcMountTable
+from csi.host.mounts import HostMounts
 from csi.lustre.client import LustreClient
 from csi.lustre.recognizers import LocalTreeRecognizer
 from provisioner.local import LOCAL_NID, LocalServerSets

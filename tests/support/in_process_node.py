@@ -16,7 +16,8 @@ import pytest
 from csi.cli.client import NodeCalls
 from csi.errors import DriverError
 from csi.host.command import SubprocessRunner
-from csi.host.mounts import HostMounts, MountEntry, ProcMountTable, mounts_at
+from csi.host.mount_table import MountEntry, ProcMountTable, mounts_at
+from csi.host.mounts import HostMounts
 from csi.lustre.client import LustreClient
 from csi.lustre.recognizers import LocalTreeRecognizer
 from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path

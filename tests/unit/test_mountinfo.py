@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from csi.host.mounts import ProcMountTable, mount_ids, mounts_at, parse_mountinfo
+from csi.host.mount_table import ProcMountTable, mount_ids, mounts_at, parse_mountinfo
 from csi.lustre.recognizers import KernelLustreRecognizer
 
 KUBELET = "/var/lib/kubelet"
