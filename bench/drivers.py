@@ -1,9 +1,9 @@
 """The drivers under test, started as real processes on unix sockets, and their footprint.
 
-- `LustreCsi`: our driver as it is deployed, a controller process (`--mode controller`) and a
+- `lustre_csi()`: our driver as it is deployed, a controller process (`--mode controller`) and a
   node plugin process (`--mode node`) sharing one state directory (the embedded local server
   set), so each one's memory is measured on its own.
-- `HostPath`: kubernetes-csi's reference driver `hostpathplugin`, one process serving
+- `hostpath()`: kubernetes-csi's reference driver `hostpathplugin`, one process serving
   controller and node.
 
 Both are started the same way and timed the same way: from the process's start to the first

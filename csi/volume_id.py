@@ -17,8 +17,8 @@ from csi.lustre.fsname import FSNAME
 VolumeKind = Literal["shared", "dedicated"]
 KINDS: tuple[VolumeKind, ...] = ("shared", "dedicated")
 MAX_ID_BYTES = 128  # CSI spec limit for a volume id
-MAX_SUBDIR = 64
-_SUBDIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_SUBDIR = 64  # longest directory name taken as it is (longer names get a hashed one)
+_SUBDIR = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_SUBDIR - 1}}}$")
 _PREFIX = "v1"
 
 

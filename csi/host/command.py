@@ -1,8 +1,9 @@
 """Running host commands: the one door through which the driver touches mount(8), lfs and lctl.
 
 Commands are argv lists, never a shell string. The real runner is `SubprocessRunner`; the
-embedded default swaps in a stand-in for the Lustre tools (`provisioner.local.LocalLustreCommands`)
-that answers in Lustre's documented output formats, so the same parsing code runs either way.
+embedded default swaps in a stand-in for the Lustre tools
+(`provisioner.local_lustre.LocalLustreCommands`) that answers in Lustre's documented output
+formats, so the same parsing code runs either way.
 """
 
 from __future__ import annotations

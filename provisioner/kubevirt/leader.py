@@ -7,11 +7,11 @@ another replica's renewTime with our wall clock, so clock skew between nodes can
 leaders. `LeaseElector` does the I/O: read, decide, write with the read resourceVersion (a
 concurrent writer gets a Conflict and loses the round).
 
-A leader that has not renewed within `renew_deadline` stops acting before its lease can expire
-and be taken, so there is never a moment with two acting leaders as long as the deadline is
-shorter than the lease duration. The deadline is enforced on our clock from the *start* of the
-last successful renewal round (the write may have landed any time after), and it holds even in
-the middle of a round or a reconcile:
+A leader that has not renewed within `renew_deadline_seconds` stops acting before its lease
+can expire and be taken, so there is never a moment with two acting leaders as long as the
+deadline is shorter than the lease duration. The deadline is enforced on our clock from the
+*start* of the last successful renewal round (the write may have landed any time after), and
+it holds even in the middle of a round or a reconcile:
 
 - `LeaseElector.holds()` answers from the clock alone, so a renewal stuck in a slow API call
   cannot extend it; the runner's deadline timer stops the loops when it lapses;

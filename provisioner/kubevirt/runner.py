@@ -11,7 +11,7 @@ dependency beyond the Kubernetes client.
     runner.stop()       # graceful: finishes the current reconcile, releases the Lease
 
 Every replica runs the elector; only the holder of the Lease runs the watches and the worker.
-A leader that has not renewed within `renew_deadline` seconds stops acting before the lease
+A leader that has not renewed within `renew_deadline_seconds` stops acting before the lease
 can expire: a deadline timer (its own thread, so a renewal stuck in a slow API call cannot
 hold it up) ends the term, and every write of the term's reconciler goes through
 `LeaderOnlyKube`, which refuses it once the deadline has passed on our clock, even in the
