@@ -149,42 +149,24 @@ def build_project_of_argv(path: str) -> list[str]:
     return ["lfs", "project", "-d", path]
 
 
+def _setquota_argv(mountpoint: str, project_id: int, limits: Sequence[str]) -> list[str]:
+    """`lfs setquota -p <id> <limits...> <mountpoint>`: lfs keeps every limit not given."""
+    return ["lfs", "setquota", "-p", str(project_id), *limits, mountpoint]
+
+
 def build_set_project_quota_argv(
     mountpoint: str, project_id: int, hard_limit_bytes: int
 ) -> list[str]:
     # A CSI capacity is a hard limit, so the soft limit is set to 0 ("none") explicitly:
     # given -B alone, lfs keeps whatever soft limit was there before (an extra GETQUOTA
     # round trip), and a stale soft limit would start grace timers below the capacity.
-    return [
-        "lfs",
-        "setquota",
-        "-p",
-        str(project_id),
-        "-b",
-        "0",
-        "-B",
-        f"{kib_rounded_up(hard_limit_bytes)}k",
-        mountpoint,
-    ]
+    hard = f"{kib_rounded_up(hard_limit_bytes)}k"
+    return _setquota_argv(mountpoint, project_id, ["-b", "0", "-B", hard])
 
 
 def build_clear_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
     # 0 means "no limit" for every one of the four limits (lfs-setquota(1)).
-    return [
-        "lfs",
-        "setquota",
-        "-p",
-        str(project_id),
-        "-b",
-        "0",
-        "-B",
-        "0",
-        "-i",
-        "0",
-        "-I",
-        "0",
-        mountpoint,
-    ]
+    return _setquota_argv(mountpoint, project_id, ["-b", "0", "-B", "0", "-i", "0", "-I", "0"])
 
 
 def build_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
@@ -194,7 +176,7 @@ def build_project_quota_argv(mountpoint: str, project_id: int) -> list[str]:
 def build_set_inode_limit_argv(mountpoint: str, project_id: int, hard_limit: int) -> list[str]:
     # Only the inode limits are given, so lfs keeps the block limits (the capacity) as they
     # are; the soft limit is 0 ("none") for the same reason as the block one.
-    return ["lfs", "setquota", "-p", str(project_id), "-i", "0", "-I", str(hard_limit), mountpoint]
+    return _setquota_argv(mountpoint, project_id, ["-i", "0", "-I", str(hard_limit)])
 
 
 def build_setstripe_argv(directory: str, layout: LayoutParameters) -> list[str]:
