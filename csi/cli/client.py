@@ -87,6 +87,12 @@ class NodeCalls:
             timeout=self.timeout,
         )
 
+    def expand(self, volume_id: str, path: str) -> csi_pb2.NodeExpandVolumeResponse:
+        return self.node.NodeExpandVolume(
+            csi_pb2.NodeExpandVolumeRequest(volume_id=volume_id, volume_path=path),
+            timeout=self.timeout,
+        )
+
 
 class CsiClient(NodeCalls):
     def __init__(self, endpoint: str, timeout: float = 30.0) -> None:

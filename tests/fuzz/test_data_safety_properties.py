@@ -331,7 +331,7 @@ def test_controller_requests_touch_nothing_but_their_own(world: World) -> None:
 
 # -- node --------------------------------------------------------------------------------------
 def test_node_requests_touch_nothing_but_their_own(world: World) -> None:
-    node = world.client.node
+    node = world.client  # NodeCalls: each request as kubelet builds it, with a 30 s deadline
 
     # A few ids and pods recur, so examples build on each other's stages and publishes and
     # reach the calls that succeed, not only the ones refused at the door.
@@ -404,42 +404,14 @@ def test_node_requests_touch_nothing_but_their_own(world: World) -> None:
         cap = capability(flags, mode)
         exposed_before = world.exposures()
         requests: dict[str, Callable[[], object]] = {
-            "stage": lambda: node.NodeStageVolume(
-                csi_pb2.NodeStageVolumeRequest(
-                    volume_id=volume_id,
-                    staging_target_path=staging,
-                    volume_capability=cap,
-                    volume_context=context,
-                ),
-                timeout=30,
+            "stage": lambda: node.stage(volume_id, staging, context, capability=cap),
+            "unstage": lambda: node.unstage(volume_id, staging),
+            "publish": lambda: node.publish(
+                volume_id, staging, target, context, readonly=readonly, capability=cap
             ),
-            "unstage": lambda: node.NodeUnstageVolume(
-                csi_pb2.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=staging),
-                timeout=30,
-            ),
-            "publish": lambda: node.NodePublishVolume(
-                csi_pb2.NodePublishVolumeRequest(
-                    volume_id=volume_id,
-                    staging_target_path=staging,
-                    target_path=target,
-                    volume_capability=cap,
-                    volume_context=context,
-                    readonly=readonly,
-                ),
-                timeout=30,
-            ),
-            "unpublish": lambda: node.NodeUnpublishVolume(
-                csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target),
-                timeout=30,
-            ),
-            "stats": lambda: node.NodeGetVolumeStats(
-                csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=target),
-                timeout=30,
-            ),
-            "expand": lambda: node.NodeExpandVolume(
-                csi_pb2.NodeExpandVolumeRequest(volume_id=volume_id, volume_path=target),
-                timeout=30,
-            ),
+            "unpublish": lambda: node.unpublish(volume_id, target),
+            "stats": lambda: node.volume_stats(volume_id, target),
+            "expand": lambda: node.expand(volume_id, target),
         }
         call_and_check(
             world,

@@ -428,9 +428,7 @@ def test_volume_stats_answer_the_same_for_existing_and_missing_host_files(
     ):
         for call in (
             lambda p=path: client.volume_stats("v1:shared:itest:x", p),
-            lambda p=path: client.node.NodeExpandVolume(
-                csi_pb2.NodeExpandVolumeRequest(volume_id="v1:shared:itest:x", volume_path=p)
-            ),
+            lambda p=path: client.expand("v1:shared:itest:x", p),
         ):
             with pytest.raises(grpc.RpcError) as refused:
                 call()
