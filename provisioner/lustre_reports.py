@@ -6,7 +6,9 @@ figures are.
 
 from __future__ import annotations
 
-DEFAULT_STRIPE_SIZE = 1 << 20  # Lustre's file-system default (lfs-setstripe(1))
+# Lustre 2.17's file-system default, LOV_DESC_STRIPE_SIZE_DEFAULT (lustre_idl.h: 4 MiB), as its
+# `lctl get_param lov.*.stripesize` and `lfs getstripe` showed in the real-Lustre tier.
+DEFAULT_STRIPE_SIZE = 4 << 20
 
 
 def df_report(fsname: str, ledger: dict, mountpoint: str, *, used_bytes: int, used_files: int,

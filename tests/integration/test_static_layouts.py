@@ -80,7 +80,7 @@ def test_a_static_layout_the_file_system_cannot_give_is_refused_and_leaves_nothi
     # The admin's directory kept the file system's default: nothing was set on it.
     client.stage(HANDLE, staging, _static())
     default = _layout_at(driver, staging)
-    assert (default.stripe_count, default.stripe_size, default.pool) == (1, MiB, None)
+    assert (default.stripe_count, default.stripe_size, default.pool) == (1, 4 * MiB, None)
     client.unstage(HANDLE, staging)
 
 
@@ -91,7 +91,7 @@ def test_a_read_only_stage_of_a_static_volume_sets_no_layout(driver: DriverProce
     reader = mount_capability(csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_READER_ONLY)
     client.stage(HANDLE, staging, _static(stripeCount="2"), reader)
     layout = _layout_at(driver, staging)
-    assert (layout.stripe_count, layout.stripe_size) == (1, MiB)
+    assert (layout.stripe_count, layout.stripe_size) == (1, 4 * MiB)
     client.unstage(HANDLE, staging)
 
 

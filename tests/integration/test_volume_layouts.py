@@ -45,7 +45,7 @@ def test_a_volume_without_layout_parameters_keeps_the_file_system_default(
     volume_id = controller.create("plain")
     assert controller.volumes.get(volume_id).record.layout == {}
     default = controller.lustre.default_layout(_directory(controller, volume_id))
-    assert (default.stripe_count, default.stripe_size, default.pool) == (1, MiB, None)
+    assert (default.stripe_count, default.stripe_size, default.pool) == (1, 4 * MiB, None)
 
 
 @pytest.mark.parametrize(

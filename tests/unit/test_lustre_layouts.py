@@ -45,7 +45,7 @@ GETSTRIPE_PLAIN = (
 )
 # As lov_dump_comp_v1 prints a progressive directory default (header, then each component:
 # its lcme_* lines, then its fields on one line, each field after a six-space indent).
-_FIELDS = "       stripe_size:   1048576       pattern:       raid0       stripe_offset: -1\n\n"
+_FIELDS = "       stripe_size:   4194304       pattern:       raid0       stripe_offset: -1\n\n"
 GETSTRIPE_PFL = f"""\
   lcm_layout_gen:    0
   lcm_mirror_count:  1
@@ -228,7 +228,7 @@ def test_getstripe_of_a_plain_directory_default() -> None:
 
 def test_getstripe_of_a_progressive_directory_default() -> None:
     assert parse_getstripe_directory(GETSTRIPE_PFL) == LayoutParameters(
-        stripe_size=MiB, extents=(Extent(64 * MiB, 1), Extent(None, -1))
+        stripe_size=4 * MiB, extents=(Extent(64 * MiB, 1), Extent(None, -1))
     )
 
 
@@ -259,7 +259,7 @@ def test_standin_round_trips_plain_and_progressive_layouts(
 ) -> None:
     client, _, directory = standin
     default = client.default_layout(directory)
-    assert (default.stripe_count, default.stripe_size) == (1, MiB)  # the file system's
+    assert (default.stripe_count, default.stripe_size) == (1, 4 * MiB)  # the file system's
     plain = parse_layout({"stripeCount": "2", "stripeSize": "4Mi"})
     client.set_default_layout(directory, plain)
     assert client.default_layout(directory) == plain

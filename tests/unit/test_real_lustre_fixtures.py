@@ -17,6 +17,12 @@ import pytest
 from csi.host.command import DEFAULT_TIMEOUT_S, CommandResult, SubprocessRunner
 from csi.lustre.client import LustreClient
 from csi.lustre.df import TargetKind, parse_lfs_df
+from csi.lustre.layout import (
+    LayoutParameters,
+    parse_getstripe_directory,
+    parse_pool_list,
+    parse_pool_members,
+)
 from csi.lustre.parsers import (
     LustreHealth,
     parse_health_check,
@@ -27,6 +33,7 @@ from csi.node.readiness import check_client
 from csi.server_sets import ServerSetTemplate
 from provisioner.local import LocalServerSets
 from provisioner.local_lustre import LocalLustreCommands, project_quota_report
+from provisioner.lustre_reports import getstripe_directory_report
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lustre-2.17"
 KIB = 1024
@@ -40,14 +47,21 @@ NOT_PARSED = {
     "llog_print-params.txt",
     "boot-log-first-real-mds0.txt",
     "boot-log-first-real-oss0.txt",
+    "boot-log-first-real-oss1.txt",
     "tunefs.lustre-dryrun-MDT0000.txt",
     "tunefs.lustre-dryrun-OST0000.txt",
+    "tunefs.lustre-dryrun-OST0400.txt",
+    # A file's layout: the tier reads it (`lfs getstripe -c/-S/-p` and the obdidx table) to
+    # check where a volume's files landed; the driver sets directory defaults only.
+    "lfs-getstripe-file-striped.txt",
 }
 HEALTH_FIXTURES = [
     "lctl-get_param-health_check-mds0.txt",
     "lctl-get_param-health_check-oss0.txt",
     "lctl-get_param-n-health_check-mds0.txt",
     "lctl-get_param-n-health_check-oss0.txt",
+    "lctl-get_param-health_check-oss1.txt",
+    "lctl-get_param-n-health_check-oss1.txt",
 ]
 PARSED = {
     "lfs-df.txt",
@@ -63,6 +77,10 @@ PARSED = {
     "lfs-project-d.txt",
     "lfs-quota-p.txt",
     "lfs-quota-p-unknown.txt",
+    "lfs-getstripe-d-plain.txt",
+    "lfs-getstripe-d-pool.txt",
+    "lfs-pool_list-mountpoint.txt",
+    "lfs-pool_list-pool.txt",
     *HEALTH_FIXTURES,
 }
 
@@ -257,7 +275,59 @@ def test_real_health_check_reaches_the_driver_through_the_client() -> None:
     assert LustreClient(runner).health() is LustreHealth.HEALTHY
 
 
+# --- lfs getstripe -d, lfs pool_list ----------------------------------------------------------
+
+
+def test_real_directory_defaults_read_count_size_and_pool() -> None:
+    # A static PV's directory (stripeCount 2, stripeSize 4Mi) and a pool-bound volume's
+    # (ostPool flash, stripeCount -1, no size: the file system's 4 MiB).
+    assert parse_getstripe_directory(fixture("lfs-getstripe-d-plain.txt")) == LayoutParameters(
+        stripe_count=2, stripe_size=4 << 20
+    )
+    assert parse_getstripe_directory(fixture("lfs-getstripe-d-pool.txt")) == LayoutParameters(
+        stripe_count=-1, stripe_size=4 << 20, pool="flash"
+    )
+
+
+def test_real_pool_lists_reach_the_driver_as_each_pool_and_its_ost_count() -> None:
+    assert parse_pool_list(fixture("lfs-pool_list-mountpoint.txt"), "real") == ["flash"]
+    members = parse_pool_members(fixture("lfs-pool_list-pool.txt"), "real", "flash")
+    assert members == ["real-OST0400_UUID"]
+
+    class PoolLists:
+        def run(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT_S) -> CommandResult:
+            name = {"/mnt/real": "lfs-pool_list-mountpoint.txt",
+                    "real.flash": "lfs-pool_list-pool.txt"}[argv[-1]]
+            assert list(argv[:-1]) == ["lfs", "pool_list"]
+            return CommandResult(tuple(argv), 0, fixture(name), "")
+
+    assert LustreClient(PoolLists()).pools("/mnt/real", "real") == {"flash": 1}
+
+
 # --- the local stand-in speaks the same formats ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [
+        ({"stripe_count": 2, "stripe_size": 4 << 20}, "lfs-getstripe-d-plain.txt"),
+        ({"stripe_count": -1, "pool": "flash"}, "lfs-getstripe-d-pool.txt"),
+    ],
+)
+def test_stand_in_getstripe_is_the_real_text(layout: dict, name: str) -> None:
+    # Byte for byte, the default stripe size (4 MiB on 2.17) included.
+    assert getstripe_directory_report(layout) == fixture(name)
+
+
+def test_stand_in_pool_lists_are_the_real_text(tmp_path: Path) -> None:
+    sets = LocalServerSets(tmp_path)
+    sets.ensure_file_system("real", replace(TEMPLATE, min_osts=1, ost_pools="flash:1"))
+    stand_in = LocalLustreCommands(sets, SubprocessRunner())
+    root = str(sets.namespace_root("real"))
+    assert stand_in.run(["lfs", "pool_list", root]).stdout == fixture(
+        "lfs-pool_list-mountpoint.txt")
+    assert stand_in.run(["lfs", "pool_list", "real.flash"]).stdout == fixture(
+        "lfs-pool_list-pool.txt")
 
 
 def test_stand_in_quota_report_is_the_real_text_for_the_real_figures() -> None:
