@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -201,11 +202,15 @@ def test_a_hung_record_write_answers_unavailable_and_a_retry_after_the_hang_succ
     finally:
         mds_back.set()
     monkeypatch.undo()
-    for _ in range(100):  # the stuck calls return; then the retry goes through
+    # The stuck calls return; then a retry goes through. Each step is bounded at 0.2 s, which a
+    # loaded machine can pass now and then: retried for up to a minute, and said if it never does.
+    deadline = time.monotonic() + 60
+    while True:
         try:
             service.delete(volume_id)
             break
         except CallTimedOut:
+            assert time.monotonic() < deadline, "no DeleteVolume succeeded after the hang ended"
             threading.Event().wait(0.1)
     assert controller.record_on_disk("safe", "v") is None
     with pytest.raises(NotFound):
