@@ -57,7 +57,7 @@ def getstripe_directory_report(layout: dict | None) -> str:
     lov_dump_comp_v1 in liblustreapi.c): a plain layout on one line, fields separated by
     one space; a progressive one as `lcm_*`, then per component `lcme_*` lines and its
     fields on one line, each preceded by the six-space indent. No layout: the file system's
-    default (count 1, 1 MiB, pattern 0)."""
+    default (count 1, DEFAULT_STRIPE_SIZE, pattern 0)."""
     if layout is None:
         return f"stripe_count:  1 stripe_size:   {DEFAULT_STRIPE_SIZE} pattern:       0 " \
                "stripe_offset: -1\n\n"
