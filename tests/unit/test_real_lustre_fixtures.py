@@ -69,6 +69,7 @@ PARSED = {
     "lfs-df-v.txt",
     "lfs-df-v-i.txt",
     "lfs-df-two-osts.txt",
+    "lfs-df-v-pool.txt",
     "lctl-get_param-n-version.txt",
     "lctl-list_nids-client.txt",
     "lfs-getname-i.txt",
@@ -81,6 +82,8 @@ PARSED = {
     "lfs-getstripe-d-pool.txt",
     "lfs-pool_list-mountpoint.txt",
     "lfs-pool_list-pool.txt",
+    "lctl-pool_list-fs.txt",
+    "lctl-pool_list-pool.txt",
     *HEALTH_FIXTURES,
 }
 
@@ -205,6 +208,16 @@ def test_real_df_after_growth_sums_both_osts() -> None:
     assert (df.used, df.available) == (11048 * KIB, 3564352 * KIB)
 
 
+def test_real_df_counts_an_ost_pools_ost_by_its_index_block() -> None:
+    # The tier's file system with the OST pool `flash`: its one OST has index 1024 (the first
+    # pool's block) and, as Lustre's own summary says, counts in the file system's capacity.
+    df = parse_lfs_df(fixture("lfs-df-v-pool.txt"))
+
+    assert [(t.name, t.index) for t in df.active_osts] == [("real-OST0000", 0),
+                                                           ("real-OST0400", 1024)]
+    assert (df.total, df.used, df.available) == (3817880 * KIB, 10984 * KIB, 3556176 * KIB)
+
+
 # --- lctl get_param -n version ---------------------------------------------------------------
 
 
@@ -302,6 +315,19 @@ def test_real_pool_lists_reach_the_driver_as_each_pool_and_its_ost_count() -> No
             return CommandResult(tuple(argv), 0, fixture(name), "")
 
     assert LustreClient(PoolLists()).pools("/mnt/real", "real") == {"flash": 1}
+
+
+def test_real_mgs_pool_lists_have_the_lines_the_boot_script_greps_for() -> None:
+    # The MDS boot script (provisioner/kubevirt/cloudinit.py) makes a pool unless
+    # `lctl pool_list FS` has the line FS.POOL, and adds an OST unless `lctl pool_list FS.POOL`
+    # has FS-OSTxxxx_UUID: both whole lines (grep -qxF), as the MGS printed them here.
+    fs_listing = fixture("lctl-pool_list-fs.txt")
+    pool_listing = fixture("lctl-pool_list-pool.txt")
+    assert "real.flash" in fs_listing.splitlines()
+    assert "real-OST0400_UUID" in pool_listing.splitlines()
+    # The same format lfs prints on a client, so one parser reads both.
+    assert parse_pool_list(fs_listing, "real") == ["flash"]
+    assert parse_pool_members(pool_listing, "real", "flash") == ["real-OST0400_UUID"]
 
 
 # --- the local stand-in speaks the same formats ----------------------------------------------
