@@ -30,7 +30,6 @@ it returns (its effect landed or not) the retry re-reads the record and finishes
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,13 +40,13 @@ from csi.controller.directories import make_directory
 from csi.controller.file_systems import FileSystemAccess
 from csi.controller.mounts import ControllerMounts
 from csi.controller.parameters import MutableParameters, VolumeParameters
+from csi.controller.project_ids import ProjectIds
 from csi.controller.records import VOLUMES_DIR, VolumeRecord, new_directory
 from csi.controller.removal import RemovalQueue
 from csi.controller.room import VolumeRoom
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (
     AlreadyExists,
-    DriverError,
     FailedPrecondition,
     InProgress,
     InvalidArgument,
@@ -115,6 +114,7 @@ class VolumeService:
             provider, self._fs, lustre, self._inflight, removals
         )
         self._room = VolumeRoom(provider, self._fs)
+        self._project_ids = ProjectIds(self._fs, self._catalog, lustre)
         if background_removals:
             self._deletion.start()
 
@@ -158,7 +158,8 @@ class VolumeService:
     def _new_record(
         self, name: str, volume_id: str, size: int, params: VolumeParameters, mountpoint: Path
     ) -> VolumeRecord:
-        """Reserve room for a new volume, then claim its project id and write its record.
+        """Reserve room for a new volume, then claim its project id (one nothing on the file
+        system uses, csi.controller.project_ids) and write its record.
 
         The project id is claimed only once there is room, and it lives in the record from
         then on (a retry reuses it): attempts that end in InProgress or CapacityExhausted
@@ -180,10 +181,7 @@ class VolumeService:
         )
         self._room.reserve(provisional, already_counted=False, mountpoint=mountpoint)
         try:
-            project_id = self._fs.io(
-                params.fsname, f"claim a project id for {volume_id}",
-                lambda: self._catalog.allocate_project_id(params.fsname, mountpoint, volume_id),
-            )
+            project_id = self._project_ids.claim_unused(params.fsname, mountpoint, volume_id)
         except BaseException:
             self._catalog.release_hold(provisional)
             raise
@@ -197,9 +195,7 @@ class VolumeService:
             self._fs.write(mountpoint, record, durable=False)
         except BaseException:
             self._catalog.release_hold(provisional)
-            with contextlib.suppress(OSError, DriverError):  # its write may yet land: kept
-                self._fs.io(params.fsname, f"give back project id {project_id}",
-                             lambda: self._catalog.release_project_id(mountpoint, project_id))
+            self._project_ids.give_back(params.fsname, mountpoint, project_id)
             raise
         return record
 
