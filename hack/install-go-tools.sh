@@ -87,6 +87,9 @@ trap 'rm -rf "$tmp_dir"' EXIT
 # and the wrapper module's go.mod/go.sum (if any).
 inputs_hash() {
     local tool="$1" version="$2" recipe="$3" mod_dir="$4"
+    # The recipe names the wrapper module by its path in this clone: hashed as a path in the
+    # repository, so another clone on the machine finds the same cache entry.
+    recipe="${recipe//"${REPO}"/<repo>}"
     {
         printf '%s\n' "$tool" "$version" "$recipe" "$go_version" "$(uname -m)" \
             "GOFLAGS=${GOFLAGS}" "CGO_ENABLED=${CGO_ENABLED}" "${common_build_flags[*]}"
