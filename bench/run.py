@@ -66,21 +66,54 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def machine() -> dict[str, Any]:
+def machine(workdir: Path) -> dict[str, Any]:
     model = ""
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    workdir.mkdir(parents=True, exist_ok=True)
     return {
         "cpu": model, "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
         "kernel": platform.release(), "python": platform.python_version(),
-        "disk": "ext4 on /dev/vda (virtual disk)",
+        "disk": disk_of(workdir),
+        "durable_write_ms": durable_write_ms(workdir),
         # Other work on the machine during the run shows here (the machine may be shared).
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def disk_of(path: Path) -> str:
+    """The file system both drivers keep their state on, as "ext4 on /dev/vda"."""
+    resolved = str(path.resolve())
+    best = max((p for p in psutil.disk_partitions(all=True)
+                if resolved == p.mountpoint or resolved.startswith(p.mountpoint.rstrip("/") + "/")),
+               key=lambda p: len(p.mountpoint), default=None)
+    return f"{best.fstype} on {best.device}" if best else "unknown file system"
+
+
+def durable_write_ms(directory: Path, samples: int = 200) -> dict[str, float]:
+    """What one durable small write costs on the state's file system (median and p90, ms):
+    a new file written, fsynced and renamed into place, as a volume record is. The floor
+    under any CreateVolume that answers only once its record is durable."""
+    timings = []
+    for number in range(samples):
+        temporary, final = directory / f".probe-{number}.tmp", directory / f".probe-{number}"
+        began = time.perf_counter()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"{}" * 150)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, final)
+        timings.append((time.perf_counter() - began) * 1000)
+        final.unlink()
+    timings.sort()
+    return {"p50": round(timings[len(timings) // 2], 3),
+            "p90": round(timings[len(timings) * 9 // 10], 3)}
 
 
 class DriverBench:
@@ -329,12 +362,14 @@ class DriverBench:
                **summary(result.latencies.get(method, []), result.wall_seconds, operations)}
         if method in ("NodeUnpublishVolume", "NodeUnstageVolume"):
             row["throughput_per_s"] = None  # the cycle's throughput is on the first call's row
+        row["retried"] = result.retries.get(method, 0)
         self.rows.append(row)
         throughput = row["throughput_per_s"]
         log(f"  {self.driver.name:10s} {scale:6d} vols {clients:3d} clients {method:20s} "
             f"p50 {row['p50_ms']:8.2f} ms  p99 {row['p99_ms']:8.2f} ms  "
             + (f"{throughput:8.1f}/s" if throughput is not None else " " * 10)
-            + f"  (n={row['count']})")
+            + f"  (n={row['count']}" + (f", {row['retried']} retried" if row["retried"] else "")
+            + ")")
 
     def _check(self, result: PhaseResult, what: str) -> None:
         if result.errors:
@@ -382,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     document: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine(), "plan": asdict(plan), "drivers": {}, "notes": [],
+        "machine": machine(args.workdir), "plan": asdict(plan), "drivers": {}, "notes": [],
     }
     errors: list[str] = []
     drivers: list[Callable[[], DriverUnderTest]] = []
