@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.lustre.real_cluster import (
+    FLASH,
     FS,
     POOL,
     ClientNode,
@@ -96,11 +97,12 @@ def private_network(vm_work_dir: Path) -> Iterator[PrivateNetwork]:
 @pytest.fixture(scope="session")
 def real_fs(kube_env: KubeEnv, server_image: ServerImage, vm_work_dir: Path,  # noqa: F811
             private_network: PrivateNetwork) -> Iterator[RealFileSystem]:
-    """One MDS and one OSS (room for one more OSS: growth), booted from the provisioner."""
-    with boot_file_system(kube_env, server_image, vm_work_dir, private_network, FS,
+    """One MDS, one OSS (room for one more: growth) and the OST pool `flash` on an OSS of its
+    own, booted from the provisioner."""
+    with boot_file_system(kube_env, server_image, vm_work_dir, private_network, FS, servers=3,
                           ip_pool=POOL, mdt_size_bytes=1 << 30, ost_size_bytes=2 << 30,
                           memory="1536Mi", cpu="1", min_osts=1, max_osts=2,
-                          osts_per_oss=1) as fs:
+                          osts_per_oss=1, ost_pools=f"{FLASH}:1:flash-disks") as fs:
         yield fs
 
 
@@ -110,8 +112,8 @@ def client_node(kube_env: KubeEnv, server_image: ServerImage, vm_work_dir: Path,
     """A Lustre client VM with lustre-csi installed from the wheel and serving."""
     with boot_client_node(kube_env, server_image, vm_work_dir, private_network, {
         "sanity-params.yaml": f"fsname: {FS}\n",
-        # As tests/sanity/mutable-params.yaml, for a file system of one OST.
-        "sanity-mutable-params.yaml": 'stripeCount: "1"\nstripeSize: 1Mi\ninodeLimit: "100000"\n',
+        # As tests/sanity/mutable-params.yaml: the file system has two OSTs (one in a pool).
+        "sanity-mutable-params.yaml": 'stripeCount: "2"\nstripeSize: 1Mi\ninodeLimit: "100000"\n',
     }) as node:
         real_fs.record_timing("client node boot to ready", node.boot_seconds)
         node.install()

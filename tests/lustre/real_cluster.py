@@ -50,6 +50,9 @@ FS = "real"
 POOL = "10.47.0.0/24"
 MDS_IP, OSS_IP = "10.47.0.1", "10.47.0.2"
 MGS_NID = f"{MDS_IP}@tcp"
+# The file system's OST pool: one OST of its own, on an OSS of its own (oss1, the next
+# address), with the index that starts the first pool's block (csi.server_sets.POOL_INDEX_BLOCK).
+FLASH, FLASH_OSS, FLASH_OSS_IP, FLASH_OST = "flash", "oss1", "10.47.0.3", "OST0400"
 CLIENT_IP = "10.47.0.250"  # the node's storage NIC: outside what two file systems take
 # TCG on a shared 2-core machine: minutes per boot.
 BOOT_TIMEOUT = float(os.environ.get("LUSTRE_CSI_BOOT_TIMEOUT", "1500"))
@@ -192,8 +195,11 @@ class GuestReadiness:
 
 @contextlib.contextmanager
 def boot_file_system(env: KubeEnv, image: ServerImage, work_dir: Path, network: PrivateNetwork,
-                     fsname: str, **settings: Any) -> Iterator[RealFileSystem]:
-    """A LustreFileSystem made by the provisioner and served by real VMs, until the end."""
+                     fsname: str, servers: int = 2,
+                     **settings: Any) -> Iterator[RealFileSystem]:
+    """A LustreFileSystem made by the provisioner and served by real VMs, until the end.
+
+    `servers`: how many server VMs (and at least as many PVCs) the provisioner makes for it."""
     from tests.provisioner.conftest import template
 
     runner = env.runner(FAST)
@@ -205,8 +211,8 @@ def boot_file_system(env: KubeEnv, image: ServerImage, work_dir: Path, network: 
     try:
         with contextlib.suppress(InProgress):
             env.provider().ensure_file_system(fsname, template(**settings))
-        wait_for(lambda: len(fs.server_names()) >= 2 and len(
-            env.admin.list(PVCS, SERVER_NAMESPACE, fs_selector(fsname))[0]) >= 2,
+        wait_for(lambda: len(fs.server_names()) >= servers and len(
+            env.admin.list(PVCS, SERVER_NAMESPACE, fs_selector(fsname))[0]) >= servers,
             60, "the servers' objects")
         fs.boot_new_servers()
         fs.wait_all_ready("first boot to ready")

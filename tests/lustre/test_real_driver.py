@@ -17,11 +17,14 @@ import time
 
 import pytest
 
+from csi.lustre.layout import parse_getstripe_directory, parse_pool_list, parse_pool_members
 from csi.lustre.parsers import parse_lfs_quota
 from provisioner.kubevirt.kube import LUSTRE_FILE_SYSTEMS
 from tests.lustre.real_cluster import (
     BOOT_TIMEOUT,
     CSI_SOCKET,
+    FLASH,
+    FLASH_OST,
     FS,
     KUBELET,
     MGS_NID,
@@ -82,6 +85,17 @@ def usage(response: dict, unit: str = "BYTES") -> dict:
     return next(u for u in response["usage"] if u.get("unit", "BYTES") == unit)
 
 
+def file_layout(node: ClientNode, path: str) -> tuple[int, int, str, list[int]]:
+    """(stripe count, stripe size, pool, OST indices) of a file, as `lfs getstripe` says."""
+    count, size, pool = (node.run(f"lfs getstripe {flag} {path}").stdout.strip()
+                         for flag in ("-c", "-S", "-p"))
+    report = node.run(f"lfs getstripe {path}").stdout
+    lines = report.splitlines()
+    table = next(n for n, line in enumerate(lines) if line.split()[:1] == ["obdidx"])
+    indices = [int(line.split()[0]) for line in lines[table + 1:] if line.split()]
+    return int(count), int(size), pool, sorted(indices)
+
+
 def mount_check(node: ClientNode) -> None:
     node.run(f"mountpoint -q {CHECK_MOUNT} || {{ mkdir -p {CHECK_MOUNT} && "
              f"mount -t lustre {MGS_NID}:/{FS} {CHECK_MOUNT}; }}", timeout=600)
@@ -98,6 +112,13 @@ def test_csi_sanity_passes_on_a_real_lustre_client(client_node: ClientNode,
                        mutable_params=f"{MOUNT}/sanity-mutable-params.yaml",
                        report="/root/junit.xml",
                        volume_bytes=64 * MiB, expand_bytes=128 * MiB, timeout="50m")
+    # An admin's own project on the file system, made by hand before the driver's first volume
+    # (the servers' test made project 1000 the same way): the driver must not hand its id to a
+    # volume (csi/controller/project_ids.py asks `lfs quota -p` first).
+    mount_check(node)
+    node.run(f"mkdir -p {CHECK_MOUNT}/admin && lfs project -p 1000 -s {CHECK_MOUNT}/admin && "
+             f"echo results > {CHECK_MOUNT}/admin/data && "
+             f"lfs setquota -p 1000 -B 10M {CHECK_MOUNT}")
     started = time.monotonic()
     node.run(f"mkdir -p {KUBELET}/csi-sanity", check=True)
     result = node.run(f"{MOUNT}/csi-sanity {' '.join(args)} > /root/csi-sanity.log 2>&1",
@@ -107,6 +128,11 @@ def test_csi_sanity_passes_on_a_real_lustre_client(client_node: ClientNode,
     report = SanityReport.from_junit(node.run("cat /root/junit.xml").stdout)
     assert not report.problems(), f"{report.problems()}\n{log}\n{node.driver_log()}"
     assert result.exit_code == 0, log
+    skipped = node.run("journalctl -u lustre-csi --no-pager -o cat | grep -F "
+                       f"'project id 1000 on {FS} is used outside lustre-csi'", check=False)
+    assert skipped.exit_code == 0, node.driver_log()
+    assert f"block limit {10 * MiB}" in skipped.stdout, skipped.stdout  # as real lfs said
+    assert node.run(f"lfs project -d {CHECK_MOUNT}/admin").stdout.split()[0] == "1000"
 
 
 def test_a_volume_lives_on_real_lustre(client_node: ClientNode, real_fs: RealFileSystem):
@@ -199,21 +225,86 @@ def test_a_volume_lives_on_real_lustre(client_node: ClientNode, real_fs: RealFil
         300, "the volume's directory and quota removed")
 
 
-def test_a_static_volume_mounts_without_the_controller(client_node: ClientNode):
+def test_a_static_volume_mounts_without_the_controller(client_node: ClientNode,
+                                                       real_fs: RealFileSystem):
     node = client_node
     mount_check(node)
     node.run(f"mkdir -p {CHECK_MOUNT}/projects/alpha && echo hello > "
              f"{CHECK_MOUNT}/projects/alpha/greeting")
     # What a static PV carries (deploy/examples/static-pv.yaml): an admin's handle and attributes.
+    # Its layout keys (issue 11) become the directory's default layout at the stage.
     pv = {"volume_id": "static-projects-alpha",
-          "volume_context": {"fsname": FS, "mgsNids": MGS_NID, "subdir": "projects/alpha"}}
+          "volume_context": {"fsname": FS, "mgsNids": MGS_NID, "subdir": "projects/alpha",
+                             "stripeCount": "2", "stripeSize": "4Mi"}}
     staging, target = stage_and_publish(node, pv, "static")
     assert node.run(f"cat {target}/greeting").stdout == "hello\n"
+    directory = node.run(f"lfs getstripe -d {CHECK_MOUNT}/projects/alpha").stdout
+    real_fs.capture("lfs-getstripe-d-plain.txt", directory)
+    layout = parse_getstripe_directory(directory)
+    assert (layout.stripe_count, layout.stripe_size) == (2, 4 * MiB), directory
+    node.run(f"dd if=/dev/zero of={target}/made-after bs=1M count=8 oflag=direct")
+    assert file_layout(node, f"{target}/made-after")[:2] == (2, 4 * MiB)
     mounts = node.run("cat /proc/mounts").stdout
     assert f"{MGS_NID}:/{FS}/projects/alpha {staging} lustre " in mounts
     node.csi("unpublish", "--target-path", target, "static-projects-alpha")
     node.csi("unstage", "--staging-path", staging, "static-projects-alpha")
     assert node.run(f"cat {CHECK_MOUNT}/projects/alpha/greeting").stdout == "hello\n"
+
+
+def test_layouts_reach_the_files_made_in_a_volume(client_node: ClientNode,
+                                                  real_fs: RealFileSystem):
+    """A striped class's files are striped so; a pool-bound volume's files sit only on that
+    pool's OSTs; ModifyVolume changes the layout of the files made after it, not before."""
+    node = client_node
+    mount_check(node)
+    # What the driver reads to check a layout against the file system (LustreClient.pools).
+    listed = node.run(f"lfs pool_list {CHECK_MOUNT}").stdout
+    members = node.run(f"lfs pool_list {FS}.{FLASH}").stdout
+    real_fs.capture("lfs-pool_list-mountpoint.txt", listed)
+    real_fs.capture("lfs-pool_list-pool.txt", members)
+    assert parse_pool_list(listed, FS) == [FLASH], listed
+    assert parse_pool_members(members, FS, FLASH) == [f"{FS}-{FLASH_OST}_UUID"], members
+
+    striped = node.csi_json("create", "--size", "64Mi", "--param", f"fsname={FS}",
+                            "--param", "stripeCount=2", "--param", "stripeSize=2Mi", "striped")
+    assert (striped["volume_context"]["stripeCount"],
+            striped["volume_context"]["stripeSize"]) == ("2", "2Mi")
+    staging, target = stage_and_publish(node, striped, "striped")
+    node.run(f"dd if=/dev/zero of={target}/before bs=1M count=8 oflag=direct")
+    real_fs.capture("lfs-getstripe-file-striped.txt",
+                    node.run(f"lfs getstripe {target}/before").stdout)
+    assert file_layout(node, f"{target}/before") == (2, 2 * MiB, "", [0, 1024])
+
+    # ModifyVolume (a VolumeAttributesClass): one stripe of 1 MiB for files made from now on.
+    node.csi("modify", striped["volume_id"], "--param", "stripeCount=1",
+             "--param", "stripeSize=1Mi")
+    node.run(f"dd if=/dev/zero of={target}/after bs=1M count=8 oflag=direct")
+    assert file_layout(node, f"{target}/after")[:2] == (1, MiB)
+    assert file_layout(node, f"{target}/before") == (2, 2 * MiB, "", [0, 1024])
+    real_fs.record_timing("ControllerModifyVolume (lfs setstripe)",
+                          node.served_seconds("ControllerModifyVolume"))
+
+    # Bound to the pool, striped over all of it: its files sit on the pool's one OST only.
+    pooled = node.csi_json("create", "--size", "64Mi", "--param", f"fsname={FS}",
+                           "--param", f"ostPool={FLASH}", "--param", "stripeCount=-1", "pooled")
+    pool_staging, pool_target = stage_and_publish(node, pooled, "pooled")
+    directory = node.run(f"lfs getstripe -d {pool_target}").stdout
+    real_fs.capture("lfs-getstripe-d-pool.txt", directory)
+    assert parse_getstripe_directory(directory).pool == FLASH, directory
+    # No stripeSize given: the file system's default (4 MiB on 2.17, LOV_DESC_STRIPE_SIZE_DEFAULT).
+    default_size = int(node.run("lctl get_param -n lov.*.stripesize").stdout.split()[0])
+    for number in range(3):
+        node.run(f"dd if=/dev/zero of={pool_target}/f{number} bs=1M count=2 oflag=direct")
+        assert file_layout(node, f"{pool_target}/f{number}") == (1, default_size, FLASH, [1024])
+    # A pool the file system lacks is refused by name, and nothing is made.
+    refused = node.csi("create", "--size", "64Mi", "--param", f"fsname={FS}",
+                       "--param", "ostPool=nvme", "refused", check=False)
+    assert refused.exit_code != 0 and "ostPool: 'nvme' is not an OST pool" in refused.output
+    for volume, (stage_path, target_path) in ((striped, (staging, target)),
+                                             (pooled, (pool_staging, pool_target))):
+        node.csi("unpublish", "--target-path", target_path, volume["volume_id"])
+        node.csi("unstage", "--staging-path", stage_path, volume["volume_id"])
+        node.csi("delete", volume["volume_id"])
 
 
 def test_io_survives_a_server_restart(client_node: ClientNode, real_fs: RealFileSystem):
@@ -269,14 +360,18 @@ def test_a_volume_past_the_threshold_grows_the_file_system(client_node: ClientNo
                                                            real_fs: RealFileSystem):
     """The provisioner adds an OSS, the runner boots it, its OST joins the live file system."""
     node = client_node
+    # Room now: OST0000 and the pool's OST0400, 2 GiB each (a pool's OSTs hold volumes that
+    # name no pool too), 3.2 GiB under the 80% threshold; 3.5 GiB needs one more default OST.
+    size = "3584Mi"
     started = time.monotonic()
-    first = node.csi("create", "--size", "2Gi", "--param", f"fsname={FS}", "big", check=False)
+    first = node.csi("create", "--size", size, "--param", f"fsname={FS}", "big", check=False)
     assert first.exit_code != 0 and "growing" in first.output, first.output
-    wait_for(lambda: "oss1" in real_fs.server_names(), 120, "the new OSS's objects")
+    # oss1 serves the pool: the new OSS is oss2.
+    wait_for(lambda: "oss2" in real_fs.server_names(), 120, "the new OSS's objects")
     (new_oss,) = real_fs.boot_new_servers()
     new_oss.wait_ready(BOOT_TIMEOUT)
     deadline = time.monotonic() + 900
-    while (retried := node.csi("create", "--size", "2Gi", "--param", f"fsname={FS}", "big",
+    while (retried := node.csi("create", "--size", size, "--param", f"fsname={FS}", "big",
                                check=False)).exit_code != 0:
         assert time.monotonic() < deadline, f"CreateVolume never succeeded: {retried.output}"
         time.sleep(10)
@@ -284,7 +379,8 @@ def test_a_volume_past_the_threshold_grows_the_file_system(client_node: ClientNo
                           time.monotonic() - started)
     volume_id = json.loads(retried.stdout)["volume_id"]
     osts = (real_fs.env.lfs(FS) or {})["status"]["osts"]
-    assert [(o["index"], o["state"]) for o in osts] == [(0, "Active"), (1, "Active")], osts
+    assert sorted((o["index"], o["state"]) for o in osts) == [
+        (0, "Active"), (1, "Active"), (1024, "Active")], osts
     log = real_fs.boot_log(new_oss)
     assert f"formatting blank /dev/disk/by-id/virtio-OST0001 as {FS}-OST0001" in log
     mount_check(node)
@@ -294,7 +390,7 @@ def test_a_volume_past_the_threshold_grows_the_file_system(client_node: ClientNo
     # A file striped over every OST lands on the new one too.
     node.run(f"lfs setstripe -c -1 {CHECK_MOUNT}/striped && "
              f"dd if=/dev/zero of={CHECK_MOUNT}/striped bs=1M count=4 oflag=direct")
-    assert node.run(f"lfs getstripe -c {CHECK_MOUNT}/striped").stdout.strip() == "2"
+    assert file_layout(node, f"{CHECK_MOUNT}/striped")[3] == [0, 1, 1024]
     node.run(f"rm -f {CHECK_MOUNT}/striped")
     node.csi("delete", volume_id)
 

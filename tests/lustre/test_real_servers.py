@@ -17,7 +17,17 @@ import time
 
 import pytest
 
-from tests.lustre.real_cluster import FS, MDS_IP, MGS_NID, OSS_IP, RealFileSystem
+from tests.lustre.real_cluster import (
+    FLASH,
+    FLASH_OSS,
+    FLASH_OSS_IP,
+    FLASH_OST,
+    FS,
+    MDS_IP,
+    MGS_NID,
+    OSS_IP,
+    RealFileSystem,
+)
 
 # Boots under TCG take minutes: past pytest-timeout's 600 s default.
 pytestmark = pytest.mark.timeout(3600)
@@ -26,7 +36,8 @@ CLIENT_MOUNT = "/mnt/real"
 
 def test_servers_format_mount_and_report_healthy(real_fs: RealFileSystem):
     fs = real_fs
-    for vm, ip, targets in ((fs.mds, MDS_IP, ["MDT0000"]), (fs.oss, OSS_IP, ["OST0000"])):
+    for vm, ip, targets in ((fs.mds, MDS_IP, ["MDT0000"]), (fs.oss, OSS_IP, ["OST0000"]),
+                            (fs.vms[FLASH_OSS], FLASH_OSS_IP, [FLASH_OST])):
         health = fs.run(vm, "lctl get_param -n health_check")
         assert health.stdout == "healthy\n"
         ready = vm.ready()
@@ -57,8 +68,25 @@ def test_servers_format_mount_and_report_healthy(real_fs: RealFileSystem):
         assert f"parameter: osd-*.{FS}-OST*.{setting}" in params
         assert f"parameter: osd-*.{FS}-MDT*.{setting}" in params
     status = (fs.env.lfs(FS) or {})["status"]
-    assert {s["name"]: s["nid"] for s in status["servers"]} == {"mds0": MGS_NID,
-                                                                "oss0": f"{OSS_IP}@tcp"}
+    assert {s["name"]: s["nid"] for s in status["servers"]} == {
+        "mds0": MGS_NID, "oss0": f"{OSS_IP}@tcp", FLASH_OSS: f"{FLASH_OSS_IP}@tcp"}
+    # The OST pool: made on the MGS by the MDS's boot script, its OST (index 1024, the first
+    # pool's block) added as it registered, and shown in the status.
+    # (The boot script's timer adds an OST that registered after its last run at its next.)
+    deadline = time.monotonic() + 300
+    while f"{FS}-{FLASH_OST}_UUID" not in (
+            members := fs.run(fs.mds, f"lctl pool_list {FS}.{FLASH}", check=False).stdout):
+        assert time.monotonic() < deadline, f"{FLASH_OST} never joined the pool: {members}"
+        time.sleep(5)
+    pools = fs.run(fs.mds, f"lctl pool_list {FS}").stdout
+    assert f"{FS}.{FLASH}" in pools.split(), pools
+    fs.capture("lctl-pool_list-fs.txt", pools)
+    fs.capture("lctl-pool_list-pool.txt", members)
+    assert [(p["name"], p["firstOstIndex"], p["osts"]) for p in status["pools"]] == [
+        (FLASH, 1024, [FLASH_OST])], status["pools"]
+    log = fs.boot_log(fs.mds)
+    assert f"creating OST pool {FS}.{FLASH}" in log
+    assert f"adding {FS}-{FLASH_OST} to OST pool {FS}.{FLASH}" in log
 
 
 def test_a_client_mounts_writes_reads_and_sees_targets_and_quota(real_fs: RealFileSystem):
@@ -71,7 +99,8 @@ def test_a_client_mounts_writes_reads_and_sees_targets_and_quota(real_fs: RealFi
     # (The client shares the MDS's node, so it reaches the MDT by 0@lo.)
     osc = fs.run(fs.mds, "lctl get_param -n osc.*.ost_conn_uuid").stdout.split()
     mdc = fs.run(fs.mds, "lctl get_param -n mdc.*.mds_conn_uuid").stdout.split()
-    assert set(osc) == {f"{OSS_IP}@tcp"} and set(mdc) <= {MGS_NID, "0@lo"}, (osc, mdc)
+    assert set(osc) == {f"{OSS_IP}@tcp", f"{FLASH_OSS_IP}@tcp"}, osc
+    assert set(mdc) <= {MGS_NID, "0@lo"}, mdc
     written = fs.run(fs.mds, f"head -c 8M /dev/urandom > {CLIENT_MOUNT}/data && sync && "
                              f"sha256sum < {CLIENT_MOUNT}/data").stdout
     (fs.work_dir / "data.sha256").write_text(written)
@@ -114,9 +143,11 @@ def test_a_client_mounts_writes_reads_and_sees_targets_and_quota(real_fs: RealFi
 def test_restarts_keep_every_target_and_its_data(real_fs: RealFileSystem):
     fs = real_fs
     fs.oss.kill()  # kill -9: MMP blocks and the journal as a crash leaves them
+    fs.vms[FLASH_OSS].kill()
     fs.mds.stop()  # ACPI: a clean shutdown
     fs.mds.start()
     fs.oss.start()
+    fs.vms[FLASH_OSS].start()
     fs.wait_all_ready("restart (MDS clean, OSS killed) to ready")
     for vm in fs.vms.values():
         log = fs.boot_log(vm)
