@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -265,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             from csi.server import Driver, DriverConfig
+
+            # `kill -USR1` prints every thread's stack to stderr (the pod's log, the journal):
+            # what a call that hangs in a file system is waiting for, without a debugger.
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
 
             Driver(
                 DriverConfig(
