@@ -56,6 +56,15 @@ class InProgress(DriverError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class TeardownStarted(InProgress):
+    """A dedicated file system, confirmed to be the volume's, is being torn down; retry.
+
+    Its own type because the controller lets go of its mount of the file system on this
+    answer alone (while the servers still answer), never on a plain InProgress, which an API
+    server that is away can give before anything was checked.
+    """
+
+
 class CapacityExhausted(DriverError):
     """The request cannot fit even at the file system's maximum size / OST count."""
 

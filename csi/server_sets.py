@@ -272,7 +272,7 @@ class ServerSetProvider(Protocol):
     def delete_file_system(self, fsname: str, *, dedicated_to: str) -> None:
         """Tear down the file system dedicated to volume `dedicated_to` (a volume id).
 
-        Idempotent (a missing file system is gone already); InProgress while it goes.
+        Idempotent (a missing file system is gone already); TeardownStarted while it goes.
         FailedPrecondition, touching nothing, when the file system is not dedicated to that
         very volume (a shared one, or another volume's); InvalidArgument for an empty id.
         """

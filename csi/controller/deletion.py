@@ -11,7 +11,7 @@ a tree of more than a few plain files is removed by a background worker (`Remova
 which releases the quota and the project id only once the directory is really gone. A
 dedicated volume's whole file system is deleted instead, if the provider confirms it is
 dedicated to that volume; nothing of it is torn down here (mount, index) before the provider
-has confirmed that and deleted it.
+has confirmed that and deleted it or started its teardown.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from csi.controller.directories import move_to_trash, remove_tree
 from csi.controller.file_systems import FileSystemAccess
 from csi.controller.records import VolumeRecord, trash_for
 from csi.controller.removal import RemovalQueue
-from csi.errors import DriverError, NotFound
+from csi.errors import DriverError, NotFound, TeardownStarted
 from csi.inflight import InFlightKeys
 from csi.lustre.client import LustreClient
 from csi.server_sets import ServerSetProvider
@@ -77,7 +77,14 @@ class VolumeDeletion:
                 # The whole file system goes, and only if the provider says it is this
                 # volume's: it checks before it deletes anything, and the controller's mount
                 # and index of it go only once it did (a refusal leaves them serving).
-                self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
+                try:
+                    self._provider.delete_file_system(parsed.fsname, dedicated_to=volume_id)
+                except TeardownStarted:
+                    # Its teardown has begun (the provider checked it is this volume's): the
+                    # controller's mount goes now, while its servers still answer. Once they
+                    # are gone, even a lazy umount2 of it hangs in the kernel (real Lustre).
+                    self._fs.forget(parsed.fsname)
+                    raise
                 self._fs.forget(parsed.fsname)
                 log.info("deleted volume %s with its file system", volume_id)
                 return

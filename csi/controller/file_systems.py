@@ -19,7 +19,7 @@ from csi.controller.catalog import VolumeCatalog
 from csi.controller.mounts import ControllerMounts
 from csi.controller.record_loading import FileSystemLimits
 from csi.controller.records import VolumeRecord
-from csi.host.bounded import BoundedCalls, T
+from csi.host.bounded import BoundedCalls, CallTimedOut, T
 from csi.server_sets import FileSystemEndpoint, ServerSetProvider
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,19 @@ class FileSystemAccess:
                 lambda: self.catalog.write(mountpoint, record, durable=durable))
 
     def forget(self, fsname: str) -> None:
-        """Drop the controller's mount and index of a file system the provider deleted."""
-        self._mounts.release(fsname)
+        """Drop the controller's mount and index of a file system the provider deleted.
+
+        The detach is bounded: once a file system's servers are gone, even a lazy umount2 of
+        it can hang in the kernel (real Lustre 2.17). The file system is gone all the same, so
+        its index goes and the hung detach is left to its own thread (counted against the
+        file system's cap of hung calls).
+        """
+        try:
+            self.io(fsname, f"detach the controller's mount of {fsname}",
+                    lambda: self._mounts.release(fsname))
+        except CallTimedOut as exc:
+            log.warning("file system %s is gone; the controller's mount of it did not detach "
+                        "(%s)", fsname, exc)
         self.catalog.forget_file_system(fsname)
 
     def run(self, what: str, call: Callable[[], T]) -> T:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from csi.errors import FailedPrecondition, InProgress, NotFound
+from csi.errors import FailedPrecondition, InProgress, NotFound, TeardownStarted
 from csi.lustre.fsname import validate_fsname
 from csi.quantity import format_quantity
 from csi.server_sets import (
@@ -160,7 +160,7 @@ class KubeVirtServerSets:
         blocked = _condition(lfs, "DeletionBlocked")
         if blocked.get("status") == "True":
             raise FailedPrecondition(f"file system {fsname!r}: {blocked.get('message')}")
-        raise InProgress(f"file system {fsname!r} is being torn down; retry shortly")
+        raise TeardownStarted(f"file system {fsname!r} is being torn down; retry shortly")
 
     def list_file_systems(self) -> list[str]:
         items = self._kube.list(LUSTRE_FILE_SYSTEMS)[0]

@@ -21,9 +21,16 @@ import csi.controller.catalog as catalog_module
 import csi.controller.deletion as deletion_module
 from csi.controller.sizes import CapacityRange
 from csi.controller.volumes import VolumeService
-from csi.errors import FailedPrecondition, NotFound, OperationInFlight
+from csi.errors import (
+    FailedPrecondition,
+    InProgress,
+    NotFound,
+    OperationInFlight,
+    TeardownStarted,
+)
 from csi.host.bounded import BoundedCalls, CallTimedOut
 from csi.host.mount_table import ProcMountTable, mounts_at
+from csi.host.mounts import HostMounts
 from tests.support.controller_replicas import GiB, Replica, record_document, write_file
 
 
@@ -169,6 +176,76 @@ def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
         assert _mounted(mountpoint)
         assert fresh.volumes.catalog.reserved_bytes("safe") == reserved
         assert fresh.volumes.get(kept).record.name == "team-a"
+
+
+# -- a dedicated file system's teardown: the controller lets go of it while its servers answer -
+def _teardown_starts_on_delete(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_file_system as the KubeVirt provider answers it: it checks the file system is the
+    volume's, starts its teardown and answers InProgress; the file system is gone after that."""
+    real = replica.sets.delete_file_system
+
+    def start_teardown(fsname: str, *, dedicated_to: str) -> None:
+        real(fsname, dedicated_to=dedicated_to)
+        raise TeardownStarted(f"file system {fsname!r} is being torn down; retry shortly")
+
+    monkeypatch.setattr(replica.sets, "delete_file_system", start_teardown)
+
+
+def test_a_dedicated_volume_s_controller_mount_detaches_when_its_teardown_starts(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume_id = controller.create("solo", kind="dedicated")
+    mountpoint = controller.volumes.get(volume_id).mountpoint
+    _teardown_starts_on_delete(controller, monkeypatch)
+    with pytest.raises(InProgress, match="torn down"):
+        controller.volumes.delete(volume_id)
+    # Detached at once, not on the retry that finds the file system gone: by then its servers
+    # are gone, and a detach of a real Lustre mount without servers hangs in the kernel.
+    assert not _mounted(mountpoint)
+    controller.volumes.delete(volume_id)
+    with pytest.raises(NotFound):
+        controller.volumes.get(volume_id)
+
+
+def test_a_detach_that_hangs_after_the_servers_are_gone_does_not_hold_the_delete(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Deadlines of a second: long enough for a loaded machine's healthy steps, so the only
+    # call that runs out is the hung detach.
+    service = VolumeService(
+        controller.sets, controller.mounts, controller.lustre,
+        bounded=BoundedCalls(timeout_s=1.0), background_removals=False,
+    )
+    controller.volumes = service
+    volume_id = controller.create("solo", kind="dedicated")
+    mountpoint = service.get(volume_id).mountpoint
+    _teardown_starts_on_delete(controller, monkeypatch)
+    real_unmount = HostMounts.unmount
+    detach_returns = threading.Event()
+
+    def hung_detach(self: HostMounts, target: str, **options: bool) -> None:
+        if target == str(mountpoint):
+            detach_returns.wait(60)  # umount2 of a mount whose servers are gone
+        real_unmount(self, target, **options)
+
+    monkeypatch.setattr(HostMounts, "unmount", hung_detach)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(InProgress, match="torn down"):
+            service.delete(volume_id)  # the teardown starts; the detach hangs and is left
+        assert "did not detach" in caplog.text
+        try:
+            service.delete(volume_id)  # the CO's retry finds the file system gone: deleted
+        except OperationInFlight:
+            pytest.fail("the hung detach held the volume: its retry was refused (ABORTED)")
+        with pytest.raises(NotFound):
+            service.get(volume_id)
+        assert controller.sets.list_file_systems() == []
+    finally:
+        detach_returns.set()
+    deadline = time.monotonic() + 30
+    while _mounted(mountpoint):  # the detach left to its thread finishes once it can
+        assert time.monotonic() < deadline, f"{mountpoint} never detached"
+        time.sleep(0.05)
 
 
 # -- finding 5: hung file-system calls hold neither the thread nor the volume ------------------

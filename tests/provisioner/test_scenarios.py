@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from csi.controller.parameters import dedicated_fsname
-from csi.errors import CapacityExhausted, FailedPrecondition, InProgress, InvalidArgument
+from csi.errors import (
+    CapacityExhausted,
+    FailedPrecondition,
+    InProgress,
+    InvalidArgument,
+    TeardownStarted,
+)
 from provisioner.kubevirt.addresses import CLAIMS_NAME
 from provisioner.kubevirt.events import EventRecorder
 from provisioner.kubevirt.kube import (
@@ -420,7 +426,8 @@ def test_dedicated_volume_gets_its_own_file_system_and_tears_it_down(env):
                          "volumeHandle": f"v1:dedicated:{fsname}:{volume}"}},
     })
     # While its PV is bound (not released), even the owner cannot delete it by accident.
-    with pytest.raises((InProgress, FailedPrecondition)):
+    # Its first answer says the (confirmed) teardown started, or that it is blocked.
+    with pytest.raises((TeardownStarted, FailedPrecondition)):
         provider.delete_file_system(fsname, dedicated_to=volume)
     wait_for(lambda: env.condition(fsname, "DeletionBlocked").get("status") == "True", 5)
     # The claim is deleted: the PV is Released and DeleteVolume tears the set down.
