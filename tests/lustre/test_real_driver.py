@@ -437,8 +437,13 @@ def test_a_dedicated_volume_boots_its_own_file_system_and_tears_it_down(
         node.csi("unstage", "--staging-path", staging, volume_id)
         started = time.monotonic()
         deadline = time.monotonic() + 600
-        while (deleted := node.csi("delete", volume_id, check=False)).exit_code != 0:
-            assert time.monotonic() < deadline, f"DeleteVolume never finished: {deleted.output}"
+        while (deleted := node.csi("delete", volume_id, timeout=180, check=False)).exit_code:
+            if time.monotonic() > deadline:
+                # Every thread's stack into the journal (faulthandler on SIGUSR1), then the log.
+                node.run("systemctl kill -s USR1 lustre-csi", check=False)
+                time.sleep(2)
+                raise AssertionError(f"DeleteVolume never finished: {deleted.output}\n"
+                                     f"{node.driver_log(600)}")
             dedicated.stop_deleted_servers()
             time.sleep(5)
         real_fs.record_timing("dedicated: DeleteVolume to file system gone",
