@@ -373,6 +373,7 @@ class VolumeCatalog:
         return len(self._by_id)
 
     def _index(self, record: VolumeRecord) -> None:
+        record = record.compact()  # one copy of a class's parameters for all its volumes
         previous = self._by_id.get(record.volume_id)
         if previous is None:
             bisect.insort(self._sorted_ids, record.volume_id)

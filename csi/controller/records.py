@@ -42,7 +42,7 @@ import logging
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def trash_for(directory: str) -> str:
     return f"{TRASH_DIR}/{directory.rsplit('/', 1)[-1]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VolumeRecord:
     name: str
     volume_id: str
@@ -103,11 +103,43 @@ class VolumeRecord:
     inode_limit: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's fields, for writing it (json.dumps): its own dicts, not copies
+        (dataclasses.asdict copied every nested dict, on every record write)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> VolumeRecord:
         return cls(**{k: document[k] for k in cls.__dataclass_fields__ if k in document})
+
+    def compact(self) -> VolumeRecord:
+        """The same record, its parameters and layout as dicts shared with every other
+        record that has equal ones (what the controller's index keeps).
+
+        Every volume of one StorageClass carries the same parameters, about 0.5 KiB of
+        dicts: one copy for all of them instead of one per volume is most of the index's
+        memory at 10,000 volumes. Shared, so never changed in place: a change is a new record
+        (dataclasses.replace), as it is for every field of this frozen class."""
+        parameters, layout = _shared(self.parameters), _shared(self.layout)
+        if parameters is self.parameters and layout is self.layout:
+            return self
+        return replace(self, parameters=parameters, layout=layout)
+
+
+# Distinct parameter and layout dicts, by their JSON text: few (one or two per StorageClass
+# and file system); emptied when it passes the limit (a dedicated volume's fsname makes its
+# parameters its own). Unlocked: two threads racing on one key only keep two equal copies.
+_SHARED_LIMIT = 4096
+_SHARED: dict[str, dict[str, Any]] = {}
+
+
+def _shared(value: dict[str, Any]) -> dict[str, Any]:
+    key = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    found = _SHARED.get(key)
+    if found is None:
+        if len(_SHARED) >= _SHARED_LIMIT:
+            _SHARED.clear()
+        found = _SHARED.setdefault(key, value)
+    return found
 
 
 def record_path(mountpoint: Path, subdir: str) -> Path:

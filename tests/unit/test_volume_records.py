@@ -49,6 +49,28 @@ def test_a_well_formed_record_loads(tmp_path: Path) -> None:
     assert [r.volume_id for r in _loaded(tmp_path)] == ["v1:shared:fs:good"]
 
 
+def test_the_index_keeps_one_copy_of_the_parameters_every_volume_of_a_class_shares(
+    tmp_path: Path,
+) -> None:
+    parameters = {"kind": "shared", "fsname": "fs", "template": {"ost_count": 2}}
+
+    def document(name: str) -> dict[str, Any]:
+        return {**GOOD, "name": name, "volume_id": f"v1:shared:fs:{name}", "subdir": name,
+                "directory": f"csi-volumes/{name}-0123456789abcdef",
+                "project_id": 1000 + ord(name), "parameters": parameters,
+                "layout": {"stripeCount": "2"}, "trash": "", "inode_limit": 0}
+
+    for name in ("a", "b"):
+        _put(tmp_path, f"{name}.json", json.dumps(document(name)))  # each read on its own
+    a, b = _loaded(tmp_path)
+    assert a.parameters == b.parameters == parameters
+    assert a.parameters is b.parameters and a.layout is b.layout  # one copy for the class
+    assert not hasattr(a, "__dict__")  # slotted: no per-record attribute dict either
+    assert json.loads(json.dumps(a.to_json())) == document("a")  # written as it was read
+    changed = replace(a, layout={"stripeCount": "1"})  # a change is a new record
+    assert b.layout == {"stripeCount": "2"} and changed.layout == {"stripeCount": "1"}
+
+
 @pytest.mark.parametrize(
     "content",
     [
