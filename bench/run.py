@@ -143,6 +143,10 @@ class DriverBench:
             fills = []
             for scale in self.plan.scales:
                 fills.append(self._fill(scale))
+                # What `scale` volumes hold at rest, before the load phases' bursts (64
+                # clients: threads, their malloc arenas, gRPC buffers) raise the high-water.
+                time.sleep(1.0)
+                self.result.setdefault("rss_after_fill", {})[str(scale)] = self.driver.rss()
                 with RssSampler(self.driver) as sampler:
                     for clients in self.plan.clients:
                         self._measure(scale, clients)
