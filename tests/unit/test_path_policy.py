@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import csi.node.paths as paths_module
 from csi.errors import FailedPrecondition, InvalidArgument
 from csi.node.paths import PathPolicy, kubelet_staging_path, kubelet_target_path
 
@@ -160,3 +161,25 @@ def test_a_missing_kubelet_root_is_a_clear_precondition_not_an_internal_error(
         policy.hold(staging, "staging_target_path", make_parents=True)
     # Undoing what was never made is nothing to do.
     assert policy.hold(staging, "staging_target_path", make_parents=False) is None
+
+
+def test_a_final_directory_that_is_not_there_has_no_mount_without_the_mount_table(
+    kubelet: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = PathPolicy([kubelet])
+    target = kubelet_target_path(kubelet, "pvc-1", "uid-1")
+    held = policy.hold(target, "target_path", make_parents=True)
+    assert held is not None
+    with held:
+        assert held.has_no_mount()  # no such name: the first publish, the usual case
+        held.make_dir()
+        assert held.has_no_mount()  # a plain directory on the parent's mount
+        real_open = paths_module.os.open
+
+        def stale(path: object, flags: int, *args: object, **kwargs: object) -> int:
+            if path == held.name:  # a mount whose root went away answers ENOENT too
+                raise FileNotFoundError(2, "No such file or directory")
+            return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(paths_module.os, "open", stale)
+        assert not held.has_no_mount()  # named in the parent: the caller reads the table
