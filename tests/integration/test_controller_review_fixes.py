@@ -181,7 +181,7 @@ def test_a_dedicated_delete_the_provider_refuses_tears_nothing_down_first(
 # -- a dedicated file system's teardown: the controller lets go of it while its servers answer -
 def _teardown_starts_on_delete(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
     """delete_file_system as the KubeVirt provider answers it: it checks the file system is the
-    volume's, starts its teardown and answers InProgress; the file system is gone after that."""
+    volume's, starts its teardown and answers TeardownStarted; the file system is gone after."""
     real = replica.sets.delete_file_system
 
     def start_teardown(fsname: str, *, dedicated_to: str) -> None:
