@@ -7,6 +7,8 @@ base chooses a status code, so the mapping can be read in one place.
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 
 
@@ -63,6 +65,23 @@ class TeardownStarted(InProgress):
     answer alone (while the servers still answer), never on a plain InProgress, which an API
     server that is away can give before anything was checked.
     """
+
+
+class CallHung(InProgress):
+    """A call into a file system did not answer in time and may still take effect.
+
+    `returned` is set once the call returns (None: it was refused before it started, so it
+    never will take effect). Until then, a retry of the request that made it must not run
+    beside it: its late write could undo the retry's (csi.inflight holds the request's keys).
+    """
+
+    def __init__(self, message: str, returned: threading.Event | None = None) -> None:
+        super().__init__(message)
+        self.returned = returned
+
+    @property
+    def still_running(self) -> bool:
+        return self.returned is not None and not self.returned.is_set()
 
 
 class CapacityExhausted(DriverError):

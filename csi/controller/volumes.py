@@ -47,6 +47,7 @@ from csi.controller.room import VolumeRoom
 from csi.controller.sizes import Capacity, CapacityRange, choose_size, fits
 from csi.errors import (
     AlreadyExists,
+    CallHung,
     FailedPrecondition,
     InProgress,
     InvalidArgument,
@@ -98,7 +99,7 @@ class VolumeService:
         self._provider = provider
         self._lustre = lustre
         self._catalog = VolumeCatalog()
-        self._inflight = InFlightKeys()
+        self._inflight = InFlightKeys(hold_past_hung_calls=True)
         self._default_volume_bytes = default_volume_bytes
         # Only hung calls count against BoundedCalls' caps; each file system's calls are keyed
         # (see FileSystemAccess.io), so a dead one's hung calls refuse only calls to it.
@@ -193,6 +194,13 @@ class VolumeService:
             # ready record's fsync; a power loss before that can lose this one and leave an
             # empty directory and a claimed project id no volume was answered for.
             self._fs.write(mountpoint, record, durable=False)
+        except CallHung as exc:
+            self._catalog.release_hold(provisional)
+            if exc.returned is None:  # refused before it started: nothing names the id
+                self._project_ids.give_back(params.fsname, mountpoint, project_id)
+            # Otherwise the write may still land, and its record names the id: the claim
+            # stays (the retry, held until the write returns, resumes that record).
+            raise
         except BaseException:
             self._catalog.release_hold(provisional)
             self._project_ids.give_back(params.fsname, mountpoint, project_id)

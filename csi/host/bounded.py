@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
-from csi.errors import InProgress
+from csi.errors import CallHung
 
 T = TypeVar("T")
 
@@ -32,8 +32,12 @@ DEFAULT_MAX_STUCK_PER_KEY = 4
 NO_KEY = ""
 
 
-class CallTimedOut(InProgress):
-    """A file-system call did not answer in time (a server is away or recovering); retry."""
+class CallTimedOut(CallHung):
+    """A file-system call did not answer in time (a server is away or recovering); retry.
+
+    Raised at the deadline with `returned` (set when the stuck call returns), or at once,
+    without it, when too many calls are stuck already (nothing was started).
+    """
 
 
 class BoundedCalls:
@@ -83,6 +87,8 @@ class BoundedCalls:
         # "running" -> "done" (answered in time, or after the deadline: then uncounted) or
         # "running" -> "stuck" (counted until it returns) -> "done".
         state = ["running"]
+        # Made only for a call past its deadline (for the caller's error); set when it returns.
+        returned: list[threading.Event] = []
         answered = threading.Lock()  # released by the call's thread once it is done
         answered.acquire()
 
@@ -95,6 +101,7 @@ class BoundedCalls:
                 with self._lock:
                     if state[0] == "stuck":
                         self._uncount(key)
+                        returned[0].set()
                     state[0] = "done"
                 answered.release()
 
@@ -105,12 +112,14 @@ class BoundedCalls:
             timed_out = state[0] != "done"
             if timed_out:
                 state[0] = "stuck"
+                returned.append(threading.Event())
                 self._stuck[key] += 1
                 self._stuck_total += 1
         if timed_out:
             raise CallTimedOut(
                 f"{what} did not answer within {limit:g} s (a Lustre server may be away or "
-                "in recovery); retry later"
+                "in recovery); retry later",
+                returned[0],
             )
         if "error" in outcome:
             raise outcome["error"]  # type: ignore[misc]

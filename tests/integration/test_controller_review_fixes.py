@@ -13,7 +13,9 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -32,6 +34,8 @@ from csi.host.bounded import BoundedCalls, CallTimedOut
 from csi.host.mount_table import ProcMountTable, mounts_at
 from csi.host.mounts import HostMounts
 from tests.support.controller_replicas import GiB, Replica, record_document, write_file
+
+T = TypeVar("T")
 
 
 def _mounted(path: Path) -> bool:
@@ -249,49 +253,93 @@ def test_a_detach_that_hangs_after_the_servers_are_gone_does_not_hold_the_delete
 
 
 # -- finding 5: hung file-system calls hold neither the thread nor the volume ------------------
-def test_a_hung_record_write_answers_unavailable_and_a_retry_after_the_hang_succeeds(
-    controller: Replica, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    volume_id = controller.create("v")
-    service = VolumeService(
-        controller.sets, controller.mounts, controller.lustre,
-        bounded=BoundedCalls(timeout_s=0.2), background_removals=False,
-    )
+def _hang_the_first_write_in_state(
+    state: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, list[dict[str, object]]]:
+    """The first record write in `state` hangs (the MDS stops answering) until the event is
+    set, then lands; the list gets the document it wrote."""
     real = catalog_module.write_json_atomic
     mds_back = threading.Event()
+    hung: list[dict[str, object]] = []
 
-    def hang_on_deleting(*args: object, **kwargs: object) -> None:
+    def hang_once(*args: object, **kwargs: object) -> None:
         document = args[1] if len(args) > 1 else kwargs["document"]
-        if isinstance(document, dict) and document.get("state") == "deleting":
-            mds_back.wait(60)  # the MDS stops answering this write
+        if isinstance(document, dict) and document.get("state") == state and not hung:
+            hung.append(document)
+            mds_back.wait(60)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(catalog_module, "write_json_atomic", hang_on_deleting)
-    try:
-        with pytest.raises(CallTimedOut):
-            service.delete(volume_id)
-        try:
-            service.delete(volume_id)  # the CO's retry: UNAVAILABLE again, never ABORTED
-        except OperationInFlight:
-            pytest.fail("a retry during the hang was refused as in flight (ABORTED)")
-        except CallTimedOut:
-            pass
-    finally:
-        mds_back.set()
-    monkeypatch.undo()
-    # The stuck calls return; then a retry goes through. Each step is bounded at 0.2 s, which a
-    # loaded machine can pass now and then: retried for up to a minute, and said if it never does.
+    monkeypatch.setattr(catalog_module, "write_json_atomic", hang_once)
+    return mds_back, hung
+
+
+def _until_it_answers(call: Callable[[], T]) -> T:
+    """The CO's retries once the MDS is back. Each step is bounded at 0.2 s, which a loaded
+    machine can pass now and then: retried for up to a minute, and said if it never does."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            service.delete(volume_id)
-            break
-        except CallTimedOut:
-            assert time.monotonic() < deadline, "no DeleteVolume succeeded after the hang ended"
+            return call()
+        except InProgress:
+            assert time.monotonic() < deadline, "no retry succeeded after the hang ended"
             threading.Event().wait(0.1)
-    assert controller.record_on_disk("safe", "v") is None
+
+
+def _bounded_service(controller: Replica) -> VolumeService:
+    return VolumeService(
+        controller.sets, controller.mounts, controller.lustre,
+        bounded=BoundedCalls(timeout_s=0.2), background_removals=False,
+    )
+
+
+def test_a_hung_deleting_write_holds_the_retry_until_it_lands_and_never_undoes_the_delete(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume_id = controller.create("v")
+    service = _bounded_service(controller)
+    mds_back, hung = _hang_the_first_write_in_state("deleting", monkeypatch)
+    try:
+        with pytest.raises(CallTimedOut):
+            service.delete(volume_id)
+        # The CO's retry during the hang: UNAVAILABLE, never ABORTED, and it does not run
+        # beside the hung write: a delete that finished under it would have its record
+        # written back ("deleting") when the write lands.
+        with pytest.raises(InProgress, match="still waiting on its file system"):
+            service.delete(volume_id)
+        assert controller.record_on_disk("safe", "v")["state"] == "ready"  # type: ignore[index]
+    finally:
+        mds_back.set()
+    _until_it_answers(lambda: service.delete(volume_id))
+    assert hung and controller.record_on_disk("safe", "v") is None
     with pytest.raises(NotFound):
         service.get(volume_id)
+
+
+def test_a_create_whose_first_record_write_hung_resumes_that_record_not_races_it(
+    controller: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _bounded_service(controller)
+    params, wanted = controller.params("c"), CapacityRange(required_bytes=GiB)
+    mds_back, hung = _hang_the_first_write_in_state("creating", monkeypatch)
+    try:
+        with pytest.raises(CallTimedOut):
+            service.create("c", wanted, params)
+        # A retry beside the hung write would make the volume with another directory and
+        # project id, and the late write would then turn its ready record back into the
+        # first attempt's: the volume answered to the CO would name a directory never made.
+        with pytest.raises(InProgress, match="still waiting on its file system"):
+            service.create("c", wanted, params)
+    finally:
+        mds_back.set()
+    volume = _until_it_answers(lambda: service.create("c", wanted, params)).record
+    first = hung[0]
+    assert (volume.directory, volume.project_id) == (first["directory"], first["project_id"])
+    on_disk = controller.record_on_disk("safe", "c")
+    assert on_disk is not None and on_disk["state"] == "ready"
+    assert on_disk["directory"] == volume.directory and controller.directory(volume).is_dir()
+    # The first attempt kept its project id claimed (its record, once landed, names it).
+    assert controller.claim_holder("safe", volume.project_id) == volume.volume_id
+    assert service.get(volume.volume_id).record == volume
 
 
 def test_a_removal_hung_on_one_file_system_does_not_stop_removals_on_others(

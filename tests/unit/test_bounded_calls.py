@@ -25,6 +25,21 @@ def test_a_hung_call_answers_retryable_at_the_deadline_and_leaves_the_caller_fre
     with pytest.raises(CallTimedOut, match=r"did not answer within 0\.05 s") as raised:
         calls.run("stat /mnt/lustre", release.wait)
     assert isinstance(raised.value, InProgress)  # UNAVAILABLE: the CO retries
+    # It says the call may still take effect, and when it no longer can.
+    returned = raised.value.returned
+    assert returned is not None and raised.value.still_running
+    release.set()
+    assert returned.wait(5) and not raised.value.still_running
+
+
+def test_a_call_refused_at_once_says_it_never_started() -> None:
+    release = threading.Event()
+    calls = BoundedCalls(timeout_s=0.01, max_stuck=1)
+    with pytest.raises(CallTimedOut):
+        calls.run("stat", release.wait)
+    with pytest.raises(CallTimedOut, match="too many") as refused:
+        calls.run("stat", lambda: 1)
+    assert refused.value.returned is None and not refused.value.still_running
     release.set()
 
 

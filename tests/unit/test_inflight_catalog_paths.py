@@ -9,7 +9,7 @@ import pytest
 
 from csi.controller.catalog import VolumeCatalog
 from csi.controller.records import VolumeRecord, new_directory
-from csi.errors import InvalidArgument, OperationInFlight
+from csi.errors import CallHung, InProgress, InvalidArgument, OperationInFlight
 from csi.inflight import InFlightKeys
 from csi.node.paths import PathPolicy
 
@@ -23,6 +23,42 @@ def test_a_held_key_refuses_a_duplicate_and_frees_on_exit() -> None:
             assert len(keys) == 2
     assert len(keys) == 0
     with keys.claim("vol-a"):
+        pass
+
+
+def _ends_on_a_hung_call(keys: InFlightKeys, *held: str, returned: threading.Event | None,
+                         shared: tuple[str, ...] = ()) -> None:
+    with pytest.raises(CallHung), keys.claim(*held, shared=shared):
+        raise CallHung("write the record of v did not answer", returned)
+
+
+def test_keys_of_a_request_that_ended_on_a_hung_call_stay_held_until_it_returns() -> None:
+    keys = InFlightKeys(hold_past_hung_calls=True)
+    returned = threading.Event()
+    _ends_on_a_hung_call(keys, "name:v", "id:v", returned=returned, shared=("fs",))
+    for retry in (("id:v",), ("name:v", "id:w"), ()):
+        # UNAVAILABLE, not ABORTED: the CO retries with backoff, not at once.
+        with pytest.raises(InProgress, match="still waiting on its file system"), keys.claim(
+            *retry, shared=("fs",) if not retry else ()
+        ):
+            pass
+    with keys.claim("id:w"):  # other volumes go on
+        pass
+    returned.set()  # the hung write is back: its late effect is behind the retry now
+    with keys.claim("name:v", "id:v", shared=("fs",)):
+        pass
+    assert len(keys) == 0
+
+
+def test_a_hung_call_holds_nothing_when_it_never_started_or_the_keys_are_not_held_past_it(
+) -> None:
+    held_past = InFlightKeys(hold_past_hung_calls=True)
+    _ends_on_a_hung_call(held_past, "id:v", returned=None)  # refused before it started
+    with held_past.claim("id:v"):
+        pass
+    node = InFlightKeys()  # an unpublish of a dead mount must not wait for a hung stat
+    _ends_on_a_hung_call(node, "target", returned=threading.Event())
+    with node.claim("target"):
         pass
 
 
