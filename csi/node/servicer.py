@@ -167,7 +167,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
                     )
                 return csi_pb2.NodeStageVolumeResponse()
             held.make_dir()
-            before = self._mounts.mount_ids()
+            before = self._mounts.mark()
             with opened(held) as staging_fd:
                 self._lustre.mount(source, fd_path(staging_fd), mount_options)
             self._mounts.check_stage(held, field, source, before)
@@ -235,7 +235,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
             held.make_dir()
             # The staged mount's own restrictions go with the bind (a remount sets them all).
             flags = [*BIND_DEFAULT_OPTIONS, *(f for f in ("noexec",) if f in staged.options)]
-            before = self._mounts.mount_ids()
+            before = self._mounts.mark()
             # Onto the held target directory itself; `held.at` (by name in the held parent)
             # leads into the new bind, for a kernel that needs a remount to set its flags.
             with opened(staged_held) as staging_fd, opened(held) as target_fd:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 from csi.controller.records import VOLUMES_DIR
 from csi.errors import FailedPrecondition, InvalidArgument
-from csi.host.bounded import BoundedCalls
-from csi.host.mount_table import MountEntry, MountTable, mount_ids, mounts_at
+from csi.host.bounded import BoundedCalls, CallTimedOut
+from csi.host.mount_table import MountEntry, MountMark, MountTable, mounts_at
 from csi.host.mounts import HostMounts, MountHealth, MountProbe, MountUnreachable, mount_health
 from csi.lustre.recognizers import LustreMountRecognizer, same_source
 from csi.node.paths import HeldPath, PathPolicy
@@ -48,13 +48,28 @@ class VolumeMounts:
         self._probe = probe
         self._bounded = bounded
 
-    def mount_ids(self) -> set[int]:
-        """The ids of every mount now: what a stage or bind made is the one not among them."""
-        return mount_ids(self._table)
+    def mark(self) -> MountMark:
+        """The mount table before a stage or bind: what it makes is what is new since."""
+        return self._table.mark()
 
     def top_mount(self, path: str) -> MountEntry | None:
         entries = mounts_at(self._table, path)
         return entries[-1] if entries else None
+
+    def top_mount_held(self, held: HeldPath) -> MountEntry | None:
+        """The top mount at a held path, read without the whole table where the kernel can
+        say which mount the name leads to (statx from the inode's cache, then statmount).
+
+        Bounded all the same (a FUSE or NFS mount there may not honour "from the cache"); a
+        call that fails or hangs falls back to the table, which a dead server cannot hang."""
+        try:
+            return self._bounded.run(
+                f"statx {held.path}",
+                lambda: self._table.top_at(held.at, os.path.normpath(held.path)),
+                key=f"mount point {held.path}",
+            )
+        except (OSError, CallTimedOut):
+            return self.top_mount(held.path)
 
     def health(self, entry: MountEntry) -> tuple[MountHealth, str]:
         return mount_health(entry, probe=self._probe, bounded=self._bounded)
@@ -83,7 +98,7 @@ class VolumeMounts:
         """
         # Most stages and publishes find nothing there: said without reading the mount
         # table, whose reading costs more with every mount on the node.
-        top = None if held.has_no_mount() else self.top_mount(held.path)
+        top = None if held.has_no_mount() else self.top_mount_held(held)
         if top is None:
             return None
         if self._recognizer.lustre_source(top) is not None:
@@ -111,7 +126,7 @@ class VolumeMounts:
         Whatever else is there (nothing, a stale mount, another volume, a foreign file system)
         is refused: a publish binds only the volume it was asked for into a pod.
         """
-        staged = self.top_mount(staging) if staged_held is not None else None
+        staged = self.top_mount_held(staged_held) if staged_held is not None else None
         health, reason = self.health(staged) if staged is not None else (None, "")
         if health is MountHealth.UNREACHABLE:
             raise MountUnreachable(
@@ -130,17 +145,19 @@ class VolumeMounts:
             )
         return staged
 
-    def check_stage(self, held: HeldPath, field: str, source: str, before: set[int]) -> MountEntry:
+    def check_stage(
+        self, held: HeldPath, field: str, source: str, before: MountMark
+    ) -> MountEntry:
         """The Lustre mount a stage just made at the held staging path, checked.
 
         mount.lustre resolves the target to a name again (realpath): if that name led
         elsewhere meanwhile, whatever of ours it mounted there is taken back. A managed file
         system's root is refused too (`refuse_managed_root`).
         """
-        staged = self.top_mount(held.path)
+        staged = self._table.top_made_since(before, os.path.normpath(held.path))
         if staged is None or not self.is_lustre_source(staged, source):
-            for entry in self._table.entries():
-                if entry.mount_id not in before and self.is_lustre_source(entry, source):
+            for entry in self._table.made_since(before):
+                if self.is_lustre_source(entry, source):
                     self._host.unmount(entry.mount_point, lazy=True)
             raise FailedPrecondition(
                 f"mounting {source} did not leave it at {field} {held.path}; it was undone "
@@ -186,25 +203,21 @@ class VolumeMounts:
             )
 
     def check_bind(
-        self, held: HeldPath, staged: MountEntry, readonly: bool, before: set[int]
+        self, held: HeldPath, staged: MountEntry, readonly: bool, before: MountMark
     ) -> None:
         """The new top mount at the target must show the staged tree, in the mode asked.
 
         Otherwise the bind is taken back, at the target and wherever else it landed (a bind
-        of the staged tree that was not there before): nothing of the volume stays mounted
-        at a path the request did not name.
+        of the staged tree made since `before`): nothing of the volume stays mounted at a
+        path the request did not name.
         """
-        made = self.top_mount(held.path)
+        made = self._table.top_made_since(before, os.path.normpath(held.path))
         if made is not None and same_tree(made, staged) and made.readonly == readonly:
             return
-        if (
-            made is not None
-            and made.mount_id not in before
-            and self._recognizer.lustre_source(made) is not None
-        ):
+        if made is not None and self._recognizer.lustre_source(made) is not None:
             self._host.unmount(held.at, lazy=True, nofollow=True)
-        for entry in self._table.entries():  # read again: without the one just taken back
-            if entry.mount_id not in before and same_tree(entry, staged):
+        for entry in self._table.made_since(before):  # again: without the one taken back
+            if same_tree(entry, staged):
                 log.warning("taking back a bind of %s that landed at %s", held.path, entry)
                 self._host.unmount(entry.mount_point, lazy=True, nofollow=True)
         raise FailedPrecondition(

@@ -490,10 +490,13 @@ class RedirectedLustreMounts(LustreClient):
         super().mount(source, str(elsewhere), options)
 
 
-def test_a_stage_that_lands_elsewhere_is_undone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listing", [True, False], ids=["listmount", "mountinfo"])
+def test_a_stage_that_lands_elsewhere_is_undone(tmp_path: Path, listing: bool) -> None:
     sets = LocalServerSets(tmp_path / "state")
     node = in_process_node(
-        tmp_path, lustre=RedirectedLustreMounts(LocalLustreCommands(sets, SubprocessRunner()))
+        tmp_path,
+        lustre=RedirectedLustreMounts(LocalLustreCommands(sets, SubprocessRunner())),
+        table=ProcMountTable(kernel_listing_if_any=listing),
     )
     volume_id, context = node.volume("landed")
     staging = node.staging(volume_id)
@@ -501,3 +504,4 @@ def test_a_stage_that_lands_elsewhere_is_undone(tmp_path: Path) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert top_mount(staging) is None
     assert top_mount(Path(staging).parent / "elsewhere") is None  # not left mounted off the path
+

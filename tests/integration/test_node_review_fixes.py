@@ -106,9 +106,16 @@ def test_a_read_only_publish_is_read_only_without_running_mount8(tmp_path: Path)
     assert denied.value.errno == errno.EROFS
 
 
-def test_a_bind_that_lands_elsewhere_is_taken_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listing", [True, False], ids=["listmount", "mountinfo"])
+def test_a_bind_that_lands_elsewhere_is_taken_back(tmp_path: Path, listing: bool) -> None:
+    # Told by the mounts made since the publish began: from listmount (Linux 6.8+) or from
+    # mountinfo read before and after (older kernels); the outcome must be the same.
     elsewhere = tmp_path / "kubelet/pods/pod-1/volumes/kubernetes.io~csi/elsewhere"
-    node = in_process_node(tmp_path, host=RedirectedBinds(target=elsewhere))
+    node = in_process_node(
+        tmp_path,
+        host=RedirectedBinds(target=elsewhere),
+        table=ProcMountTable(kernel_listing_if_any=listing),
+    )
     volume_id, context, staging, target = node.staged_volume("moved")
     code = refusal_code(lambda: node.publish(volume_id, staging, target, context))
     assert code == grpc.StatusCode.FAILED_PRECONDITION

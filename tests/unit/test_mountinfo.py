@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from csi.host.mount_table import ProcMountTable, mount_ids, mounts_at, parse_mountinfo
+from csi.host.mount_table import ProcMountTable, mounts_at, parse_mountinfo
 from csi.lustre.recognizers import KernelLustreRecognizer
 
 KUBELET = "/var/lib/kubelet"
@@ -75,4 +75,5 @@ def test_the_table_answers_one_mount_point_and_the_ids_like_a_full_parse(tmp_pat
     for point in ("/var/lib/k x", "/var/lib/k x/deeper", "/elsewhere", "/pods/999/mount", "/nope"):
         assert mounts_at(table, point) == [e for e in full if e.mount_point == point]
     assert [e.mount_id for e in mounts_at(table, "/var/lib/k x/")] == [31, 32]
-    assert mount_ids(table) == {e.mount_id for e in full} and len(mount_ids(table)) == 1005
+    ids = table.mount_ids()
+    assert ids == {e.mount_id for e in full} and len(ids) == 1005
