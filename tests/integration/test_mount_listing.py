@@ -36,6 +36,14 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-R", "-l", str(root)], check=False, capture_output=True)
 
 
+@pytest.fixture(params=[True, False], ids=["listmount", "mountinfo"])
+def either_table(request: pytest.FixtureRequest) -> ProcMountTable:
+    """The table with the kernel's listing, and with mountinfo alone (older kernels)."""
+    if request.param and kernel_listing() is None:
+        pytest.skip("this kernel has no listmount/statmount (Linux 6.8+)")
+    return ProcMountTable(kernel_listing_if_any=request.param)
+
+
 def _odd_mounts(root: Path) -> list[str]:
     """Mounts with every field mountinfo escapes or spells from flags; their mount points."""
     source = root / "tree"
@@ -112,16 +120,13 @@ def test_options_follow_mountinfo_order() -> None:
     assert os.path.normpath("/a//b/") == "/a/b"  # mount points compare normalized
 
 
-@pytest.mark.parametrize("listing", [True, False], ids=["listmount", "mountinfo"])
 def test_a_mount_that_takes_the_id_of_one_just_unmounted_is_still_the_one_made(
-    scratch: Path, listing: bool
+    scratch: Path, either_table: ProcMountTable
 ) -> None:
     # mountinfo's ids are reused at once: a stage's mount can take the id of a mount another
     # thread unmounted after the stage's mark. It must still be found as the one made (under
     # 8 concurrent stages and unstages this happened dozens of times a run).
-    if listing and kernel_listing() is None:
-        pytest.skip("this kernel has no listmount/statmount (Linux 6.8+)")
-    table = ProcMountTable(kernel_listing_if_any=listing)
+    table = either_table
     (scratch / "old").mkdir()
     (scratch / "new").mkdir()
     _mount("-t", "tmpfs", "old", str(scratch / "old"))
@@ -131,18 +136,15 @@ def test_a_mount_that_takes_the_id_of_one_just_unmounted_is_still_the_one_made(
     _mount("-t", "tmpfs", "new", str(scratch / "new"))
     made = table.top_made_since(mark, str(scratch / "new"))
     assert made is not None and made.source == "new"
-    if not listing:
+    if table.mark().newest_id is None:  # mountinfo's view
         assert made.mount_id == old.mount_id  # the id was indeed taken again
     assert table.top_made_since(mark, str(scratch / "old")) is None
 
 
-@pytest.mark.parametrize("listing", [True, False], ids=["listmount", "mountinfo"])
 def test_the_top_mount_a_name_leads_to_is_the_top_mountinfo_shows_there(
-    scratch: Path, listing: bool
+    scratch: Path, either_table: ProcMountTable
 ) -> None:
-    if listing and kernel_listing() is None:
-        pytest.skip("this kernel has no listmount/statmount (Linux 6.8+)")
-    table = ProcMountTable(kernel_listing_if_any=listing)
+    table = either_table
     points = _odd_mounts(scratch)
     _mount("-t", "tmpfs", "stacked", points[0])  # on top of the first bind
     for point in points:
