@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from csi.errors import FailedPrecondition, InvalidArgument
+from csi.host.mount_listing import kernel_listing
 from csi.identity import DRIVER_NAME
 
 MAX_PATH = 4096
@@ -307,7 +308,11 @@ def _open_dir_at(dir_fd: int, name: str, spelled: str, field: str) -> int:
 
 
 def _mount_id(fd: int) -> int:
-    """The id of the mount `fd` lies on (/proc/self/fdinfo, Linux 3.15+)."""
+    """The id of the mount `fd` lies on: statx where the kernel has the mount listing (a
+    path's walk asks this of each component), else /proc/self/fdinfo (Linux 3.15+)."""
+    listing = kernel_listing()
+    if listing is not None:
+        return listing.old_mount_id_of_fd(fd)
     with open(f"/proc/self/fdinfo/{fd}") as info:
         for line in info:
             if line.startswith("mnt_id:"):

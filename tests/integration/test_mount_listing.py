@@ -155,3 +155,19 @@ def test_the_top_mount_a_name_leads_to_is_the_top_mountinfo_shows_there(
     assert table.top_at(str(scratch / "plain dir"), str(scratch / "plain dir")) is None
     assert table.top_at(str(scratch / "link"), str(scratch / "link")) is None  # not followed
     assert table.top_at(str(scratch / "gone"), str(scratch / "gone")) is None
+
+
+@needs_listing
+def test_the_mount_id_of_a_descriptor_is_the_one_fdinfo_and_mountinfo_give(scratch: Path) -> None:
+    # A held path's walk asks each component's mount id; statx answers it in one call.
+    listing = kernel_listing()
+    assert listing is not None
+    table = ProcMountTable()
+    for point in [*_odd_mounts(scratch), "/", "/proc"]:
+        fd = os.open(point, os.O_PATH | os.O_NOFOLLOW)
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                fdinfo = next(int(line.split()[1]) for line in info if line.startswith("mnt_id:"))
+            assert listing.old_mount_id_of_fd(fd) == fdinfo == mounts_at(table, point)[-1].mount_id
+        finally:
+            os.close(fd)
