@@ -1,4 +1,5 @@
-"""The mounts made since a moment, from listmount(2) and statmount(2) (Linux 6.8+).
+"""The mounts made since a moment, and the mount a name leads to, without the mount table:
+listmount(2), statmount(2) and statx(2) (Linux 6.8+).
 
 A stage or publish must know which mounts its own mount call made: the one at its path is
 checked, and any that landed elsewhere (a path changed under it) are taken back. Reading the
@@ -7,7 +8,7 @@ on the node: at 1,000 staged volumes the two reads were most of a NodeStageVolum
 each on this machine). Mount ids of these calls are 64-bit and never reused (the kernel
 counts them up), so "made since" is "id above the newest id before": one listmount of one id
 before, one listmount of the few new ids and a statmount of each after, whatever the node
-holds.
+holds. The mount a held name leads to is statx's mount id of it, then a statmount.
 
 `kernel_listing()` is None where the kernel (or a seccomp profile) has no such calls; the
 mount table then reads mountinfo as before (csi.host.mount_table).
@@ -27,8 +28,8 @@ from csi.host.mount_entry import MountEntry
 # include/uapi/asm-generic/unistd.h: one number on x86_64 and arm64 alike; statx is older.
 _SYS_STATMOUNT, _SYS_LISTMOUNT = 457, 458
 _SYS_STATX = {"x86_64": 332, "aarch64": 291}
-# statx(2): the mount's unique id only, from what the inode has cached (no server asked: a
-# Lustre client honours AT_STATX_DONT_SYNC, ll_getattr_dentry), at the name itself.
+# statx(2): a mount id only, from what the inode has cached (no server asked: a Lustre
+# client honours AT_STATX_DONT_SYNC, ll_getattr_dentry), at the name itself or a descriptor.
 _AT_SYMLINK_NOFOLLOW, _AT_NO_AUTOMOUNT, _AT_EMPTY_PATH, _AT_STATX_DONT_SYNC = (
     0x100, 0x800, 0x1000, 0x4000
 )
@@ -49,7 +50,7 @@ _ATTR_RDONLY, _ATTR_NODIRATIME = 0x1, 0x80
 _ATTR_FLAGS = ((0x2, "nosuid"), (0x4, "nodev"), (0x8, "noexec"))
 _ATIME_MASK, _ATTR_NOATIME, _ATTR_STRICTATIME = 0x70, 0x10, 0x20
 _LATER_FLAGS = ((0x200000, "nosymfollow"), (0x100000, "idmapped"))
-_BUFFER = 4096
+_BUFFER, _BUFFER_MAX = 4096, 1 << 18
 _PAGE = 512  # ids asked per listmount call
 
 
@@ -117,13 +118,22 @@ class KernelMountListing:
 
     def entry(self, mount_id: int) -> MountEntry:
         """The mount's entry as /proc/self/mountinfo would give it."""
-        buffer = ctypes.create_string_buffer(_BUFFER)
         request = _MountIdRequest(_MNT_ID_REQ_SIZE_VER0, 0, mount_id, _WANTED)
-        self._check(self._syscall(
-            ctypes.c_long(_SYS_STATMOUNT), ctypes.byref(request), buffer,
-            ctypes.c_size_t(_BUFFER), ctypes.c_uint(0),
-        ))
-        return parse_statmount(buffer.raw)
+        size = _BUFFER
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            try:
+                self._check(self._syscall(
+                    ctypes.c_long(_SYS_STATMOUNT), ctypes.byref(request), buffer,
+                    ctypes.c_size_t(size), ctypes.c_uint(0),
+                ))
+            except OSError as exc:
+                # Its strings did not fit (a mount point and root up to PATH_MAX each).
+                if exc.errno != errno.EOVERFLOW or size >= _BUFFER_MAX:
+                    raise
+                size *= 4
+                continue
+            return parse_statmount(buffer.raw)
 
     def _all_since(self, newest_before: int) -> list[int]:
         ids: list[int] = []

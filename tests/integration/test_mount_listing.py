@@ -171,3 +171,18 @@ def test_the_mount_id_of_a_descriptor_is_the_one_fdinfo_and_mountinfo_give(scrat
             assert listing.old_mount_id_of_fd(fd) == fdinfo == mounts_at(table, point)[-1].mount_id
         finally:
             os.close(fd)
+
+
+@needs_listing
+def test_a_mount_whose_strings_outgrow_the_first_buffer_is_still_read(scratch: Path) -> None:
+    # A mount point and a root of nearly PATH_MAX each do not fit statmount's first 4 KiB.
+    deep = scratch
+    for _ in range(14):
+        deep = deep / ("d" * 250)
+        deep.mkdir()
+    table = ProcMountTable()
+    mark = table.mark()
+    _mount("--bind", str(deep), str(deep))
+    (made,) = table.made_since(mark)
+    assert made == mounts_at(table, str(deep))[-1]
+    assert len(made.mount_point) > 3500 and made.root.endswith("d" * 250)
