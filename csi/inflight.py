@@ -64,6 +64,10 @@ class InFlightKeys:
             if self._hold_past_hung_calls and exc.still_running:
                 assert exc.returned is not None  # still_running
                 with self._guard:
+                    # Keys whose calls returned are dropped here too, not only when claimed
+                    # again (a volume whose create hung may never be asked for again).
+                    for key in [k for k, returned in self._hung.items() if returned.is_set()]:
+                        del self._hung[key]
                     self._hung.update(dict.fromkeys((*keys, *shared), exc.returned))
             raise
         finally:

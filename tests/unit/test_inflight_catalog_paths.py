@@ -48,6 +48,13 @@ def test_keys_of_a_request_that_ended_on_a_hung_call_stay_held_until_it_returns(
     with keys.claim("name:v", "id:v", shared=("fs",)):
         pass
     assert len(keys) == 0
+    # Keys of calls that returned are not kept for ever, even if never claimed again.
+    _ends_on_a_hung_call(keys, "id:x", returned=returned)  # returned already: not held
+    _ends_on_a_hung_call(keys, "id:y", returned=(still := threading.Event()))
+    _ends_on_a_hung_call(keys, "id:z", returned=threading.Event())
+    still.set()
+    _ends_on_a_hung_call(keys, "id:w", returned=threading.Event())
+    assert set(keys._hung) == {"id:z", "id:w"}
 
 
 def test_a_hung_call_holds_nothing_when_it_never_started_or_the_keys_are_not_held_past_it(
