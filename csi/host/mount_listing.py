@@ -19,11 +19,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import logging
 import os
 import platform
 import struct
 
 from csi.host.mount_entry import MountEntry
+
+log = logging.getLogger(__name__)
 
 # include/uapi/asm-generic/unistd.h: one number on x86_64 and arm64 alike; statx is older.
 _SYS_STATMOUNT, _SYS_LISTMOUNT = 457, 458
@@ -204,18 +207,30 @@ def mount_options(attr: int) -> tuple[str, ...]:
 
 @functools.cache
 def kernel_listing() -> KernelMountListing | None:
-    """The kernel's listing, or None when it has none to give (checked once)."""
+    """The kernel's listing, or None when it has none to give (checked once, and logged)."""
+    listing, why = _probe()
+    if listing is None:
+        log.info("mount table: read from /proc/self/mountinfo (%s); on a node with many "
+                 "mounts each stage and publish costs more", why)
+    else:
+        log.info("mount table: the mounts a call made are read with listmount/statmount")
+    return listing
+
+
+def _probe() -> tuple[KernelMountListing | None, str]:
     statx_number = _SYS_STATX.get(platform.machine())
-    if os.environ.get("LUSTRE_CSI_MOUNTINFO_ONLY") or statx_number is None:
-        return None
+    if os.environ.get("LUSTRE_CSI_MOUNTINFO_ONLY"):
+        return None, "LUSTRE_CSI_MOUNTINFO_ONLY is set"
+    if statx_number is None:
+        return None, f"no system call numbers known for {platform.machine()}"
     try:
         libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: libc's syscall
-    except OSError:
-        return None
+    except OSError as exc:
+        return None, f"no libc ({exc})"
     listing = KernelMountListing(libc, statx_number)
     try:
         listing.entry(listing.newest_id())
         listing.entry(listing.mount_id_of("/"))
-    except OSError:  # ENOSYS (before 6.8), EPERM (a seccomp profile), anything else
-        return None
-    return listing
+    except OSError as exc:  # ENOSYS (before 6.8), EPERM (a seccomp profile), anything else
+        return None, f"listmount/statmount/statx answered {exc}"
+    return listing, ""
