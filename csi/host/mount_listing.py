@@ -24,6 +24,7 @@ import os
 import platform
 import struct
 
+from csi.host.libc import check, load_libc
 from csi.host.mount_entry import MountEntry
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class KernelMountListing:
     """listmount(2) and statmount(2) of this process's mount namespace."""
 
     def __init__(self, libc: ctypes.CDLL, statx_number: int) -> None:
-        self._syscall = libc.syscall
+        # A function object of its own (item, not attribute: that one is shared), so the
+        # wider return type set here is not imposed on the other callers of syscall(2).
+        self._syscall = libc["syscall"]
         self._syscall.restype = ctypes.c_long
         self._statx = statx_number
 
@@ -87,7 +90,7 @@ class KernelMountListing:
 
     def _statx_mount_id(self, dir_fd: int, path: bytes, flags: int, wanted: int) -> int:
         buffer = ctypes.create_string_buffer(256)
-        self._check(self._syscall(
+        check(self._syscall(
             ctypes.c_long(self._statx), ctypes.c_int(dir_fd), path,
             ctypes.c_int(flags | _AT_STATX_DONT_SYNC), ctypes.c_uint(wanted), buffer,
         ))
@@ -126,7 +129,7 @@ class KernelMountListing:
         while True:
             buffer = ctypes.create_string_buffer(size)
             try:
-                self._check(self._syscall(
+                check(self._syscall(
                     ctypes.c_long(_SYS_STATMOUNT), ctypes.byref(request), buffer,
                     ctypes.c_size_t(size), ctypes.c_uint(0),
                 ))
@@ -151,18 +154,11 @@ class KernelMountListing:
     def _list(self, mount_id: int, after: int, count: int, flags: int) -> list[int]:
         request = _MountIdRequest(_MNT_ID_REQ_SIZE_VER0, 0, mount_id, after)
         out = (ctypes.c_uint64 * count)()
-        found = self._check(self._syscall(
+        found = check(self._syscall(
             ctypes.c_long(_SYS_LISTMOUNT), ctypes.byref(request), out,
             ctypes.c_size_t(count), ctypes.c_uint(flags),
         ))
         return list(out[:found])
-
-    @staticmethod
-    def _check(result: int) -> int:
-        if result < 0:
-            number = ctypes.get_errno()
-            raise OSError(number, os.strerror(number))
-        return result
 
 
 def parse_statmount(raw: bytes) -> MountEntry:
@@ -223,10 +219,9 @@ def _probe() -> tuple[KernelMountListing | None, str]:
         return None, "LUSTRE_CSI_MOUNTINFO_ONLY is set"
     if statx_number is None:
         return None, f"no system call numbers known for {platform.machine()}"
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # this process's own symbols: libc's syscall
-    except OSError as exc:
-        return None, f"no libc ({exc})"
+    libc = load_libc()
+    if libc is None:
+        return None, "no libc to call them through"
     listing = KernelMountListing(libc, statx_number)
     try:
         listing.entry(listing.newest_id())

@@ -8,10 +8,8 @@ mount namespaces. What is mounted where is read from csi/host/mount_table.py.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import enum
 import errno
-import functools
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -19,6 +17,7 @@ from typing import Protocol
 from csi.errors import ExternalCommandFailed, InProgress
 from csi.host.bounded import NO_KEY, BoundedCalls, CallTimedOut
 from csi.host.command import CommandRunner
+from csi.host.libc import check, load_libc
 from csi.host.mount_table import MountEntry
 
 # What stat(2) on a mount point says about it. ESTALE/ENOTCONN: the mount is dead for good (the
@@ -191,29 +190,13 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-@functools.cache
-def _load_libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
-    except OSError:
-        return None
-
-
-def _check(result: int) -> int:
-    if result < 0:
-        number = ctypes.get_errno()
-        raise OSError(number, os.strerror(number))
-    return result
-
-
 def _tree_bind(source: str, target: str, flags: Sequence[str]) -> bool:
     """A bind made with the mount API: its flags are set before it is attached, and it is
     attached onto the directory `target` names (a held descriptor's, if it is one).
 
     False: this kernel has no such calls (fall back). OSError: they failed.
     """
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return False
     attr = _MountAttr()
@@ -228,12 +211,12 @@ def _tree_bind(source: str, target: str, flags: Sequence[str]) -> bool:
         )
         if tree < 0 and ctypes.get_errno() == errno.ENOSYS:
             return False
-        tree = _check(tree)
+        tree = check(tree)
     finally:
         os.close(source_fd)
     try:
         if flags:
-            _check(
+            check(
                 libc.syscall(
                     _SYS_MOUNT_SETATTR,
                     tree,
@@ -245,7 +228,7 @@ def _tree_bind(source: str, target: str, flags: Sequence[str]) -> bool:
             )
         target_fd = os.open(target, os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
         try:
-            _check(
+            check(
                 libc.syscall(
                     _SYS_MOVE_MOUNT,
                     tree,
@@ -268,10 +251,10 @@ def _libc_bind(source: str, target: str, remount_at: str, flags: Sequence[str]) 
 
     False: no libc (fall back). OSError: a call failed (a failed remount undoes the bind).
     """
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return False
-    _check(libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None))
+    check(libc.mount(os.fsencode(source), os.fsencode(target), None, _MS_BIND, None))
     if not flags:
         return True
     bits = _MS_BIND | _MS_REMOUNT
@@ -285,7 +268,7 @@ def _libc_bind(source: str, target: str, remount_at: str, flags: Sequence[str]) 
 
 
 def _libc_umount(target: str, *, lazy: bool, nofollow: bool = False) -> bool:
-    libc = _load_libc()
+    libc = load_libc()
     if libc is None:
         return False
     flags = (_MNT_DETACH if lazy else 0) | (_UMOUNT_NOFOLLOW if nofollow else 0)
