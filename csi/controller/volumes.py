@@ -194,16 +194,12 @@ class VolumeService:
             # ready record's fsync; a power loss before that can lose this one and leave an
             # empty directory and a claimed project id no volume was answered for.
             self._fs.write(mountpoint, record, durable=False)
-        except CallHung as exc:
+        except BaseException as exc:
             self._catalog.release_hold(provisional)
-            if exc.returned is None:  # refused before it started: nothing names the id
+            # A write that hung (started, not refused) may still land, and its record names
+            # the id: the claim stays (the retry, held until the write returns, resumes it).
+            if not (isinstance(exc, CallHung) and exc.returned is not None):
                 self._project_ids.give_back(params.fsname, mountpoint, project_id)
-            # Otherwise the write may still land, and its record names the id: the claim
-            # stays (the retry, held until the write returns, resumes that record).
-            raise
-        except BaseException:
-            self._catalog.release_hold(provisional)
-            self._project_ids.give_back(params.fsname, mountpoint, project_id)
             raise
         return record
 
